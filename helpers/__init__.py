@@ -1,0 +1,47 @@
+"""Shared helpers for the Stable Diffusion 3.5 notebooks.
+
+Importing this package changes nothing global (no seeds, no plotting styles, no warnings filters).
+"""
+
+from .errors import GatedModelError, GenerationCancelled, GPUOutOfMemoryError, QuantizationNeedsGPUError
+from .generation import GenerationResult, generate, recipe_arguments
+from .loading import (
+    LoadingPlan,
+    load_pipeline,
+    model_id,
+    plan_loading,
+    release_current_pipeline,
+    release_pipeline,
+    use_stand_in,
+)
+from .memory import PeakMemory, Stopwatch, component_footprints, format_bytes
+from .presets import PRESETS, Preset, Recommendation, get_preset
+from .prompt_embeddings import PromptCache, PromptEmbeddings, encode_prompt
+
+__all__ = [
+    "PRESETS",
+    "GatedModelError",
+    "GenerationCancelled",
+    "GenerationResult",
+    "GPUOutOfMemoryError",
+    "LoadingPlan",
+    "PeakMemory",
+    "Preset",
+    "PromptCache",
+    "PromptEmbeddings",
+    "QuantizationNeedsGPUError",
+    "Recommendation",
+    "Stopwatch",
+    "component_footprints",
+    "encode_prompt",
+    "format_bytes",
+    "generate",
+    "get_preset",
+    "load_pipeline",
+    "model_id",
+    "plan_loading",
+    "recipe_arguments",
+    "release_current_pipeline",
+    "release_pipeline",
+    "use_stand_in",
+]

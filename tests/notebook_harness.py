@@ -1,0 +1,41 @@
+"""Execute a notebook from notebooks/ on the stand-in, the way the README's main job does.
+
+The kernel gets the test-only bitsandbytes CPU shim through `tests/kernel_site/sitecustomize.py`,
+so NF4 cells really quantize on CI; nothing in the notebooks knows about it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from helpers.run_notebooks import NOTEBOOKS, execute_notebook
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+
+
+def run_notebook(name: str, output_dir: Path, **parameters) -> dict:
+    """Run notebooks/<name> with STAND_IN=True plus `parameters`; return the executed notebook."""
+    env_before = dict(os.environ)
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS / "kernel_site"), str(REPO)])
+    try:
+        out = execute_notebook(NOTEBOOKS / name, output_dir, {"STAND_IN": True, **parameters}, timeout=600)
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+    return json.loads(out.read_text())
+
+
+def cell_outputs_text(notebook: dict) -> str:
+    """All text the executed notebook printed or displayed, joined."""
+    parts = []
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            if "text" in output:
+                parts.append("".join(output["text"]))
+            for key in ("text/plain", "text/markdown", "text/html"):
+                if key in output.get("data", {}):
+                    parts.append("".join(output["data"][key]))
+    return "\n".join(parts)
