@@ -5,6 +5,7 @@ Importing this package changes nothing global (no seeds, no plotting styles, no 
 
 from .errors import GatedModelError, GenerationCancelled, GPUOutOfMemoryError, QuantizationNeedsGPUError
 from .generation import GenerationResult, generate, recipe_arguments
+from .hf_token import find_token
 from .loading import (
     LoadingPlan,
     load_pipeline,
@@ -34,6 +35,7 @@ __all__ = [
     "Stopwatch",
     "component_footprints",
     "encode_prompt",
+    "find_token",
     "format_bytes",
     "generate",
     "get_preset",
