@@ -18,6 +18,11 @@ def find_token() -> str | None:
     return huggingface_hub.get_token()
 
 
+def offline() -> bool:
+    """True when HF_HUB_OFFLINE forbids the Hub (as in this project's tests)."""
+    return bool(huggingface_hub.constants.HF_HUB_OFFLINE)
+
+
 def is_cached(repo_id: str) -> bool:
     """True when the pipeline's index is already in the local Hugging Face cache."""
     path = huggingface_hub.try_to_load_from_cache(repo_id, "model_index.json")

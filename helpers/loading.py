@@ -244,10 +244,12 @@ def load_pipeline(
         token = hf_token.find_token()
         if preset.gated:
             hf_token.require_access(plan.model_id, token)
-    if plan.offload == "none" and plan.free_bytes is not None and offload != "auto":
-        needed = plan.total_bytes + WORKING_MEMORY_BYTES
-        if needed > plan.free_bytes:
-            raise GPUOutOfMemoryError(_does_not_fit(plan, needed))
+        if hf_token.offline() and not hf_token.is_cached(plan.model_id):
+            raise FileNotFoundError(
+                f"HF_HUB_OFFLINE is set and {plan.model_id} is not in the local Hugging Face cache. "
+                "Download it once with a network connection, or use stand_in=True."
+            )
+    check_fits(plan)
     if plan.stand_in:
         print(STAND_IN_BANNER)
     if not keep_previous:
@@ -272,7 +274,10 @@ def load_pipeline(
             raise better from None  # `from None`: the Hub's error text may echo request headers
         raise
     seconds = time.perf_counter() - started
-    pipe.load_info = LoadInfo(plan, seconds, preset.model_card, preset.blog, preset.default_size)
+    # The stand-in keeps the preset's guidance and steps (what the lesson teaches) but renders at its
+    # own small size, so a CPU runs every notebook in seconds.
+    size = PRESETS["tiny"].default_size if plan.stand_in else preset.default_size
+    pipe.load_info = LoadInfo(plan, seconds, preset.model_card, preset.blog, size)
     global _current_pipeline
     _current_pipeline = pipe
     return pipe
@@ -327,6 +332,14 @@ def _from_pretrained(plan: LoadingPlan, token: str | None):
     elif plan.device != "cpu":
         pipe.to(plan.device)
     return pipe
+
+
+def check_fits(plan: LoadingPlan) -> None:
+    """Raise GPUOutOfMemoryError, before any loading, when a plan without offload cannot fit."""
+    if plan.offload == "none" and plan.free_bytes is not None and plan.estimated_bytes:
+        needed = plan.total_bytes + WORKING_MEMORY_BYTES
+        if needed > plan.free_bytes:
+            raise GPUOutOfMemoryError(_does_not_fit(plan, needed))
 
 
 def _does_not_fit(plan: LoadingPlan, needed: int) -> str:

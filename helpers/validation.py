@@ -64,7 +64,7 @@ def check_size(height, width, multiple: int = 16, largest: int | None = None) ->
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise TypeError(f"{name} must be a whole number of pixels, not {type(value).__name__}.")
         if value < multiple or value % multiple:
-            nearest = max(multiple, round(value / multiple) * multiple)
+            nearest = max(multiple, int(value / multiple + 0.5) * multiple)  # halves round up
             raise ValueError(
                 f"{name}={value} is not a positive multiple of {multiple}; SD3 needs multiples of "
                 f"{multiple} (try {nearest})."

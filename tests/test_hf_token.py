@@ -1,0 +1,41 @@
+"""Token lookup through huggingface_hub, and the access check before any download."""
+
+import pytest
+
+from helpers import hf_token
+from helpers.errors import GatedModelError
+
+
+def test_no_token_in_the_test_environment():
+    assert hf_token.find_token() is None
+
+
+def test_env_token_is_found(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)
+    assert hf_token.find_token() == "hf_" + "x" * 34
+
+
+def test_gated_without_token_or_cache_is_refused():
+    assert not hf_token.is_cached("stabilityai/stable-diffusion-3.5-large")
+    with pytest.raises(GatedModelError, match="hf auth login"):
+        hf_token.require_access("stabilityai/stable-diffusion-3.5-large", None)
+    hf_token.require_access("stabilityai/stable-diffusion-3.5-large", "hf_" + "x" * 34)  # a token: go on
+
+
+def test_offline_is_detected():
+    assert hf_token.offline()
+
+
+def test_hub_refusal_becomes_instructions():
+    import httpx2
+    from huggingface_hub.errors import GatedRepoError
+
+    response = httpx2.Response(403, request=httpx2.Request("GET", "https://huggingface.co/api/models/x"))
+    hub_error = GatedRepoError("Access to model x is restricted.", response=response)
+    try:  # diffusers wraps the Hub's error in an OSError
+        raise OSError("could not load") from hub_error
+    except OSError as wrapped:
+        explained = hf_token.explain_hub_error(wrapped, "stabilityai/stable-diffusion-3.5-large")
+    assert isinstance(explained, GatedModelError)
+    assert "accept the licence" in str(explained)
+    assert hf_token.explain_hub_error(OSError("disk full"), "x") is None

@@ -1,0 +1,173 @@
+"""load_pipeline: every preset's plan on the stand-in, memory planning, tokens, one pipeline per kernel."""
+
+import bitsandbytes as bnb
+import pytest
+import torch
+
+import helpers
+from helpers import loading
+from helpers.errors import GatedModelError, GPUOutOfMemoryError, QuantizationNeedsGPUError
+from helpers.memory import GiB
+
+FAKE_TOKEN = "hf_" + "Zq7" * 12  # shaped like a token, valid for nothing
+
+
+def linears(module, kind):
+    return [m for m in module.modules() if isinstance(m, kind)]
+
+
+def test_tiny_loads_in_fp32_on_cpu_with_its_plan(tiny_dir):
+    pipe = helpers.load_pipeline("tiny")
+    plan = pipe.load_info.plan
+    assert plan.stand_in and plan.device == "cpu" and plan.offload == "none"
+    assert plan.dtype == torch.float32 and pipe.transformer.dtype == torch.float32
+    assert pipe.load_info.recommended.num_inference_steps == 4
+    assert str(tiny_dir) == plan.model_id
+
+
+def test_bf16_preset_on_the_stand_in(tiny_dir):
+    pipe = helpers.load_pipeline("sd35-large", stand_in=True, dtype=torch.bfloat16)
+    assert pipe.transformer.dtype == torch.bfloat16 and pipe.text_encoder_3.dtype == torch.bfloat16
+    assert not linears(pipe.transformer, bnb.nn.Linear4bit)
+    assert pipe.load_info.blog.guidance_scale == 2.5
+
+
+def test_nf4_preset_really_quantizes_the_transformer(bnb_cpu):
+    full = helpers.load_pipeline("sd35-large", stand_in=True, dtype=torch.bfloat16, keep_previous=True)
+    nf4 = helpers.load_pipeline("sd35-large-nf4", stand_in=True, keep_previous=True)
+    layers = linears(nf4.transformer, bnb.nn.Linear4bit)
+    assert layers and all(layer.weight.quant_type == "nf4" for layer in layers)
+    assert layers[0].compute_dtype == torch.bfloat16
+    # Every Linear of the transformer became 4-bit, none left in full precision.
+    assert not [m for m in nf4.transformer.modules() if type(m) is torch.nn.Linear]
+    assert nf4.transformer.get_memory_footprint() < full.transformer.get_memory_footprint()
+    # The Linear weights themselves pack 4 bits per bf16 weight: a quarter of the bytes.
+    packed = sum(layer.weight.numel() * layer.weight.element_size() for layer in layers)
+    dense = sum(m.weight.numel() * m.weight.element_size() for m in linears(full.transformer, torch.nn.Linear))
+    assert packed == dense // 4
+    assert not linears(nf4.text_encoder_3, bnb.nn.Linear4bit)  # T5 stays full unless asked
+    image = helpers.generate(nf4, "a cat", num_inference_steps=2).image
+    assert image.size == (64, 64)
+    helpers.release_pipeline(full)
+
+
+def test_8bit_preset(bnb_cpu):
+    pipe = helpers.load_pipeline("sd35-large-8bit", stand_in=True)
+    assert linears(pipe.transformer, bnb.nn.Linear8bitLt)
+    assert pipe.load_info.plan.quantization == "int8"
+
+
+def test_quantize_t5_and_drop_t5(bnb_cpu):
+    pipe = helpers.load_pipeline("sd35-large-nf4", stand_in=True, quantize_t5=True)
+    assert linears(pipe.text_encoder_3, bnb.nn.Linear4bit)
+    assert pipe.load_info.plan.t5 == "nf4"
+    helpers.generate(pipe, "a cat", num_inference_steps=1)
+
+    no_t5 = helpers.load_pipeline("sd35-large", stand_in=True, drop_t5=True)
+    assert no_t5.text_encoder_3 is None and no_t5.tokenizer_3 is None
+    assert "text_encoder_3" not in no_t5.load_info.plan.estimated_bytes
+    assert helpers.generate(no_t5, "a cat", num_inference_steps=1).image.size == (64, 64)
+
+
+def test_without_the_shim_cpu_quantization_is_refused_clearly(tiny_dir):
+    with pytest.raises(QuantizationNeedsGPUError, match="GPU"):
+        helpers.load_pipeline("sd35-large-nf4", stand_in=True)
+
+
+def test_loading_another_pipeline_releases_the_previous_one(tiny_dir):
+    first = helpers.load_pipeline("tiny")
+    second = helpers.load_pipeline("tiny")
+    assert first.transformer is None and first.text_encoder_3 is None
+    assert second.transformer is not None
+    with pytest.raises(ValueError, match="released"):
+        helpers.generate(first, "a cat")
+    kept = helpers.load_pipeline("tiny", keep_previous=True)
+    assert second.transformer is not None and kept.transformer is not None
+
+
+@pytest.mark.parametrize(
+    "free_gib,expected",
+    [(80, "none"), (24, "none"), (16, "model"), (12, "model"), (8, "sequential")],
+)
+def test_offload_auto_picks_the_fastest_plan_that_fits(free_gib, expected):
+    # Published sizes of SD3.5 Large in NF4 with full T5 on a simulated CUDA GPU.
+    estimated = loading.estimate_footprint(
+        helpers.PRESETS["sd35-large-nf4"].parameters, torch.bfloat16, "nf4"
+    )
+    choice, reason = loading.choose_offload("auto", "cuda", estimated, int(free_gib * GiB))
+    assert choice == expected, reason
+    assert "GiB" in reason
+
+
+def test_plan_sizes_follow_precision():
+    params = helpers.PRESETS["sd35-large"].parameters
+    bf16 = loading.estimate_footprint(params, torch.bfloat16)
+    nf4 = loading.estimate_footprint(params, torch.bfloat16, "nf4")
+    no_t5 = loading.estimate_footprint(params, torch.bfloat16, "nf4", t5="dropped")
+    assert 15 * GiB < bf16["transformer"] < 16 * GiB  # 8.1 B parameters x 2 bytes
+    assert nf4["transformer"] < 0.3 * bf16["transformer"]
+    assert nf4["text_encoder_3"] == bf16["text_encoder_3"]
+    assert "text_encoder_3" not in no_t5
+
+
+def test_forced_no_offload_that_cannot_fit_fails_before_loading():
+    estimated = loading.estimate_footprint(helpers.PRESETS["sd35-large"].parameters, torch.bfloat16)
+    plan = loading.LoadingPlan(
+        "sd35-large", "x", False, "cuda", torch.bfloat16, None, "full", "none", "asked", estimated, 16 * GiB
+    )
+    with pytest.raises(GPUOutOfMemoryError, match="offload='auto'"):
+        loading.check_fits(plan)
+    plan.free_bytes = 80 * GiB
+    loading.check_fits(plan)
+
+
+def test_offload_on_cpu_is_refused_and_never_calls_accelerate(tiny_dir):
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        helpers.plan_loading("tiny", offload="model")
+    assert helpers.plan_loading("tiny", offload="auto").offload == "none"
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(model="sd35-huge"), "Unknown model preset"),
+        (dict(model="tiny", offload="sometimes"), "offload must be"),
+        (dict(model="tiny", device="tpu"), "device must be"),
+        (dict(model="tiny", dtype="float8"), "dtype must be"),
+        (dict(model="tiny", drop_t5=True, quantize_t5=True), "contradict"),
+    ],
+)
+def test_bad_options_fail_before_loading(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        helpers.load_pipeline(**kwargs)
+
+
+def test_gated_model_without_token_says_what_to_do(capsys):
+    with pytest.raises(GatedModelError) as info:
+        helpers.load_pipeline("sd35-large", stand_in=False)
+    text = str(info.value)
+    assert "accept the licence" in text and "HF_TOKEN" in text
+    assert "https://huggingface.co/stabilityai/stable-diffusion-3.5-large" in text
+
+
+def test_token_is_never_printed_or_put_in_errors(monkeypatch, capsys, caplog):
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    assert helpers.find_token() == FAKE_TOKEN
+    with pytest.raises(FileNotFoundError) as info:  # offline and not cached: refused before loading
+        helpers.load_pipeline("sd35-large", stand_in=False)
+    out = capsys.readouterr()
+    for text in (str(info.value), out.out, out.err, caplog.text):
+        assert FAKE_TOKEN not in text
+        assert "hf_Zq7" not in text
+
+
+def test_model_id_switches_between_hub_and_stand_in(tiny_dir):
+    assert helpers.model_id("sd35-large", stand_in=False) == "stabilityai/stable-diffusion-3.5-large"
+    assert helpers.model_id("sd35-medium", stand_in=False) == "stabilityai/stable-diffusion-3.5-medium"
+    assert helpers.model_id("sd35-large", stand_in=True) == str(tiny_dir)
+    assert helpers.use_stand_in(None) is True  # no GPU on this machine
+
+
+def test_stand_in_banner_is_loud(tiny_dir, capsys):
+    helpers.load_pipeline("tiny")
+    assert "OFFLINE STAND-IN: random weights, images are noise." in capsys.readouterr().out
