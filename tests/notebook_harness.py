@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from helpers.run_notebooks import NOTEBOOKS, execute_notebook
@@ -25,7 +26,10 @@ def run_notebook(name: str, output_dir: Path, **parameters) -> dict:
     finally:
         os.environ.clear()
         os.environ.update(env_before)
-    return json.loads(out.read_text())
+    text = out.read_text()
+    # No executed output may ever contain something shaped like a Hugging Face token.
+    assert not re.search(r"hf_[A-Za-z0-9]{30,}", text), f"token-shaped string in {name}'s outputs"
+    return json.loads(text)
 
 
 def cell_outputs_text(notebook: dict) -> str:

@@ -1,0 +1,32 @@
+"""Navigation bars, titles and the README table are generated from one list and kept current."""
+
+import shutil
+
+import nbformat
+
+from helpers import navigation
+
+
+def test_every_notebook_bar_title_and_readme_table_is_current():
+    assert navigation.stale() == [], "run: .venv/bin/python -m helpers.navigation"
+
+
+def test_bar_links_neighbours_and_badge():
+    first, middle = navigation.navigation_cell(0), navigation.navigation_cell(1)
+    assert "colab-badge.svg" in first and navigation.colab_url(navigation.NOTEBOOKS[0][0]) in first
+    assert "< " not in first and f"({navigation.NOTEBOOKS[1][0]})" in first
+    assert f"({navigation.NOTEBOOKS[0][0]})" in middle and f"({navigation.NOTEBOOKS[2][0]})" in middle
+
+
+def test_write_repairs_a_stale_copy(tmp_path):
+    notebooks, readme = tmp_path / "notebooks", tmp_path / "README.md"
+    shutil.copytree(navigation.REPO / "notebooks", notebooks)
+    readme.write_text(f"intro\n{navigation.README_START}\nold\n{navigation.README_END}\n")
+    path = notebooks / navigation.NOTEBOOKS[1][0]
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[0].source = navigation.MARKER + "\nold bar"
+    nbformat.write(nb, path)
+    assert len(navigation.stale(notebooks, readme)) == 2
+    navigation.write(notebooks, readme)
+    assert navigation.stale(notebooks, readme) == []
+    assert readme.read_text().startswith("intro\n")

@@ -1,0 +1,88 @@
+"""Every notebook: clean, valid, laid out the same way, linted, token-free, and tested."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from helpers.navigation import NOTEBOOKS, REPO
+
+NOTEBOOK_PATHS = sorted((REPO / "notebooks").glob("*.ipynb"))
+TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{30,}")
+SETUP_CELL_START = "# Set-up: make `helpers` importable."
+
+
+def read(path):
+    return nbformat.read(path, as_version=4)
+
+
+def test_there_are_notebooks():
+    assert [p.name for p in NOTEBOOK_PATHS] == [name for name, _, _ in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda p: p.name)
+def test_committed_clean_and_valid(path):
+    nb = read(path)
+    nbformat.validate(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: strip outputs"
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda p: p.name)
+def test_layout(path):
+    cells = read(path).cells
+    title = cells[1].source
+    assert title.startswith("# ") and "Prerequisites" in title, "title, goal and prerequisites first"
+    parameters = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(parameters) == 1 and "STAND_IN = None" in parameters[0].source
+    assert cells.index(parameters[0]) < 4, "the parameters cell sits at the top"
+    assert any(c.source.startswith(SETUP_CELL_START) for c in cells[:5])
+    closing = cells[-1]
+    assert closing.cell_type == "markdown" and "What you learned" in closing.source
+
+
+def test_setup_cell_is_the_same_everywhere():
+    setups = {p.name: next(c.source for c in read(p).cells if c.source.startswith(SETUP_CELL_START))
+              for p in NOTEBOOK_PATHS}
+    assert len(set(setups.values())) == 1, setups.keys()
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda p: p.name)
+def test_links_between_notebooks_resolve(path):
+    for cell in read(path).cells:
+        if cell.cell_type != "markdown":
+            continue
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", cell.source):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            assert (path.parent / target).exists(), f"{path.name}: broken link {target}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda p: p.name)
+def test_every_notebook_has_a_test_module_that_executes_it(path):
+    module = REPO / "tests" / f"test_notebook_{path.stem}.py"
+    assert module.is_file(), f"add {module.relative_to(REPO)}"
+    assert f'"{path.name}"' in module.read_text()
+
+
+def test_ruff_is_clean_over_helpers_tests_notebooks_and_benchmarks():
+    targets = [t for t in ("helpers", "tests", "notebooks", "benchmarks") if (REPO / t).exists()]
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", *targets], cwd=REPO,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_no_token_shaped_string_in_the_repository():
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True)
+    offenders = []
+    for name in filter(None, files.stdout.split("\0")):
+        path = Path(REPO / name)
+        if path.is_file() and path.suffix not in {".png", ".jpg", ".safetensors"}:
+            if TOKEN_SHAPE.search(path.read_text(errors="ignore")):
+                offenders.append(name)
+    assert offenders == []
