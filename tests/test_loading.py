@@ -171,3 +171,17 @@ def test_model_id_switches_between_hub_and_stand_in(tiny_dir):
 def test_stand_in_banner_is_loud(tiny_dir, capsys):
     helpers.load_pipeline("tiny")
     assert "OFFLINE STAND-IN: random weights, images are noise." in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", list(helpers.PRESETS))
+def test_every_preset_loads_and_generates_on_the_stand_in(name, bnb_cpu):
+    preset = helpers.PRESETS[name]
+    pipe = helpers.load_pipeline(name, stand_in=True)
+    plan = pipe.load_info.plan
+    assert plan.stand_in and plan.quantization == preset.quantization
+    kind = {"nf4": bnb.nn.Linear4bit, "int8": bnb.nn.Linear8bitLt}.get(preset.quantization)
+    if kind is not None:
+        assert linears(pipe.transformer, kind)
+    result = helpers.generate(pipe, "a cat", num_inference_steps=2)
+    assert result.recipe["model"] == name and result.recipe["guidance_scale"] == preset.model_card.guidance_scale
+    assert result.image.size == (64, 64)
