@@ -76,7 +76,7 @@ def test_bad_transformer_source_fails_before_loading(tmp_path):
         helpers.plan_loading("sd35-large-nf4", stand_in=True, transformer="no-such-folder")
 
 
-def test_subprocess_reload_reads_less_memory_than_quantizing(saved_nf4, tiny_dir):
+def test_subprocess_measures_both_loads(saved_nf4, tiny_dir):
     """Both loads measured in fresh processes with the shim on PYTHONPATH (as the notebook does)."""
     folder, _, _ = saved_nf4
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS / "kernel_site"), str(REPO)]))
