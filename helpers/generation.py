@@ -100,6 +100,7 @@ def make_recipe(pipe, prompt, negative_prompt, settings: dict) -> dict:
         "dtype": str(plan.dtype).removeprefix("torch.") if plan else str(pipe.dtype),
         "device": plan.device if plan else str(pipe.device),
         "offload": plan.offload if plan else None,
+        "transformer_source": plan.transformer_source if plan else None,
         "scheduler": type(pipe.scheduler).__name__,
         "prompt": prompt,
         "negative_prompt": negative_prompt,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import devices, hf_token, memory, tiny
+from . import devices, hf_token, memory, quantized_checkpoints, tiny
 from .errors import GPUOutOfMemoryError, QuantizationNeedsGPUError
 from .presets import PRESETS, Preset, Recommendation, get_preset
 
@@ -48,6 +48,7 @@ class LoadingPlan:
     reason: str  # why this offload choice, in one sentence
     estimated_bytes: dict[str, int] = field(default_factory=dict)  # per component, as loaded
     free_bytes: int | None = None  # free accelerator memory when planned
+    transformer_source: str | None = None  # pre-quantized transformer folder or Hub id, if given
 
     @property
     def total_bytes(self) -> int:
@@ -165,12 +166,17 @@ def plan_loading(
     dtype="auto",
     stand_in: bool | None = None,
     free_bytes: int | None = None,
+    transformer: str | None = None,
 ) -> LoadingPlan:
     """Decide how `model` will be loaded, without loading it. `free_bytes` overrides the measured
-    free GPU memory (to ask "what would happen on a 16 GB card?")."""
+    free GPU memory (to ask "what would happen on a 16 GB card?"). `transformer`: a folder written
+    by `save_quantized` or a Hub id of a pre-quantized transformer, loaded instead of quantizing."""
     if drop_t5 and quantize_t5:
         raise ValueError("drop_t5=True and quantize_t5=True contradict each other: choose one.")
     preset = _resolve_preset(model)
+    quantization = preset.quantization
+    if transformer is not None:
+        quantization = _check_transformer_source(transformer) or quantization
     stand_in = use_stand_in(stand_in) or preset.repo_id is None
     device = devices.pick_device(device)
     if dtype == "auto":
@@ -184,7 +190,7 @@ def plan_loading(
         mid = preset.repo_id
         parameters = preset.parameters
     t5 = "dropped" if drop_t5 else "nf4" if quantize_t5 else "full"
-    estimated = estimate_footprint(parameters, dtype, preset.quantization, t5)
+    estimated = estimate_footprint(parameters, dtype, quantization, t5)
     if free_bytes is None:
         free_bytes = devices.free_accelerator_memory(device)
     choice, reason = choose_offload(offload, device, estimated, free_bytes)
@@ -194,13 +200,30 @@ def plan_loading(
         stand_in=stand_in,
         device=device,
         dtype=dtype,
-        quantization=preset.quantization,
+        quantization=quantization,
         t5=t5,
         offload=choice,
         reason=reason,
         estimated_bytes=estimated,
         free_bytes=free_bytes,
+        transformer_source=None if transformer is None else str(transformer),
     )
+
+
+def _check_transformer_source(transformer) -> str | None:
+    """Validate `transformer=` before loading; return the quantization saved in it, if known."""
+    if not isinstance(transformer, (str, Path)) or not str(transformer):
+        raise ValueError(f"transformer must be a folder or a Hub id, not {transformer!r}.")
+    folder, subfolder = quantized_checkpoints.transformer_folder(transformer)
+    looks_like_repo = str(transformer).count("/") == 1 and not str(transformer).startswith((".", "/", "~"))
+    if not (Path(folder) / (subfolder or "") / "config.json").is_file() and (
+        Path(transformer).exists() or not looks_like_repo
+    ):
+        raise ValueError(
+            f"transformer={str(transformer)!r} is neither a folder with a saved transformer "
+            "(config.json, or transformer/config.json as save_quantized writes) nor a Hub id."
+        )
+    return quantized_checkpoints.saved_quantization(transformer)
 
 
 def _resolve_preset(model: str) -> Preset:
@@ -226,17 +249,19 @@ def load_pipeline(
     dtype="auto",
     stand_in: bool | None = None,
     keep_previous: bool = False,
+    transformer: str | None = None,
 ):
     """Load a `StableDiffusion3Pipeline` for a preset ("sd35-large-nf4", "tiny", ...), a Hub id or
     a local folder, and return it with `pipe.load_info` (the plan, load seconds, recommendations).
 
     Every option is checked before any weights are read. Unless `keep_previous=True`, the
     pipeline this function returned last is released first (its GPU memory freed), since two
-    SD3.5 Large pipelines rarely fit together.
+    SD3.5 Large pipelines rarely fit together. `transformer=` loads a pre-quantized transformer
+    (a `save_quantized` folder or Hub id) instead of quantizing the model's bf16 one.
     """
     plan = plan_loading(
         model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
-        dtype=dtype, stand_in=stand_in,
+        dtype=dtype, stand_in=stand_in, transformer=transformer,
     )
     preset = _resolve_preset(model)
     token = None
@@ -288,7 +313,16 @@ def _from_pretrained(plan: LoadingPlan, token: str | None):
     from diffusers import BitsAndBytesConfig, SD3Transformer2DModel, StableDiffusion3Pipeline
 
     kwargs = {}
-    if plan.quantization == "nf4":
+    saved_t5 = None
+    if plan.transformer_source is not None:
+        # Pre-quantized: the quantization config is read from the saved config.json.
+        source, subfolder = quantized_checkpoints.transformer_folder(plan.transformer_source)
+        kwargs["transformer"] = SD3Transformer2DModel.from_pretrained(
+            source, subfolder=subfolder, dtype=plan.dtype, token=token
+        )
+        if subfolder and (Path(source) / "text_encoder_3" / "config.json").is_file():
+            saved_t5 = source
+    elif plan.quantization == "nf4":
         kwargs["transformer"] = SD3Transformer2DModel.from_pretrained(
             plan.model_id,
             subfolder="transformer",
@@ -309,6 +343,12 @@ def _from_pretrained(plan: LoadingPlan, token: str | None):
     if plan.t5 == "dropped":
         # A pipeline saved with T5 still lists it; both entries must be None to skip it.
         kwargs.update(text_encoder_3=None, tokenizer_3=None)
+    elif plan.t5 == "nf4" and saved_t5 is not None:
+        from transformers import T5EncoderModel
+
+        kwargs["text_encoder_3"] = T5EncoderModel.from_pretrained(
+            saved_t5, subfolder="text_encoder_3", dtype=plan.dtype
+        )
     elif plan.t5 == "nf4":
         from transformers import BitsAndBytesConfig as TransformersBnbConfig
         from transformers import T5EncoderModel

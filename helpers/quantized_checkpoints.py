@@ -1,0 +1,78 @@
+"""Quantize once, reload fast: save a pipeline's bitsandbytes-quantized transformer (and T5).
+
+diffusers and transformers serialise bitsandbytes NF4/int8 models with `save_pretrained`; the
+quantization config travels in config.json, so `from_pretrained(folder)` loads the packed weights
+directly, without reading (or quantizing) the 16 GB of bf16 weights again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+# Components `save_quantized` writes when they are quantized, as pipeline subfolder names.
+QUANTIZABLE = ("transformer", "text_encoder_3")
+
+
+def is_quantized(module) -> bool:
+    """True when `module` was loaded with a bitsandbytes quantization config."""
+    return bool(getattr(module, "is_quantized", False)) or getattr(module, "hf_quantizer", None) is not None
+
+
+def save_quantized(pipe, folder) -> dict[str, Path]:
+    """Save the quantized components of `pipe` (transformer, and T5 when quantized) under `folder`
+    as `folder/transformer` and `folder/text_encoder_3`; return {component: subfolder}.
+
+    Refuses to write into an existing non-empty folder, so nothing saved earlier is overwritten.
+    Save right after loading: on CPU, bitsandbytes repacks 4-bit weights at the first forward pass
+    (keeping their scales in bf16), so a save after generating reloads as a slightly different model.
+    """
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise FileExistsError(
+            f"{folder} already exists and is not empty: choose a new folder (nothing is overwritten)."
+        )
+    transformer = getattr(pipe, "transformer", None)
+    if transformer is None:
+        raise ValueError("This pipeline has no transformer (it was released?): load it again.")
+    if not is_quantized(transformer):
+        raise ValueError(
+            "The transformer is not quantized, so there is nothing to save here: load it with a "
+            "BitsAndBytesConfig (e.g. load_pipeline('sd35-large-nf4')), or use pipe.save_pretrained."
+        )
+    saved = {}
+    for name in QUANTIZABLE:
+        component = getattr(pipe, name, None)
+        if component is not None and is_quantized(component):
+            component.save_pretrained(folder / name)
+            saved[name] = folder / name
+    return saved
+
+
+def transformer_folder(source) -> tuple[str, str | None]:
+    """(id, subfolder) to pass to `SD3Transformer2DModel.from_pretrained` for `source`: a folder
+    written by `save_quantized` (has transformer/), a transformer folder itself, or a Hub id."""
+    path = Path(source)
+    if (path / "transformer" / "config.json").is_file():
+        return str(path), "transformer"
+    return str(source), None
+
+
+def saved_quantization(source) -> str | None:
+    """"nf4", "int8" or None (not quantized) for a local transformer folder, read from its
+    config.json; None also when `source` is a Hub id (not looked up: no network here)."""
+    folder, subfolder = transformer_folder(source)
+    config = Path(folder) / (subfolder or "") / "config.json"
+    if not config.is_file():
+        return None
+    quantization = json.loads(config.read_text()).get("quantization_config") or {}
+    if quantization.get("load_in_4bit"):
+        return quantization.get("bnb_4bit_quant_type", "nf4")
+    if quantization.get("load_in_8bit"):
+        return "int8"
+    return None
+
+
+def folder_bytes(folder) -> int:
+    """Bytes of every file under `folder` (its size on disk, ignoring filesystem blocks)."""
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())

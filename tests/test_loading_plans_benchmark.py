@@ -1,0 +1,68 @@
+"""benchmarks/loading_plans.py on CPU with the stand-in, and its full-size configs' sizes."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, TESTS
+
+SCRIPT = REPO / "benchmarks" / "loading_plans.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("loading_plans_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(*args):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS / "kernel_site"), str(REPO)]))
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_cpu_run_writes_json_and_markdown(tiny_dir, tmp_path):
+    done = run("--output", str(tmp_path), "--steps", "2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads((tmp_path / "loading_plans.json").read_text())
+    rows = {r["plan"]: r for r in data["rows"]}
+    assert data["meta"]["model"].startswith("offline stand-in") and data["meta"]["steps"] == 2
+    assert rows["NF4 + model CPU offload"]["status"] == "not applicable: no GPU"
+    for name in ("bf16", "NF4", "NF4 without T5", "NF4 with NF4 T5", "8-bit"):
+        assert rows[name]["status"] == "ok", rows[name]
+        assert rows[name]["s_per_image"] > 0 and rows[name]["peak_bytes"] > 0
+    table = (tmp_path / "loading_plans.md").read_text()
+    assert "| NF4 with NF4 T5 | ok |" in table
+    assert "s / image" in done.stdout
+
+
+def test_random_weights_is_skipped_without_gpu(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the mode would really run")
+    done = run("--random-weights", "large", "--output", str(tmp_path))
+    assert done.returncode == 0 and "skipped" in done.stdout
+    assert not (tmp_path / "loading_plans.json").exists()
+
+
+# Medium's config (the one other projects use too) counts 2.24 B in diffusers; "2.5 B" is rounded.
+@pytest.mark.parametrize("family, billions, tolerance", [("large", 8.1, 0.05), ("medium", 2.5, 0.15)])
+def test_random_weight_transformer_matches_published_size(family, billions, tolerance):
+    script = load_script()
+    with torch.device("meta"):  # shapes only: no memory
+        model = script.build_component("transformer", family)
+    count = sum(p.numel() for p in model.parameters()) / 1e9
+    assert abs(count - billions) / billions < tolerance, count
+
+
+@pytest.mark.parametrize("name, billions", [("text_encoder", 0.12), ("text_encoder_2", 0.69), ("text_encoder_3", 4.76), ("vae", 0.08)])
+def test_random_weight_encoders_match_published_size(name, billions):
+    script = load_script()
+    with torch.device("meta"):
+        model = script.build_component(name)
+    count = sum(p.numel() for p in model.parameters()) / 1e9
+    assert abs(count - billions) / billions < 0.1, count
