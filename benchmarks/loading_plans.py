@@ -118,7 +118,14 @@ def main(argv=None) -> int:
     import torch
 
     import helpers
-    from helpers.loading_plans import LARGE_FLOP_PER_IMAGE, PLAN_COLUMNS, PLANS, markdown_table, measure_plan, peak_flops
+    from helpers.loading_plans import (
+        LARGE_FLOP_PER_IMAGE,
+        PLAN_COLUMNS,
+        PLANS,
+        markdown_table,
+        measure_plan,
+        peak_flops,
+    )
 
     cuda = torch.cuda.is_available()
     plans = args.plans or list(PLANS)

@@ -18,6 +18,8 @@ from .loading import (
 from .memory import PeakMemory, Stopwatch, component_footprints, format_bytes
 from .presets import PRESETS, Preset, Recommendation, get_preset
 from .prompt_embeddings import PromptCache, PromptEmbeddings, encode_prompt
+from .quantized_checkpoints import save_quantized
+from .subprocess_probe import measure_in_subprocess
 
 __all__ = [
     "PRESETS",
@@ -40,9 +42,11 @@ __all__ = [
     "generate",
     "get_preset",
     "load_pipeline",
+    "measure_in_subprocess",
     "model_id",
     "plan_loading",
     "recipe_arguments",
+    "save_quantized",
     "release_current_pipeline",
     "release_pipeline",
     "use_stand_in",

@@ -3,7 +3,6 @@
 import re
 
 import pytest
-
 from notebook_harness import cell_outputs_text, run_notebook
 
 

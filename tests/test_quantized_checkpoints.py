@@ -1,17 +1,14 @@
 """save_quantized → load_pipeline(transformer=folder): the second load skips quantization."""
 
-import json
 import os
-import sys
 
 import pytest
 import torch
+from conftest import REPO, TESTS
 
 import helpers
 from helpers.quantized_checkpoints import folder_bytes, save_quantized, saved_quantization
 from helpers.subprocess_probe import measure_in_subprocess
-
-from conftest import REPO, TESTS
 
 GEN = dict(num_inference_steps=2, height=64, width=64, seed=3)
 
