@@ -282,3 +282,62 @@ def _make_t5_tokenizer(folder: Path):
         json.dumps({"tokenizer_class": "T5Tokenizer", "model_max_length": 512, "extra_ids": 0})
     )
     return T5Tokenizer.from_pretrained(folder)
+
+
+# A tiny CLIP for scoring images offline, in the same format as openai/clip-vit-large-patch14.
+CLIP_SCORER_TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        max_position_embeddings=77)
+CLIP_SCORER_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                          image_size=32, patch_size=8)
+
+
+def default_tiny_clip_dir() -> Path:
+    """Where the tiny scoring CLIP is cached: beside the stand-in pipeline."""
+    return default_tiny_dir().with_name(default_tiny_dir().name + "-clip")
+
+
+def tiny_clip_dir(folder=None) -> Path:
+    """Return a folder holding a random-weight `CLIPModel` + `CLIPProcessor`, building it first if
+    needed; it loads through the same `from_pretrained` calls as openai/clip-vit-large-patch14."""
+    folder = Path(folder) if folder is not None else default_tiny_clip_dir()
+    if (folder / "config.json").is_file() and is_stand_in(folder):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".tiny-clip-build-", dir=folder.parent))
+    try:
+        _save_tiny_clip(scratch)
+        try:
+            scratch.rename(folder)
+        except OSError:
+            if not (folder / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return folder
+
+
+def _save_tiny_clip(folder: Path) -> None:
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = _make_clip_tokenizer(Path(tmp) / "clip")
+        config = CLIPConfig(
+            text_config=dict(
+                vocab_size=len(tokenizer),
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                **CLIP_SCORER_TEXT,
+            ),
+            vision_config=CLIP_SCORER_VISION,
+            projection_dim=32,
+        )
+        torch.manual_seed(6)
+        model = CLIPModel(config).eval()
+        size = CLIP_SCORER_VISION["image_size"]
+        image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+    (folder / STAND_IN_MARKER).write_text("Offline stand-in for a CLIP scorer: random weights, scores are noise.\n")

@@ -1,0 +1,135 @@
+"""Labelled image grids, and X/Y sweeps of any generation argument (like A1111's X/Y/Z plot).
+
+`image_grid` lays out images with row and column labels and a title, drawn with PIL so the
+grid is one PNG that can be saved and compared. `xy_grid` generates every (x, y) combination of
+two `generate` arguments, encoding each distinct prompt pair once.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from PIL import Image, ImageDraw, ImageFont
+
+from .generation import generate
+from .prompt_embeddings import PromptCache
+
+BACKGROUND, INK = (255, 255, 255), (20, 20, 20)
+
+
+def _font(size: int):
+    """A scalable font when Pillow can provide one; its built-in bitmap font otherwise."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has no sized default font
+        return ImageFont.load_default()
+
+
+def _text_size(draw, text, font) -> tuple[int, int]:
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    return right - left, bottom - top
+
+
+def _fit(text: str, draw, font, width: int) -> str:
+    """Shorten `text` with an ellipsis until it fits in `width` pixels."""
+    if _text_size(draw, text, font)[0] <= width:
+        return text
+    while text and _text_size(draw, text + "…", font)[0] > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def image_grid(images, rows: int, cols: int, *, row_labels=None, col_labels=None, title=None,
+               row_title=None, col_title=None):
+    """Lay `images` (row-major, all the same size) out as a rows x cols grid with labels.
+
+    Labels are scaled to the tile size, so a grid of 64 px stand-in tiles and one of 1024 px
+    tiles both stay readable."""
+    images = list(images)
+    if rows < 1 or cols < 1 or len(images) != rows * cols:
+        raise ValueError(f"image_grid needs rows x cols = {rows} x {cols} = {rows * cols} images, got {len(images)}.")
+    for labels, n, name in ((row_labels, rows, "row_labels"), (col_labels, cols, "col_labels")):
+        if labels is not None and len(labels) != n:
+            raise ValueError(f"{name} has {len(labels)} entries for {n} {name[:3]}s.")
+    w, h = images[0].size
+    if any(im.size != (w, h) for im in images):
+        raise ValueError("image_grid needs images of one size; resize them first.")
+    font_px = max(10, min(w, h) // 10)
+    font, title_font = _font(font_px), _font(int(font_px * 1.3))
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line = _text_size(probe, "Ag", font)[1] + font_px // 2
+    left = 0
+    if row_labels is not None:
+        left = min(max(_text_size(probe, str(t), font)[0] for t in row_labels) + font_px, 2 * w)
+    if row_title:
+        left += line
+    top = (line if col_labels is not None else 0) + (line if col_title else 0)
+    top += int(line * 1.4) if title else 0
+    canvas = Image.new("RGB", (left + cols * w, top + rows * h), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    y = 0
+    if title:
+        draw.text((canvas.width // 2, 0), _fit(title, draw, title_font, canvas.width), fill=INK, font=title_font, anchor="ma")
+        y += int(line * 1.4)
+    if col_title:
+        draw.text((left + cols * w // 2, y), _fit(col_title, draw, font, cols * w), fill=INK, font=font, anchor="ma")
+        y += line
+    if col_labels is not None:
+        for c, label in enumerate(col_labels):
+            draw.text((left + c * w + w // 2, y), _fit(str(label), draw, font, w), fill=INK, font=font, anchor="ma")
+    for i, image in enumerate(images):
+        r, c = divmod(i, cols)
+        canvas.paste(image.convert("RGB"), (left + c * w, top + r * h))
+    if row_labels is not None:
+        x = line if row_title else 0
+        for r, label in enumerate(row_labels):
+            draw.text((x + font_px // 4, top + r * h + h // 2), _fit(str(label), draw, font, left - x - font_px // 2),
+                      fill=INK, font=font, anchor="lm")
+    if row_title:
+        side = Image.new("RGB", (rows * h, line), BACKGROUND)
+        ImageDraw.Draw(side).text((rows * h // 2, 0), _fit(row_title, draw, font, rows * h), fill=INK, font=font, anchor="ma")
+        canvas.paste(side.rotate(90, expand=True), (0, top))
+    return canvas
+
+
+_AXES = [name for name in inspect.signature(generate).parameters if name not in ("pipe", "callback", "embeddings")]
+
+
+def xy_grid(pipe, *, x, y, base=None, embeddings_cache=None, title=None):
+    """Generate every combination of two `generate` arguments and lay them out as a grid.
+
+    `x` and `y` are (argument name, values), e.g. ("guidance_scale", [1, 3.5, 7]) and
+    ("seed", [0, 1]); `base` holds the fixed arguments (prompt, steps, ...). Each distinct
+    (prompt, negative_prompt) is encoded once and reused. Returns (grid image, results[row][col])."""
+    base = dict(base or {})
+    (x_name, x_values), (y_name, y_values) = x, y
+    for name in (x_name, y_name):
+        if name not in _AXES:
+            raise ValueError(f"{name!r} cannot drive an axis; choose one of: {', '.join(_AXES)}.")
+    if x_name == y_name:
+        raise ValueError("x and y must be different arguments.")
+    if not list(x_values) or not list(y_values):
+        raise ValueError("each axis needs at least one value.")
+    unknown = set(base) - set(_AXES)
+    if unknown:
+        raise ValueError(f"base has arguments generate() does not take: {', '.join(sorted(unknown))}.")
+    cache = embeddings_cache or PromptCache(pipe)
+    results = []
+    for y_value in y_values:
+        row = []
+        for x_value in x_values:
+            args = {**base, x_name: x_value, y_name: y_value}
+            prompt = args.pop("prompt", None)
+            negative = args.pop("negative_prompt", None)
+            if prompt is None:
+                raise ValueError("xy_grid needs a prompt, in base or on an axis.")
+            row.append(generate(pipe, embeddings=cache.get(prompt, negative), **args))
+        results.append(row)
+    first = results[0][0].recipe
+    title = title or f"{first['model']} · {first['num_inference_steps']} steps"
+    grid = image_grid(
+        [r.image for row in results for r in row], len(y_values), len(x_values),
+        row_labels=[f"{v}" for v in y_values], col_labels=[f"{v}" for v in x_values],
+        title=title, row_title=y_name, col_title=x_name,
+    )
+    return grid, results
