@@ -24,7 +24,7 @@ import ipywidgets as widgets
 
 from . import validation
 from .errors import GatedModelError, GenerationCancelled, GPUOutOfMemoryError, QuantizationNeedsGPUError
-from .generation import GenerationResult, generate
+from .generation import GenerationResult, generate, resolve_arguments
 from .latent_preview import latent_preview
 from .png_metadata import save_png_with_recipe
 from .prompt_embeddings import PromptCache
@@ -274,10 +274,11 @@ class Studio:
         try:
             self.progress.max = settings["num_inference_steps"]
             self.progress.value = 0
+            arguments = {k: v for k, v in settings.items() if k not in ("prompt", "negative_prompt")}
+            resolve_arguments(self.pipe, **arguments)  # bad settings or a released pipeline: say so before encoding
             self.progress_label.value = "encoding the prompt..."
             embeddings = self.prompts.get(settings["prompt"], settings["negative_prompt"])
             started = time.perf_counter()
-            arguments = {k: v for k, v in settings.items() if k not in ("prompt", "negative_prompt")}
             result = generate(self.pipe, embeddings=embeddings, callback=self._step_callback(started), **arguments)
         except GenerationCancelled as e:
             self.progress_label.value = "cancelled"
