@@ -150,7 +150,7 @@ class Studio:
         self.widget = widgets.VBox([
             controls,
             widgets.HBox([self.image, widgets.VBox([self.recipe_view, self.message], layout=widgets.Layout(padding="0 0 0 12px"))]),
-            widgets.HTML("<b>History</b> (click ↺ to restore its settings)"),
+            widgets.HTML("<b>History</b> (click ↺ guidance · steps · seed to restore those settings)"),
             self.history_strip,
             self.log_box,
         ])
@@ -339,14 +339,15 @@ class Studio:
         items = []
         for past in self.history:
             thumb = past.image.copy()
-            thumb.thumbnail((96, 96))
+            thumb.thumbnail((112, 112))
             r = past.recipe
             button = widgets.Button(
-                description=f"↺ {r['seed']} · {r['guidance_scale']:g} · {r['num_inference_steps']}",
-                tooltip="restore: seed · guidance · steps", layout=widgets.Layout(width="96px"),
+                description=f"↺ {r['guidance_scale']:g} · {r['num_inference_steps']} · {r['seed']}",
+                tooltip=f"restore guidance {r['guidance_scale']:g}, {r['num_inference_steps']} steps, seed {r['seed']}",
+                layout=widgets.Layout(width="112px"),
             )
             button.on_click(self._guarded(functools.partial(lambda past, _: self.restore(past), past)))
-            items.append(widgets.VBox([widgets.Image(value=_png_bytes(thumb), layout=widgets.Layout(width="96px")), button]))
+            items.append(widgets.VBox([widgets.Image(value=_png_bytes(thumb), layout=widgets.Layout(width="112px")), button]))
         self.history_strip.children = items
 
     def _say(self, text_html: str, kind: str = "error") -> None:
