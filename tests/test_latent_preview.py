@@ -15,7 +15,7 @@ def test_each_channel_contributes_its_row_of_factors():
     latents = torch.zeros(16, 2, 2)
     latents[2] = 1.0  # channel 2 is the reddest row of the table
     rgb = latents_to_rgb(latents)[0, 0].float()
-    expected = [(f + b + 1) * 127.5 for f, b in zip(SD3_LATENT_RGB_FACTORS[2], SD3_LATENT_RGB_BIAS)]
+    expected = [(f + b + 1) * 127.5 for f, b in zip(SD3_LATENT_RGB_FACTORS[2], SD3_LATENT_RGB_BIAS, strict=True)]
     assert rgb.tolist() == pytest.approx(expected, abs=1)
     assert rgb[0] > rgb[1] > rgb[2]
 
