@@ -1,0 +1,395 @@
+"""`studio(pipe)`: an interactive generation panel made of core ipywidgets only.
+
+Core widgets only, so it renders in JupyterLab, classic Notebook, VS Code and Colab without a
+custom widget manager. Generation runs in a background thread (the kernel keeps receiving slider
+and button events), one run at a time: a request made while one runs replaces the queued one
+(latest wins). Every finished image is cached under its full recipe, so moving a slider back to a
+value already rendered shows that image at once; prompt embeddings are cached per (prompt,
+negative prompt), so slider moves skip the three text encoders.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import io
+import random
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from pathlib import Path
+
+import ipywidgets as widgets
+
+from . import validation
+from .errors import GatedModelError, GenerationCancelled, GPUOutOfMemoryError, QuantizationNeedsGPUError
+from .generation import GenerationResult, generate, resolve_arguments
+from .latent_preview import latent_preview
+from .png_metadata import save_png_with_recipe
+from .prompt_embeddings import PromptCache
+
+DEFAULT_PROMPT = "a capybara wearing a suit holding a sign that reads hello world"
+DISPLAY_WIDTH = 384  # pixels the image takes on screen, whatever its size (no layout jumps)
+SEED_RANGE = 2**32  # random seeds are drawn below this (JavaScript numbers stay exact)
+# Errors the reader can act on: shown as their message alone (the traceback still goes to the log).
+EXPECTED_ERRORS = (
+    ValueError, TypeError, GPUOutOfMemoryError, GatedModelError, QuantizationNeedsGPUError,
+)
+
+
+def size_choices(default: int, multiple: int = 16, largest: int | None = None) -> list[tuple[str, tuple]]:
+    """(label, (width, height)) options around the model's default size, all multiples of `multiple`."""
+
+    def snap(x):
+        return max(multiple, int(round(x / multiple)) * multiple)
+
+    shapes = [
+        (default, default),
+        (snap(default * 0.75), snap(default * 0.75)),
+        (snap(default * 0.5), snap(default * 0.5)),
+        (snap(default * 1.25), snap(default * 0.75)),  # landscape
+        (snap(default * 0.75), snap(default * 1.25)),  # portrait
+    ]
+    seen, options = set(), []
+    for w, h in shapes:
+        if (w, h) in seen or (largest and max(w, h) > largest):
+            continue
+        seen.add((w, h))
+        options.append((f"{w}x{h}", (w, h)))
+    return options
+
+
+def _png_bytes(image, format: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format)
+    return buffer.getvalue()
+
+
+class Studio:
+    """The widget panel and the generation queue behind it. Display it (it is a cell's value), or
+    drive it from code: set widget values, `generate_button.click()`, then `wait_idle()`."""
+
+    def __init__(self, pipe, *, prompt: str = DEFAULT_PROMPT, negative_prompt: str = "",
+                 save_dir="studio", history_size: int = 8, cache_size: int = 64, preview: bool = True):
+        self.pipe = pipe
+        self.save_dir = Path(save_dir)
+        self.history_size, self.cache_size, self.preview = history_size, cache_size, preview
+        self.prompts = PromptCache(pipe)
+        self.cache: OrderedDict[tuple, GenerationResult] = OrderedDict()
+        self.history: list[GenerationResult] = []
+        self.current: GenerationResult | None = None
+        self.last_error: BaseException | None = None
+        self.cache_hits = self.generations = 0
+        self._lock = threading.Lock()
+        self._pending: dict | None = None  # the one request waiting for the worker
+        self._worker: threading.Thread | None = None
+        self._cancel = threading.Event()
+        self._restoring = False  # True while restore() sets widgets: no auto-generate then
+
+        info = getattr(pipe, "load_info", None)
+        config = pipe.transformer.config
+        multiple = pipe.vae_scale_factor * config.patch_size
+        largest = (config.pos_embed_max_size * multiple) if getattr(config, "pos_embed_max_size", None) else None
+        default = info.default_size if info else config.sample_size * pipe.vae_scale_factor
+        guidance = info.recommended.guidance_scale if info else 3.5
+        steps = info.recommended.num_inference_steps if info else 28
+
+        style = {"description_width": "110px"}
+        wide = widgets.Layout(width="98%")
+        self.prompt = widgets.Textarea(prompt, description="Prompt", rows=2, layout=wide, style=style)
+        self.negative_prompt = widgets.Textarea(
+            negative_prompt, description="Negative prompt", rows=1, layout=wide, style=style,
+            placeholder="what to steer away from (used when guidance > 1)",
+        )
+        self.guidance = widgets.FloatSlider(
+            value=guidance, min=0.0, max=max(10.0, guidance), step=0.1, description="Guidance",
+            continuous_update=False, readout_format=".1f", style=style,
+        )
+        self.steps = widgets.IntSlider(
+            value=steps, min=1, max=max(60, steps), description="Steps", continuous_update=False, style=style,
+        )
+        self.seed = widgets.IntText(value=0, description="Seed", style=style, layout=widgets.Layout(width="260px"))
+        self.random_seed_button = widgets.Button(description="random", icon="random", tooltip="draw a new seed")
+        self.seed_lock = widgets.ToggleButton(
+            value=True, description="lock", icon="lock",
+            tooltip="locked: keep this seed; unlocked: a new random seed for every image",
+        )
+        options = size_choices(default, multiple, largest)
+        self.size = widgets.Dropdown(options=options, value=options[0][1], description="Size", style=style)
+        self.generate_button = widgets.Button(description="Generate", button_style="primary", icon="play")
+        self.cancel_button = widgets.Button(description="Cancel", button_style="warning", icon="stop")
+        self.auto = widgets.Checkbox(value=False, description="auto-generate when a slider is released", indent=False)
+        self.save_button = widgets.Button(description="Save PNG", icon="save", tooltip=f"writes into {self.save_dir}/")
+        self.progress = widgets.IntProgress(value=0, min=0, max=steps, description="", layout=widgets.Layout(width="240px"))
+        self.progress_label = widgets.Label("ready")
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width=f"{DISPLAY_WIDTH}px"))
+        self.image.add_class("sd35-studio-image")
+        self.recipe_view = widgets.HTML("<i>no image yet</i>")
+        self.recipe_view.add_class("sd35-studio-recipe")
+        self.message = widgets.HTML("")
+        self.message.add_class("sd35-studio-message")
+        self.history_strip = widgets.HBox([], layout=widgets.Layout(overflow_x="auto"))
+        self.log = widgets.Output(layout=widgets.Layout(max_height="200px", overflow_y="auto"))
+        self.log_box = widgets.Accordion(children=[self.log], titles=("Log (tracebacks)",), selected_index=None)
+
+        self.generate_button.on_click(self._guarded(lambda _: self.request()))
+        self.cancel_button.on_click(self._guarded(lambda _: self.cancel()))
+        self.random_seed_button.on_click(self._guarded(lambda _: self._draw_seed()))
+        self.save_button.on_click(self._guarded(lambda _: self.save()))
+        for control in (self.guidance, self.steps, self.seed, self.size):
+            control.observe(self._guarded(self._on_setting_change), names="value")
+
+        controls = widgets.VBox([
+            self.prompt, self.negative_prompt,
+            widgets.HBox([self.guidance, self.steps]),
+            widgets.HBox([self.seed, self.random_seed_button, self.seed_lock, self.size]),
+            widgets.HBox([self.generate_button, self.cancel_button, self.save_button, self.auto]),
+            widgets.HBox([self.progress, self.progress_label]),
+        ])
+        self.widget = widgets.VBox([
+            controls,
+            widgets.HBox([self.image, widgets.VBox([self.recipe_view, self.message], layout=widgets.Layout(padding="0 0 0 12px"))]),
+            widgets.HTML("<b>History</b> (click ↺ guidance · steps · seed to restore those settings)"),
+            self.history_strip,
+            self.log_box,
+        ])
+        self.widget.add_class("sd35-studio")
+
+    # --- display -------------------------------------------------------------------------------
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    # --- reading the controls ------------------------------------------------------------------
+    def settings(self) -> dict:
+        """The `generate` arguments the controls show now."""
+        width, height = self.size.value
+        return {
+            "prompt": self.prompt.value,
+            "negative_prompt": self.negative_prompt.value,
+            "guidance_scale": round(float(self.guidance.value), 4),
+            "num_inference_steps": int(self.steps.value),
+            "seed": int(self.seed.value),
+            "height": int(height),
+            "width": int(width),
+        }
+
+    @staticmethod
+    def cache_key(settings: dict) -> tuple:
+        """The full recipe an image depends on (the pipeline is fixed per studio)."""
+        return tuple(settings[k] for k in (
+            "prompt", "negative_prompt", "guidance_scale", "num_inference_steps", "seed", "height", "width"))
+
+    # --- actions ------------------------------------------------------------------------------
+    def request(self) -> str:
+        """Ask for the image the controls describe: "cached" (shown at once), "started" or "queued"."""
+        if not self.seed_lock.value:
+            self._draw_seed()
+        settings = self.settings()
+        validation.check_prompt(settings["prompt"])  # one clear message before any work
+        validation.check_prompt(settings["negative_prompt"], "negative_prompt")
+        key = self.cache_key(settings)
+        with self._lock:
+            cached = self.cache.get(key)
+            if cached is not None:
+                self.cache.move_to_end(key)
+                self.cache_hits += 1
+        if cached is not None:
+            self._show_result(cached, "cached: shown at once, nothing recomputed")
+            return "cached"
+        with self._lock:
+            self._pending = settings  # replaces any request still waiting: latest wins
+            if self._worker is None:
+                self._cancel.clear()
+                self._worker = threading.Thread(target=self._work, name="sd35-studio", daemon=True)
+                self._worker.start()
+                return "started"
+        self.progress_label.value = "queued: runs when the current image is done (latest request wins)"
+        return "queued"
+
+    def cancel(self) -> None:
+        """Stop the running generation within one denoising step and drop the queued request."""
+        with self._lock:
+            self._pending = None
+            running = self._worker is not None
+        if running:
+            self._cancel.set()
+            self.progress_label.value = "cancelling..."
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Block until no generation runs or waits (for tests and scripts); TimeoutError after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                worker = self._worker
+            if worker is None:
+                return
+            worker.join(max(0.0, deadline - time.monotonic()))
+            if worker.is_alive():
+                raise TimeoutError(f"the studio was still generating after {timeout} s")
+
+    @property
+    def busy(self) -> bool:
+        with self._lock:
+            return self._worker is not None
+
+    def restore(self, result: GenerationResult) -> None:
+        """Put a past image's settings back into the controls and show it."""
+        r = result.recipe
+        self._restoring = True
+        try:
+            self.prompt.value = r["prompt"]
+            self.negative_prompt.value = r["negative_prompt"] or ""
+            self.guidance.value = r["guidance_scale"]
+            self.steps.value = r["num_inference_steps"]
+            self.seed.value = r["seed"]
+            if (r["width"], r["height"]) not in [v for _, v in self.size.options]:
+                self.size.options = [*self.size.options, (f"{r['width']}x{r['height']}", (r["width"], r["height"]))]
+            self.size.value = (r["width"], r["height"])
+        finally:
+            self._restoring = False
+        self._show_result(result, "restored from history")
+
+    def save(self) -> Path | None:
+        """Write the shown image as a PNG with its recipe embedded; never overwrites a file."""
+        if self.current is None:
+            self._say("Nothing to save yet: generate an image first.", "warning")
+            return None
+        path = save_png_with_recipe(self.current.image, self.current.recipe, self.save_dir)
+        self._say(f"Saved <code>{html.escape(str(path))}</code> (recipe in its PNG text chunks).", "ok")
+        return path
+
+    # --- the background worker ----------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                settings, self._pending = self._pending, None
+                if settings is None:
+                    self._worker = None
+                    return
+                self._cancel.clear()
+            self._run(settings)
+
+    def _run(self, settings: dict) -> None:
+        try:
+            self.progress.max = settings["num_inference_steps"]
+            self.progress.value = 0
+            arguments = {k: v for k, v in settings.items() if k not in ("prompt", "negative_prompt")}
+            resolve_arguments(self.pipe, **arguments)  # bad settings or a released pipeline: say so before encoding
+            self.progress_label.value = "encoding the prompt..."
+            embeddings = self.prompts.get(settings["prompt"], settings["negative_prompt"])
+            started = time.perf_counter()
+            result = generate(self.pipe, embeddings=embeddings, callback=self._step_callback(started), **arguments)
+        except GenerationCancelled as e:
+            self.progress_label.value = "cancelled"
+            self._say(f"Cancelled. {html.escape(str(e))}", "warning")
+            return
+        except Exception as e:  # shown in the widget and logged with its traceback; the studio stays usable
+            self.progress_label.value = "failed"
+            self._report(e)
+            return
+        key = self.cache_key(settings)
+        with self._lock:
+            self.generations += 1
+            self.cache[key] = result
+            while len(self.cache) > self.cache_size:
+                self.cache.popitem(last=False)
+        self._add_history(result)
+        self._show_result(result, f"generated in {result.seconds:.2f} s")
+
+    def _step_callback(self, started: float):
+        width = height = None
+
+        def on_step(step: int, total: int, latents) -> bool:
+            nonlocal width, height
+            if self._cancel.is_set():
+                return True
+            done = step + 1
+            elapsed = time.perf_counter() - started
+            eta = elapsed / done * (total - done)
+            self.progress.value = done
+            self.progress_label.value = f"step {done}/{total} · {elapsed:.1f} s elapsed · ETA {eta:.1f} s"
+            if self.preview:
+                # One pixel per latent (8x smaller than the image); the browser scales it up.
+                self.image.format = "jpeg"
+                self.image.value = _png_bytes(latent_preview(latents), "JPEG")
+            return False
+
+        return on_step
+
+    # --- showing things -----------------------------------------------------------------------
+    def _show_result(self, result: GenerationResult, note: str) -> None:
+        self.current = result
+        self.image.format = "png"
+        self.image.value = _png_bytes(result.image)
+        r = result.recipe
+        rows = [
+            ("model", r["model"]), ("seed", r["seed"]), ("guidance", r["guidance_scale"]),
+            ("steps", r["num_inference_steps"]), ("size", f"{r['width']}x{r['height']}"),
+            ("time", f"{result.seconds:.2f} s"),
+        ]
+        table = "".join(f"<tr><td><b>{k}</b></td><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
+        self.recipe_view.value = f"<table>{table}</table><i>{html.escape(note)}</i>"
+        self.progress.value = self.progress.max if "generated" in note else self.progress.value
+        self.progress_label.value = note
+        self.message.value = ""
+
+    def _add_history(self, result: GenerationResult) -> None:
+        self.history = [result, *self.history][: self.history_size]
+        items = []
+        for past in self.history:
+            thumb = past.image.copy()
+            thumb.thumbnail((112, 112))
+            r = past.recipe
+            button = widgets.Button(
+                description=f"↺ {r['guidance_scale']:g} · {r['num_inference_steps']} · {r['seed']}",
+                tooltip=f"restore guidance {r['guidance_scale']:g}, {r['num_inference_steps']} steps, seed {r['seed']}",
+                layout=widgets.Layout(width="112px"),
+            )
+            button.on_click(self._guarded(functools.partial(lambda past, _: self.restore(past), past)))
+            items.append(widgets.VBox([widgets.Image(value=_png_bytes(thumb), layout=widgets.Layout(width="112px")), button]))
+        self.history_strip.children = items
+
+    def _say(self, text_html: str, kind: str = "error") -> None:
+        colours = {"error": "#b00020", "warning": "#8a6d00", "ok": "#1b5e20"}
+        self.message.value = f'<div style="color:{colours[kind]}">{text_html}</div>'
+
+    def _report(self, error: BaseException) -> None:
+        """Show an error in the widget and append its traceback to the log."""
+        self.last_error = error
+        kind = type(error).__name__
+        hint = "" if isinstance(error, EXPECTED_ERRORS) else " (details in the Log below)"
+        self._say(f"<b>{kind}</b>: {html.escape(str(error))}{hint}")
+        self.log.append_stdout("".join(traceback.format_exception(error)))
+
+    def _guarded(self, handler):
+        """Wrap a widget callback: an exception is shown in the widget and logged, never lost."""
+
+        @functools.wraps(handler)
+        def wrapper(*args, **kwargs):
+            try:
+                return handler(*args, **kwargs)
+            except Exception as e:  # a widget callback has nowhere else to show its error
+                self._report(e)
+                return None
+
+        return wrapper
+
+    def _draw_seed(self) -> None:
+        self._restoring = True  # a new seed alone does not auto-generate twice
+        try:
+            self.seed.value = random.SystemRandom().randrange(SEED_RANGE)
+        finally:
+            self._restoring = False
+
+    def _on_setting_change(self, change) -> None:
+        if self.auto.value and not self._restoring:
+            self.request()
+
+
+def studio(pipe, **options) -> Studio:
+    """Show an interactive generation panel for `pipe` (make it a cell's last line).
+
+    Options: prompt, negative_prompt, save_dir ("studio", relative to the notebook's folder),
+    history_size, cache_size, preview (live latent preview every step)."""
+    return Studio(pipe, **options)
