@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup test notebooks lab clean
+.PHONY: setup browser test notebooks lab clean
 
 setup: $(VENV)/.installed
 
@@ -16,7 +16,17 @@ $(VENV)/.installed: requirements-lock.txt
 	$(PY) -m pip install --quiet -r requirements-lock.txt
 	touch $@
 
-test: setup
+# The studio's browser test drives Debian's Chromium through Playwright (never Playwright's own
+# browser download). Installed with apt when missing and we are root; otherwise says how.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "The browser test needs Chromium at /usr/bin/chromium: sudo apt-get install chromium"; exit 1; \
+	  fi; }
+
+test: setup browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
 
 notebooks: setup

@@ -19,6 +19,7 @@ from .memory import PeakMemory, Stopwatch, component_footprints, format_bytes
 from .presets import PRESETS, Preset, Recommendation, get_preset
 from .prompt_embeddings import PromptCache, PromptEmbeddings, encode_prompt
 from .quantized_checkpoints import save_quantized
+from .studio import Studio, studio
 from .subprocess_probe import measure_in_subprocess
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "QuantizationNeedsGPUError",
     "Recommendation",
     "Stopwatch",
+    "Studio",
     "component_footprints",
     "encode_prompt",
     "find_token",
@@ -47,6 +49,7 @@ __all__ = [
     "plan_loading",
     "recipe_arguments",
     "save_quantized",
+    "studio",
     "release_current_pipeline",
     "release_pipeline",
     "use_stand_in",
