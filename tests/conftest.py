@@ -1,6 +1,8 @@
 """Test set-up: offline, one thread, a private Hugging Face home, and the stand-in built once."""
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -8,6 +10,7 @@ from pathlib import Path
 # Before anything imports huggingface_hub or torch: no network, no user token or cache, one thread
 # (two threads gave 10-50x timing outliers on the 2-core CI machines).
 _HOME = Path(tempfile.mkdtemp(prefix="sd35-tests-"))
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HOME"] = str(_HOME / "hf-home")
 os.environ["SD35_TINY_DIR"] = str(_HOME / "tiny")
