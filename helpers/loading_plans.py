@@ -127,3 +127,31 @@ PLAN_COLUMNS = {
     "plan": "plan", "status": "status", "load_s": "load (s)", "peak_bytes": "peak memory",
     "memory_kind": "measured as", "s_per_image": "s / image", "fits": "fits this GPU",
 }
+
+
+# Fastest first: no offload beats offload; a full T5 beats an NF4 T5 beats no T5 (prompt following).
+GUIDE_CANDIDATES = [
+    ("bf16", "sd35-large", None, "full"),
+    ("NF4", "sd35-large-nf4", "nf4", "full"),
+    ("NF4 with NF4 T5", "sd35-large-nf4", "nf4", "nf4"),
+    ("NF4 without T5", "sd35-large-nf4", "nf4", "dropped"),
+]
+GUIDE_COLUMNS = {"gpu": "if you have", "plan": "load", "weights_bytes": "weights", "offload": "offload", "why": "why"}
+
+
+def vram_guide(gpu_gib=(8, 12, 16, 24, 80), dtype=torch.bfloat16) -> list[dict]:
+    """For each GPU size, the best SD3.5 Large plan that `offload="auto"` would run: the first
+    candidate with the least offload, sized from the published parameter counts."""
+    from .presets import PRESETS
+
+    guide = []
+    for gib in gpu_gib:
+        choices = []
+        for label, preset, quantization, t5 in GUIDE_CANDIDATES:
+            sizes = loading.estimate_footprint(PRESETS[preset].parameters, dtype, quantization, t5)
+            offload, why = loading.choose_offload("auto", "cuda", sizes, int(gib * 1024**3))
+            choices.append((["none", "model", "sequential"].index(offload), label, sizes, offload, why))
+        _, label, sizes, offload, why = min(choices, key=lambda c: c[0])  # first of the least offload
+        guide.append({"gpu": f"{gib} GB", "plan": label, "weights_bytes": sum(sizes.values()),
+                      "offload": offload, "why": why})
+    return guide

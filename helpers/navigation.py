@@ -2,7 +2,8 @@
 
 `NOTEBOOKS` is the single source of truth for titles, Colab badges and prev/next links (as in
 the Python Data Science Handbook's tools). `python -m helpers.navigation` rewrites every
-notebook's first cell and the README's notebook table; the tests fail when either is stale.
+notebook's first cell and the README's generated sections (the notebook table and the GPU memory
+guide, computed by the same code notebook 01 runs); the tests fail when any of them is stale.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import nbformat
 REPO = Path(__file__).resolve().parent.parent
 GITHUB = "sd35-notebooks/sd35-notebooks"
 MARKER = "<!-- navigation -->"
-README_START, README_END = "<!-- notebooks:start -->", "<!-- notebooks:end -->"
 
 NOTEBOOKS = [
     ("01_quantized_loading.ipynb", "Loading SD3.5 Large in 4-bit NF4", "what NF4 saves, what it costs, when to offload"),
@@ -63,6 +63,24 @@ def readme_table() -> str:
     return "\n".join(rows)
 
 
+def vram_guide_section() -> str:
+    """The README's GPU memory guide: notebook 01's `offload="auto"` rule on common GPU sizes."""
+    from .loading_plans import GUIDE_COLUMNS, markdown_table, vram_guide
+
+    return (
+        "Which SD3.5 Large plan `load_pipeline(..., offload=\"auto\")` picks for a GPU with this much free\n"
+        "memory, estimated from the published parameter counts (notebook 01 measures your own):\n\n"
+        + markdown_table(vram_guide(), GUIDE_COLUMNS)
+    )
+
+
+README_SECTIONS = {"notebooks": readme_table, "vram-guide": vram_guide_section}
+
+
+def _section(name: str) -> str:
+    return f"<!-- {name}:start -->\n{README_SECTIONS[name]()}\n<!-- {name}:end -->"
+
+
 def stale(notebooks_dir: Path = REPO / "notebooks", readme: Path = REPO / "README.md") -> list[str]:
     """What `--write` would change: a list of 'file: reason' strings (empty when current)."""
     problems = []
@@ -81,8 +99,9 @@ def stale(notebooks_dir: Path = REPO / "notebooks", readme: Path = REPO / "READM
         if path.name not in listed:
             problems.append(f"{path.name}: not listed in helpers/navigation.py NOTEBOOKS")
     text = readme.read_text() if readme.is_file() else ""
-    if f"{README_START}\n{readme_table()}\n{README_END}" not in text:
-        problems.append("README.md: notebook table is stale")
+    for name in README_SECTIONS:
+        if _section(name) not in text:
+            problems.append(f"README.md: generated section {name!r} is stale")
     return problems
 
 
@@ -105,8 +124,10 @@ def write(notebooks_dir: Path = REPO / "notebooks", readme: Path = REPO / "READM
             title.source = heading(index) + ("\n" + rest if rest else "")
         nbformat.write(nb, path)
     text = readme.read_text()
-    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.S)
-    readme.write_text(pattern.sub(lambda _: f"{README_START}\n{readme_table()}\n{README_END}", text))
+    for name in README_SECTIONS:
+        pattern = re.compile(re.escape(f"<!-- {name}:start -->") + ".*?" + re.escape(f"<!-- {name}:end -->"), re.S)
+        text = pattern.sub(lambda _, name=name: _section(name), text)
+    readme.write_text(text)
 
 
 def main(argv=None) -> int:

@@ -21,12 +21,13 @@ def test_bar_links_neighbours_and_badge():
 def test_write_repairs_a_stale_copy(tmp_path):
     notebooks, readme = tmp_path / "notebooks", tmp_path / "README.md"
     shutil.copytree(navigation.REPO / "notebooks", notebooks)
-    readme.write_text(f"intro\n{navigation.README_START}\nold\n{navigation.README_END}\n")
+    readme.write_text("intro\n<!-- notebooks:start -->\nold\n<!-- notebooks:end -->\n"
+                      "<!-- vram-guide:start -->\n<!-- vram-guide:end -->\n")
     path = notebooks / navigation.NOTEBOOKS[1][0]
     nb = nbformat.read(path, as_version=4)
     nb.cells[0].source = navigation.MARKER + "\nold bar"
     nbformat.write(nb, path)
-    assert len(navigation.stale(notebooks, readme)) == 2
+    assert len(navigation.stale(notebooks, readme)) == 3
     navigation.write(notebooks, readme)
     assert navigation.stale(notebooks, readme) == []
     assert readme.read_text().startswith("intro\n")
