@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from helpers.loading import choose_offload, estimate_footprint
 from helpers import loading_plans
+from helpers.loading import choose_offload, estimate_footprint
 from helpers.loading_plans import PLANS, markdown_table, measure_plan, peak_flops
 from helpers.memory import GiB
 from helpers.presets import PRESETS
