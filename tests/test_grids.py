@@ -1,0 +1,111 @@
+"""image_grid lays out labelled tiles; xy_grid sweeps generate() arguments, encoding each prompt once."""
+
+import pytest
+from PIL import Image
+
+import helpers
+from helpers.grids import image_grid, xy_grid
+
+TILE = 32
+COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200), (200, 30, 200)]
+
+
+def tiles(n=6, size=TILE):
+    return [Image.new("RGB", (size, size), COLOURS[i % len(COLOURS)]) for i in range(n)]
+
+
+def test_unlabelled_grid_is_exactly_the_tiles_in_row_major_order():
+    grid = image_grid(tiles(), 2, 3)
+    assert grid.size == (3 * TILE, 2 * TILE)
+    for i, colour in enumerate(COLOURS):
+        r, c = divmod(i, 3)
+        assert grid.getpixel((c * TILE + TILE // 2, r * TILE + TILE // 2)) == colour
+
+
+def test_labels_and_title_add_margins_with_ink_and_keep_the_tiles():
+    grid = image_grid(tiles(), 2, 3, row_labels=["seed 0", "seed 1"], col_labels=[1, 3.5, 7.5],
+                      title="a title", row_title="seed", col_title="guidance_scale")
+    left, top = grid.width - 3 * TILE, grid.height - 2 * TILE
+    assert left > 0 and top > 0
+    header = grid.crop((left, 0, grid.width, top))
+    side = grid.crop((0, top, left, grid.height))
+    for margin in (header, side):  # something was drawn there, in dark ink
+        assert min(min(px) for px in margin.getdata()) < 100
+    assert grid.getpixel((left + TILE // 2, top + TILE // 2)) == COLOURS[0]
+    assert grid.getpixel((grid.width - 1, grid.height - 1)) == COLOURS[5]
+
+
+def test_long_labels_are_shortened_not_allowed_to_widen_the_grid_past_two_tiles():
+    grid = image_grid(tiles(2), 2, 1, row_labels=["x" * 200, "y"], col_labels=["z" * 200])
+    assert grid.width <= 3 * TILE
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(images=tiles(5), rows=2, cols=3), "2 x 3 = 6 images, got 5"),
+    (dict(images=tiles(6), rows=2, cols=3, row_labels=["a"]), "row_labels has 1 entries for 2 rows"),
+    (dict(images=tiles(6), rows=2, cols=3, col_labels=["a", "b"]), "col_labels has 2 entries for 3 cols"),
+    (dict(images=tiles(5) + tiles(1, size=TILE * 2), rows=2, cols=3), "one size"),
+    (dict(images=[], rows=0, cols=3), "rows x cols"),
+])
+def test_image_grid_rejects_inconsistent_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        image_grid(**kwargs)
+
+
+BASE = dict(prompt="a red fox in the snow", negative_prompt="blurry", num_inference_steps=2, height=64, width=64)
+
+
+def count_transformer_calls(pipe):
+    calls = []
+    handle = pipe.transformer.register_forward_hook(lambda *_: calls.append(1))
+    return calls, handle
+
+
+def test_xy_grid_drives_guidance_and_seed_and_encodes_the_prompt_once(tiny_pipe):
+    cache = helpers.PromptCache(tiny_pipe)
+    grid, results = xy_grid(tiny_pipe, x=("guidance_scale", [1.0, 4.0, 7.0]), y=("seed", [0, 5]), base=BASE,
+                            embeddings_cache=cache)
+    assert [[(r.recipe["seed"], r.recipe["guidance_scale"]) for r in row] for row in results] == [
+        [(0, 1.0), (0, 4.0), (0, 7.0)], [(5, 1.0), (5, 4.0), (5, 7.0)]]
+    assert (cache.misses, cache.hits) == (1, 5)
+    assert 3 * 64 < grid.width <= 5 * 64 and 2 * 64 < grid.height <= 4 * 64
+    assert grid.getpixel((grid.width - 1, grid.height - 1)) == results[1][2].image.getpixel((63, 63))
+    # Different seeds and different guidance (above 1) give different images.
+    assert results[0][1].image.tobytes() != results[1][1].image.tobytes()
+    assert results[0][1].image.tobytes() != results[0][2].image.tobytes()
+
+
+def test_xy_grid_reuses_embeddings_byte_for_byte_like_re_encoding(tiny_pipe):
+    _, results = xy_grid(tiny_pipe, x=("guidance_scale", [1.0, 3.5]), y=("seed", [2, 3]), base=BASE)
+    for row in results:
+        for r in row:
+            fresh = helpers.generate(tiny_pipe, **BASE, guidance_scale=r.recipe["guidance_scale"], seed=r.recipe["seed"])
+            assert fresh.image.tobytes() == r.image.tobytes()
+
+
+def test_a_prompt_axis_encodes_each_prompt_once(tiny_pipe):
+    cache = helpers.PromptCache(tiny_pipe)
+    base = {k: v for k, v in BASE.items() if k != "prompt"}
+    _, results = xy_grid(tiny_pipe, x=("seed", [0, 1, 2]), y=("prompt", ["a cat", "a dog"]), base=base,
+                         embeddings_cache=cache)
+    assert (cache.misses, cache.hits) == (2, 4)
+    assert [row[0].recipe["prompt"] for row in results] == ["a cat", "a dog"]
+
+
+@pytest.mark.parametrize("x, y, base, match", [
+    (("guidance", [1.0]), ("seed", [0]), BASE, "'guidance' cannot drive an axis"),
+    (("guidance_scale", [1.0]), ("callback", [None]), BASE, "'callback' cannot drive an axis"),
+    (("seed", [0]), ("seed", [1]), BASE, "different arguments"),
+    (("seed", []), ("guidance_scale", [1.0]), BASE, "at least one value"),
+    (("seed", [0]), ("guidance_scale", [1.0]), {**BASE, "sampler": "euler"}, "does not take: sampler"),
+])
+def test_bad_axes_are_rejected_before_anything_runs(tiny_pipe, x, y, base, match):
+    cache = helpers.PromptCache(tiny_pipe)
+    calls, handle = count_transformer_calls(tiny_pipe)
+    try:
+        with pytest.raises(ValueError, match=match):
+            xy_grid(tiny_pipe, x=x, y=y, base=base, embeddings_cache=cache)
+    finally:
+        handle.remove()
+    assert cache.misses == 0 and calls == []
+
