@@ -3,8 +3,10 @@
 Importing this package changes nothing global (no seeds, no plotting styles, no warnings filters).
 """
 
+from .clip_score import ClipScorer, clip_model_id
 from .errors import GatedModelError, GenerationCancelled, GPUOutOfMemoryError, QuantizationNeedsGPUError
 from .generation import GenerationResult, generate, recipe_arguments
+from .grids import image_grid, xy_grid
 from .hf_token import find_token
 from .loading import (
     LoadingPlan,
@@ -23,6 +25,7 @@ from .studio import Studio, studio
 from .subprocess_probe import measure_in_subprocess
 
 __all__ = [
+    "ClipScorer",
     "PRESETS",
     "GatedModelError",
     "GenerationCancelled",
@@ -37,12 +40,14 @@ __all__ = [
     "Recommendation",
     "Stopwatch",
     "Studio",
+    "clip_model_id",
     "component_footprints",
     "encode_prompt",
     "find_token",
     "format_bytes",
     "generate",
     "get_preset",
+    "image_grid",
     "load_pipeline",
     "measure_in_subprocess",
     "model_id",
@@ -53,4 +58,5 @@ __all__ = [
     "release_current_pipeline",
     "release_pipeline",
     "use_stand_in",
+    "xy_grid",
 ]
