@@ -21,6 +21,7 @@ def run_notebook(name: str, output_dir: Path, **parameters) -> dict:
     """Run notebooks/<name> with STAND_IN=True plus `parameters`; return the executed notebook."""
     env_before = dict(os.environ)
     os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS / "kernel_site"), str(REPO)])
+    os.environ.pop("MPLBACKEND", None)  # kernels draw inline, as for readers (the tests set Agg)
     try:
         out = execute_notebook(NOTEBOOKS / name, output_dir, {"STAND_IN": True, **parameters}, timeout=600)
     finally:
