@@ -282,3 +282,82 @@ def _make_t5_tokenizer(folder: Path):
         json.dumps({"tokenizer_class": "T5Tokenizer", "model_max_length": 512, "extra_ids": 0})
     )
     return T5Tokenizer.from_pretrained(folder)
+
+
+# --- The stand-in for CLIP ViT-L/14 (the image-text scorer, not SD3.5's text encoder) -------------
+
+TINY_CLIP_VERSION = 1
+REAL_CLIP_ID = "openai/clip-vit-large-patch14"
+CLIP_SCORER_TEXT_CONFIG = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+    max_position_embeddings=77, hidden_act="quick_gelu",
+)
+CLIP_SCORER_VISION_CONFIG = dict(
+    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+    image_size=32, patch_size=8, hidden_act="quick_gelu",
+)
+
+
+def default_tiny_clip_dir() -> Path:
+    """Where the CLIP stand-in is cached: beside $SD35_TINY_DIR when set (tests), else
+    ~/.cache/sd35-notebooks/tiny-clip-v{N}."""
+    if os.environ.get("SD35_TINY_DIR"):
+        tiny = Path(os.environ["SD35_TINY_DIR"])
+        return tiny.with_name(f"{tiny.name}-clip-v{TINY_CLIP_VERSION}")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "sd35-notebooks" / f"tiny-clip-v{TINY_CLIP_VERSION}"
+
+
+def tiny_clip_dir(folder=None) -> Path:
+    """Return a folder holding a tiny random-weight `CLIPModel` + `CLIPProcessor` (the offline
+    stand-in for openai/clip-vit-large-patch14), building it there first if needed.
+
+    Built atomically like `tiny_pipeline_dir`; loads with the same `from_pretrained` calls as the
+    real scorer. Its scores are meaningless: it tests plumbing, never adherence."""
+    folder = Path(folder) if folder is not None else default_tiny_clip_dir()
+    if (folder / "config.json").is_file() and is_stand_in(folder):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".tiny-clip-build-", dir=folder.parent))
+    try:
+        save_tiny_clip(scratch)
+        try:
+            scratch.rename(folder)
+        except OSError:
+            if not (folder / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return folder
+
+
+def save_tiny_clip(folder) -> Path:
+    """Build the CLIP stand-in with seeded random weights and `save_pretrained` it to `folder`."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = _make_clip_tokenizer(Path(tmp) / "clip")
+        text_config = dict(
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **CLIP_SCORER_TEXT_CONFIG,
+        )
+        config = CLIPConfig(text_config=text_config, vision_config=CLIP_SCORER_VISION_CONFIG, projection_dim=32)
+        torch.manual_seed(6)
+        model = CLIPModel(config).eval()
+        size = CLIP_SCORER_VISION_CONFIG["image_size"]
+        image_processor = CLIPImageProcessor(
+            size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+        )
+        processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+        model.save_pretrained(folder)
+        processor.save_pretrained(folder)
+    (folder / STAND_IN_MARKER).write_text(
+        f"Offline stand-in for {REAL_CLIP_ID}: random weights, scores are meaningless.\n"
+        "Built by helpers/tiny.py; loads with CLIPModel/CLIPProcessor.from_pretrained.\n"
+    )
+    return folder
