@@ -152,7 +152,7 @@ def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str
             rows += [_row(job, "needs a GPU", labels, process, note=str(e).split(". ")[0]) for job in model_jobs]
             continue
         if scorer is None:
-            scorer = ClipScorer.load(clip_model, device=None if device == "auto" else device)
+            scorer = ClipScorer.load(clip_model, device=device)
         for job in model_jobs:
             result = generate(
                 pipe, job["prompt"], negative_prompt=job["negative_prompt"], seed=job["seed"],
@@ -161,7 +161,8 @@ def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str
             )
             name = image_name(job)
             save_png(result.image, Path(run_dir) / name, result.recipe)
-            p_object = float(scorer.zero_shot([result.image], labels)[0, 0])
+            with torch.no_grad():  # ClipScorer.zero_shot keeps logit_scale's graph otherwise
+                p_object = float(scorer.zero_shot([result.image], labels)[0, 0])
             rows.append(_row(job, "ok", labels, process, p_object=p_object, image=name,
                              seconds=result.seconds, recipe=result.recipe, clip_model=clip_model))
         release_current_pipeline()
