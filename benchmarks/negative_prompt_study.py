@@ -24,7 +24,6 @@ from helpers import experiments  # noqa: E402
 from helpers.stats import format_p  # noqa: E402
 
 
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompt", default=experiments.BLOG_PROMPT)
