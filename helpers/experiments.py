@@ -149,7 +149,7 @@ def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str
         try:
             pipe = load_pipeline(model, stand_in=stand_in, device=device)
         except QuantizationNeedsGPUError as e:
-            rows += [_row(job, "needs a GPU", labels, process, note=str(e).split(". ")[0]) for job in model_jobs]
+            rows += [_row(job, "needs a GPU", labels, process, note=f"{type(e).__name__}: {str(e).split('. ')[0]}") for job in model_jobs]
             continue
         if scorer is None:
             scorer = ClipScorer.load(clip_model, device=device)
@@ -288,11 +288,16 @@ def compare_negative_effect(rows, model_a: str, model_b: str, condition: str, ba
     no scores here (e.g. NF4 on a CPU machine)."""
     from .stats import paired_comparison
 
-    cells = [scores(rows, m, c) for m in (model_a, model_b) for c in (baseline, condition)]
-    common = sorted(set.intersection(*(set(cell) for cell in cells)))
+    effect_a = negative_effects(rows, model_a, condition, baseline)
+    effect_b = negative_effects(rows, model_b, condition, baseline)
+    common = sorted(set(effect_a) & set(effect_b))
     if not common:
         return None
-    base_a, cond_a, base_b, cond_b = cells
-    effect_a = [base_a[s] - cond_a[s] for s in common]
-    effect_b = [base_b[s] - cond_b[s] for s in common]
-    return paired_comparison(effect_a, effect_b, confidence)
+    return paired_comparison([effect_a[s] for s in common], [effect_b[s] for s in common], confidence)
+
+
+def negative_effects(rows, model: str, condition: str, baseline: str = "no negative") -> dict[int, float]:
+    """seed -> P(object | baseline) - P(object | condition) for one model: how much the condition
+    lowered the object's probability at that seed (positive: it removed some)."""
+    base, cond = scores(rows, model, baseline), scores(rows, model, condition)
+    return {s: base[s] - cond[s] for s in sorted(set(base) & set(cond))}

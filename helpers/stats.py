@@ -71,8 +71,12 @@ class PairedComparison:
 
     @property
     def significant(self) -> bool:
-        """True when the interval excludes 0 (the same verdict as p < 1 - confidence, nearly always)."""
-        return self.ci_low > 0 or self.ci_high < 0
+        """True when the sign-flip test rejects "no difference" at the 1 - confidence level.
+
+        The verdict comes from the exact test, not from the bootstrap interval: with few pairs
+        (under about 10) a percentile bootstrap interval is too narrow and can exclude 0 when the
+        test cannot."""
+        return self.p_value < 1 - self.confidence
 
 
 def paired_comparison(a, b, confidence: float = 0.95, seed: int = 0) -> PairedComparison:

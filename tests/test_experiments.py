@@ -77,7 +77,9 @@ def test_run_study_in_one_process(tiny_dir, tmp_path):
     done = [r for r in rows if r["model"] == "sd35-large"]
     assert {r["status"] for r in done} == {"ok"}
     assert all(0 < r["p_object"] < 1 and (study.run_dir / r["image"]).is_file() for r in done)
-    assert {r["status"] for r in rows if r["model"] == "sd35-large-nf4"} == {"needs a GPU"}
+    nf4 = [r for r in rows if r["model"] == "sd35-large-nf4"]
+    assert {r["status"] for r in nf4} == {"needs a GPU"} and not any(r["image"] for r in nf4)
+    assert all(r["note"].startswith("QuantizationNeedsGPUError: ") for r in nf4)
     assert len(list(study.run_dir.glob("*.png"))) == 4
 
     # The saved image is the one `generate` makes from the row's recipe.
