@@ -30,10 +30,13 @@ class ClipScorer:
         self.model, self.processor, self.device = model.eval().to(device), processor, device
 
     @classmethod
-    def load(cls, model_id: str = REAL_CLIP, device: str | None = None) -> ClipScorer:
+    def load(cls, model_id: str = REAL_CLIP, device: str = "auto") -> ClipScorer:
+        """Load a CLIP checkpoint (Hub id or folder) onto `device` ("auto": cuda, mps, cpu)."""
         from transformers import CLIPModel, CLIPProcessor
 
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        from .devices import pick_device
+
+        device = pick_device(device)
         return cls(CLIPModel.from_pretrained(model_id), CLIPProcessor.from_pretrained(model_id), device)
 
     @torch.no_grad()

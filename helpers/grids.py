@@ -41,11 +41,12 @@ def _fit(text: str, draw, font, width: int) -> str:
 
 def image_grid(images, rows: int, cols: int, *, row_labels=None, col_labels=None, title=None,
                row_title=None, col_title=None):
-    """Lay `images` (row-major, all the same size) out as a rows x cols grid with labels.
+    """Lay `images` (PIL images or GenerationResults, row-major, all the same size) out as a
+    rows x cols grid with labels.
 
     Labels are scaled to the tile size, so a grid of 64 px stand-in tiles and one of 1024 px
     tiles both stay readable."""
-    images = list(images)
+    images = [getattr(im, "image", im) for im in images]  # GenerationResults are welcome too
     if rows < 1 or cols < 1 or len(images) != rows * cols:
         raise ValueError(f"image_grid needs rows x cols = {rows} x {cols} = {rows * cols} images, got {len(images)}.")
     for labels, n, name in ((row_labels, rows, "row_labels"), (col_labels, cols, "col_labels")):

@@ -109,3 +109,10 @@ def test_bad_axes_are_rejected_before_anything_runs(tiny_pipe, x, y, base, match
         handle.remove()
     assert cache.misses == 0 and calls == []
 
+
+
+def test_image_grid_takes_generation_results(tiny_pipe):
+    results = [helpers.generate(tiny_pipe, "a cat", seed=s, num_inference_steps=1) for s in (0, 1)]
+    grid = image_grid(results, 1, 2)
+    assert grid.size == (128, 64)
+    assert grid.crop((64, 0, 128, 64)).tobytes() == results[1].image.convert("RGB").tobytes()

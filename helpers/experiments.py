@@ -1,0 +1,302 @@
+"""Seed x condition x model image experiments as a batch job, on one device or several.
+
+One job is one image: a condition (prompt and negative prompt), a model preset and a seed.
+`run_study` splits the jobs between the processes `accelerate launch --num_processes N` starts
+(one plain process works too), generates each image, asks CLIP how likely it shows the object,
+saves it as a PNG in a fresh run folder and gathers one CSV row per job on the main process.
+Notebook 03 and benchmarks/negative_prompt_study.py both call it: one code path.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import QuantizationNeedsGPUError
+
+RESULTS_CSV = "results.csv"
+# The example of Stability AI's SD3.5 prompting guide: a prompt, what a negative prompt should
+# remove, and a positive prompt that fills the scene instead (its structured lines).
+BLOG_PROMPT = "Children's birthday party"
+BLOG_OBJECT = "birthday cake"
+BLOG_PLACEMENT_PROMPT = "\n".join([
+    "Three children sitting at a dining table",
+    "There is a white table cloth on the table",
+    "There are balloons in the background",
+    "The kids are wearing party hats",
+    "The background is a sunny day at a park",
+])
+# CLIP zero-shot labels: the object, and the scene without naming the object (CLIP's text encoder
+# largely ignores "no"/"without", so "a party without a cake" would still point at cakes).
+DEFAULT_LABELS = ("a photo of a birthday cake", "a photo of a children's party")
+# Recipe fields copied from `generate`'s recipe into every row, so each image can be remade.
+RECIPE_FIELDS = ("model_id", "stand_in", "quantization", "t5", "dtype", "device", "scheduler")
+COLUMNS = (
+    "job_id", "model", "condition", "prompt", "negative_prompt", "seed", "guidance_scale",
+    "num_inference_steps", "height", "width", "status", "p_object", "label_object", "label_other",
+    "image", "seconds", "process", *RECIPE_FIELDS, "clip_model", "versions", "note",
+)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One way of prompting: a name for tables, the prompt and the negative prompt (None: none)."""
+
+    name: str
+    prompt: str
+    negative_prompt: str | None = None
+
+
+def negative_prompt_conditions(prompt: str, object_name: str, placement_prompt: str) -> list[Condition]:
+    """The blog's four conditions: no negative; "No <object>"; "<object>"; a positive prompt that
+    places everything else (and so leaves no room for the object), without a negative."""
+    for name, value in (("prompt", prompt), ("object_name", object_name), ("placement_prompt", placement_prompt)):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{name} must be a non-empty string, not {value!r}.")
+    return [
+        Condition("no negative", prompt, None),
+        Condition(f'negative "No {object_name}"', prompt, f"No {object_name}"),
+        Condition(f'negative "{object_name}"', prompt, object_name),
+        Condition("placement prompt", placement_prompt, None),
+    ]
+
+
+def plan_jobs(conditions, models, seeds, *, guidance_scale: float, num_inference_steps: int,
+              height: int, width: int) -> list[dict]:
+    """Every (model, condition, seed) combination as a job dict with a unique `job_id`.
+
+    Models vary slowest, so each process loads as few pipelines as possible."""
+    conditions, models, seeds = list(conditions), list(models), list(seeds)
+    for name, values in (("conditions", conditions), ("models", models), ("seeds", seeds)):
+        if not values:
+            raise ValueError(f"{name} is empty: the study needs at least one.")
+        if len(set(map(repr, values))) != len(values):
+            raise ValueError(f"{name} has duplicates: {values}.")
+    names = [c.name for c in conditions]
+    if len(set(names)) != len(names):
+        raise ValueError(f"condition names must be unique: {names}.")
+    jobs = []
+    for model in models:
+        for condition in conditions:
+            for seed in seeds:
+                jobs.append(dict(
+                    job_id=len(jobs), model=model, condition=condition.name, prompt=condition.prompt,
+                    negative_prompt=condition.negative_prompt, seed=int(seed),
+                    guidance_scale=float(guidance_scale), num_inference_steps=int(num_inference_steps),
+                    height=int(height), width=int(width),
+                ))
+    return jobs
+
+
+def fresh_run_dir(root) -> Path:
+    """Create and return root/run-001 (or the next unused number): results never overwrite."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    taken = [int(m.group(1)) for p in root.iterdir() if (m := re.fullmatch(r"run-(\d+)", p.name))]
+    number = max(taken, default=0) + 1
+    while True:
+        folder = root / f"run-{number:03d}"
+        try:
+            folder.mkdir()  # atomic: two studies started at once get different folders
+            return folder
+        except FileExistsError:
+            number += 1
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "x"
+
+
+def image_name(job: dict) -> str:
+    """The PNG file name of a job: its id, model, condition and seed."""
+    return f"{job['job_id']:04d}_{_slug(job['model'])}_{_slug(job['condition'])}_seed{job['seed']}.png"
+
+
+def save_png(image, path: Path, recipe: dict) -> None:
+    """Save `image` as a PNG carrying its recipe; refuse to overwrite an existing file."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("recipe", json.dumps(recipe))
+    with open(path, "xb") as f:  # "x": FileExistsError rather than overwriting
+        image.save(f, format="PNG", pnginfo=info)
+
+
+def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str = "auto",
+             clip_model: str | None = None, process: int = 0) -> list[dict]:
+    """Generate, save and CLIP-score `jobs` in this process; one result row per job.
+
+    A model that cannot load here because it needs a GPU (NF4 on a CPU machine) gives rows with
+    status "needs a GPU" and no score, instead of stopping the study."""
+    from .clip_score import ClipScorer, clip_model_id
+    from .generation import generate
+    from .loading import load_pipeline, release_current_pipeline, use_stand_in
+
+    labels = list(labels)
+    stand_in = use_stand_in(stand_in)
+    clip_model = clip_model or clip_model_id(stand_in)
+    scorer = None
+    rows = []
+    by_model: dict[str, list[dict]] = {}
+    for job in jobs:
+        by_model.setdefault(job["model"], []).append(job)
+    for model, model_jobs in by_model.items():
+        try:
+            pipe = load_pipeline(model, stand_in=stand_in, device=device)
+        except QuantizationNeedsGPUError as e:
+            rows += [_row(job, "needs a GPU", labels, process, note=f"{type(e).__name__}: {str(e).split('. ')[0]}") for job in model_jobs]
+            continue
+        if scorer is None:
+            scorer = ClipScorer.load(clip_model, device=device)
+        for job in model_jobs:
+            result = generate(
+                pipe, job["prompt"], negative_prompt=job["negative_prompt"], seed=job["seed"],
+                guidance_scale=job["guidance_scale"], num_inference_steps=job["num_inference_steps"],
+                height=job["height"], width=job["width"],
+            )
+            name = image_name(job)
+            save_png(result.image, Path(run_dir) / name, result.recipe)
+            p_object = float(scorer.zero_shot([result.image], labels)[0, 0])
+            rows.append(_row(job, "ok", labels, process, p_object=p_object, image=name,
+                             seconds=result.seconds, recipe=result.recipe, clip_model=clip_model))
+        release_current_pipeline()
+    return rows
+
+
+def _row(job, status, labels, process, *, p_object=float("nan"), image="", seconds=float("nan"),
+         recipe=None, clip_model="", note="") -> dict:
+    recipe = recipe or {}
+    row = dict(job, status=status, p_object=p_object, label_object=labels[0],
+               label_other=" | ".join(labels[1:]), image=image, seconds=seconds, process=process,
+               clip_model=clip_model, versions=json.dumps(recipe.get("versions", {})), note=note)
+    row.update({k: recipe.get(k, "") for k in RECIPE_FIELDS})
+    return row
+
+
+@dataclass
+class StudyResult:
+    """What `run_study` returns on the main process: the run folder and the gathered rows."""
+
+    run_dir: Path
+    rows: list[dict]
+
+    @property
+    def csv_path(self) -> Path:
+        return self.run_dir / RESULTS_CSV
+
+
+def run_study(jobs, root, *, labels, stand_in: bool | None = None, clip_model: str | None = None) -> StudyResult | None:
+    """Run `jobs` split across every process of this launch; gather and write the table.
+
+    The same call works in a notebook (one process) and under `accelerate launch --num_processes N`.
+    Without GPUs the processes talk over gloo (`PartialState(cpu=True)`): plain `PartialState()`
+    would treat each CPU process as a lone rank 0 and every process would do every job. Returns
+    the StudyResult on the main process and None on the others."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list, gather_object
+
+    jobs = list(jobs)
+    labels = list(labels)
+    if len(labels) < 2:
+        raise ValueError(f"labels needs the object's label and at least one alternative, not {labels!r}.")
+    ids = [job["job_id"] for job in jobs]
+    if not jobs or len(set(ids)) != len(ids):
+        raise ValueError("jobs must be a non-empty list with unique job_id values (use plan_jobs).")
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    folder = [str(fresh_run_dir(root)) if state.is_main_process else None]
+    run_dir = Path(broadcast_object_list(folder)[0])
+    if state.is_main_process:
+        (run_dir / "jobs.json").write_text(json.dumps(jobs, indent=1))
+    device = str(state.device) if state.device.type == "cuda" else "auto"
+    with state.split_between_processes(jobs) as mine:
+        rows = run_jobs(mine, run_dir, labels=labels, stand_in=stand_in, device=device,
+                        clip_model=clip_model, process=state.process_index)
+    rows = gather_object(rows)
+    if not state.is_main_process:
+        return None
+    rows.sort(key=lambda row: row["job_id"])
+    write_results(rows, run_dir / RESULTS_CSV)
+    return StudyResult(run_dir, rows)
+
+
+def write_results(rows, path) -> Path:
+    """Write the rows as CSV (refusing to overwrite an existing file)."""
+    path = Path(path)
+    with open(path, "x", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def read_results(path) -> list[dict]:
+    """Read a results CSV back, with numbers as numbers and empty negative prompts as None."""
+    numbers = {"job_id": int, "seed": int, "num_inference_steps": int, "height": int, "width": int,
+               "process": int, "guidance_scale": float, "p_object": float, "seconds": float}
+    rows = []
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            for key, kind in numbers.items():
+                row[key] = kind(row[key]) if row[key] != "" else float("nan")
+            row["negative_prompt"] = row["negative_prompt"] or None
+            rows.append(row)
+    return rows
+
+
+def scores(rows, model: str, condition: str) -> dict[int, float]:
+    """seed -> P(object) of the finished images of one model and condition."""
+    return {r["seed"]: r["p_object"] for r in rows
+            if r["model"] == model and r["condition"] == condition and r["status"] == "ok"}
+
+
+
+def summarize(rows, confidence: float = 0.95) -> list[dict]:
+    """Per (model, condition): images scored, mean P(object) and its bootstrap interval.
+
+    A model that could not run here keeps its rows with status "needs a GPU" and no numbers."""
+    from .stats import bootstrap_mean_ci
+
+    table, seen = [], []
+    for row in rows:
+        key = (row["model"], row["condition"])
+        if key not in seen:
+            seen.append(key)
+    for model, condition in seen:
+        cell = [r for r in rows if r["model"] == model and r["condition"] == condition]
+        ok = [r["p_object"] for r in cell if r["status"] == "ok"]
+        entry = dict(model=model, condition=condition, n=len(ok), status=cell[0]["status"] if not ok else "ok",
+                     mean=float("nan"), ci_low=float("nan"), ci_high=float("nan"))
+        if ok:
+            entry["mean"], entry["ci_low"], entry["ci_high"] = bootstrap_mean_ci(ok, confidence)
+        table.append(entry)
+    return table
+
+
+def compare_negative_effect(rows, model_a: str, model_b: str, condition: str, baseline: str = "no negative",
+                            confidence: float = 0.95):
+    """Does the negative prompt lower P(object) more under model_b than under model_a?
+
+    Per seed, the effect is P(object | baseline) - P(object | condition); the comparison pairs the
+    two models' effects on the same seeds (stats.paired_comparison: b - a). None when a model has
+    no scores here (e.g. NF4 on a CPU machine)."""
+    from .stats import paired_comparison
+
+    effect_a = negative_effects(rows, model_a, condition, baseline)
+    effect_b = negative_effects(rows, model_b, condition, baseline)
+    common = sorted(set(effect_a) & set(effect_b))
+    if not common:
+        return None
+    return paired_comparison([effect_a[s] for s in common], [effect_b[s] for s in common], confidence)
+
+
+def negative_effects(rows, model: str, condition: str, baseline: str = "no negative") -> dict[int, float]:
+    """seed -> P(object | baseline) - P(object | condition) for one model: how much the condition
+    lowered the object's probability at that seed (positive: it removed some)."""
+    base, cond = scores(rows, model, baseline), scores(rows, model, condition)
+    return {s: base[s] - cond[s] for s in sorted(set(base) & set(cond))}

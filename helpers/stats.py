@@ -1,0 +1,108 @@
+"""Small-sample statistics for image experiments, in numpy: confidence intervals and paired tests.
+
+A handful of seeds per condition is all a GPU hour buys, so every mean comes with an interval
+and every comparison of two models is paired on the seed (same starting noise for both).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+EXACT_SIGN_FLIPS_UP_TO = 16  # 2**16 = 65,536 sign patterns: exact and still instant
+
+
+def _values(values, name: str = "values") -> np.ndarray:
+    array = np.asarray(values, dtype=float).ravel()
+    if array.size == 0:
+        raise ValueError(f"{name} is empty: at least one number is needed.")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains NaN or infinite numbers; drop failed runs first.")
+    return array
+
+
+def bootstrap_mean_ci(values, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high): the mean and its percentile-bootstrap confidence interval.
+
+    The interval resamples the values with replacement `resamples` times (seeded, so reruns give
+    the same interval). With one value, or identical values, the interval is that value."""
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1 (e.g. 0.95), not {confidence}.")
+    array = _values(values)
+    rng = np.random.default_rng(seed)
+    means = array[rng.integers(0, array.size, size=(resamples, array.size))].mean(axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(array.mean()), float(low), float(high)
+
+
+def sign_flip_p_value(differences, resamples: int = 100_000, seed: int = 0) -> float:
+    """Two-sided p-value of a paired randomization (sign-flip) test that the mean difference is 0.
+
+    Under "no difference" each paired difference is as likely positive as negative, so the
+    observed |mean| is compared with the |mean| of every sign pattern: exactly for up to
+    EXACT_SIGN_FLIPS_UP_TO pairs, from `resamples` random patterns beyond that."""
+    d = _values(differences, "differences")
+    observed = abs(d.mean())
+    n = d.size
+    if n <= EXACT_SIGN_FLIPS_UP_TO:
+        patterns = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1) * 2 - 1
+    else:
+        patterns = np.random.default_rng(seed).choice([-1, 1], size=(resamples, n))
+    means = np.abs((patterns * d).mean(axis=1))
+    # A tiny tolerance so float rounding never hides the observed pattern itself.
+    return float(np.mean(means >= observed - 1e-12))
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Mean of b - a over pairs, its bootstrap interval and the sign-flip test's p-value."""
+
+    n: int
+    mean_difference: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    p_value: float
+    b_higher: int  # pairs where b > a
+    a_higher: int  # pairs where a > b
+
+    @property
+    def significant(self) -> bool:
+        """True when the sign-flip test rejects "no difference" at the 1 - confidence level.
+
+        The verdict comes from the exact test, not from the bootstrap interval: with few pairs
+        (under about 10) a percentile bootstrap interval is too narrow and can exclude 0 when the
+        test cannot."""
+        return self.p_value < 1 - self.confidence
+
+
+def paired_comparison(a, b, confidence: float = 0.95, seed: int = 0) -> PairedComparison:
+    """Compare paired measurements a[i], b[i] (e.g. the same seed under two models)."""
+    a, b = _values(a, "a"), _values(b, "b")
+    if a.size != b.size:
+        raise ValueError(f"paired_comparison needs one b per a: got {a.size} and {b.size} values.")
+    d = b - a
+    mean, low, high = bootstrap_mean_ci(d, confidence, seed=seed)
+    return PairedComparison(
+        n=int(d.size),
+        mean_difference=mean,
+        ci_low=low,
+        ci_high=high,
+        confidence=confidence,
+        p_value=sign_flip_p_value(d, seed=seed),
+        b_higher=int((d > 0).sum()),
+        a_higher=int((d < 0).sum()),
+    )
+
+
+def smallest_possible_p_value(n: int) -> float:
+    """The smallest two-sided p-value an exact sign-flip test can reach with n pairs: 2 / 2**n."""
+    return min(1.0, 2 / 2**n)
+
+
+def format_p(p: float) -> str:
+    """A p-value for prose: 'p = 0.031', or 'p < 0.001'."""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if not math.isnan(p) else "p = n/a"

@@ -1,0 +1,148 @@
+"""The negative-prompt study's job logic: planning, fresh run folders, one process and two."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import experiments
+from helpers.experiments import Condition, negative_prompt_conditions, plan_jobs
+
+REPO = Path(__file__).resolve().parent.parent
+LABELS = ["a photo of a birthday cake", "a photo of a children's party"]
+SETTINGS = dict(guidance_scale=3.5, num_inference_steps=2, height=64, width=64)
+
+
+def test_blog_conditions():
+    conditions = negative_prompt_conditions("Children's birthday party", "birthday cake", "Three children")
+    assert [c.negative_prompt for c in conditions] == [None, "No birthday cake", "birthday cake", None]
+    assert [c.prompt for c in conditions] == ["Children's birthday party"] * 3 + ["Three children"]
+    assert len({c.name for c in conditions}) == 4
+    with pytest.raises(ValueError, match="object_name"):
+        negative_prompt_conditions("a party", " ", "Three children")
+
+
+def test_plan_jobs_covers_every_combination_once_models_slowest():
+    conditions = [Condition("a", "p"), Condition("b", "p", "n")]
+    jobs = plan_jobs(conditions, ["m1", "m2"], range(3), **SETTINGS)
+    assert [j["job_id"] for j in jobs] == list(range(12))
+    assert {(j["model"], j["condition"], j["seed"]) for j in jobs} == {
+        (m, c, s) for m in ("m1", "m2") for c in ("a", "b") for s in range(3)
+    }
+    assert [j["model"] for j in jobs] == ["m1"] * 6 + ["m2"] * 6
+    with pytest.raises(ValueError, match="seeds is empty"):
+        plan_jobs(conditions, ["m1"], [], **SETTINGS)
+    with pytest.raises(ValueError, match="duplicates"):
+        plan_jobs(conditions, ["m1", "m1"], [0], **SETTINGS)
+    with pytest.raises(ValueError, match="unique"):
+        plan_jobs([Condition("a", "p"), Condition("a", "q")], ["m1"], [0], **SETTINGS)
+
+
+def test_run_folders_are_fresh_and_pngs_never_overwrite(tmp_path):
+    first, second = experiments.fresh_run_dir(tmp_path), experiments.fresh_run_dir(tmp_path)
+    assert (first.name, second.name) == ("run-001", "run-002")
+    (tmp_path / "run-007").mkdir()
+    assert experiments.fresh_run_dir(tmp_path).name == "run-008"
+    image = Image.new("RGB", (8, 8), "red")
+    experiments.save_png(image, first / "x.png", {"seed": 1})
+    with pytest.raises(FileExistsError):
+        experiments.save_png(Image.new("RGB", (8, 8), "blue"), first / "x.png", {"seed": 2})
+    with Image.open(first / "x.png") as kept:
+        assert kept.getpixel((0, 0)) == (255, 0, 0) and json.loads(kept.text["recipe"]) == {"seed": 1}
+    rows = [{"job_id": 0}]
+    experiments.write_results(rows, first / "results.csv")
+    with pytest.raises(FileExistsError):
+        experiments.write_results(rows, first / "results.csv")
+
+
+def test_run_study_in_one_process(tiny_dir, tmp_path):
+    """Stand-in bf16 runs and matches `generate`; NF4 without the shim is reported, not fatal."""
+    import helpers
+
+    conditions = [Condition("no negative", "a party"), Condition("negative", "a party", "cake")]
+    jobs = plan_jobs(conditions, ["sd35-large", "sd35-large-nf4"], [0, 1], **SETTINGS)
+    with pytest.raises(ValueError, match="labels"):
+        experiments.run_study(jobs, tmp_path, labels=["only one"], stand_in=True)
+    assert not list(tmp_path.iterdir())  # refused before creating anything
+
+    study = experiments.run_study(jobs, tmp_path, labels=LABELS, stand_in=True)
+    rows = experiments.read_results(study.csv_path)
+    assert [r["job_id"] for r in rows] == list(range(8))
+    done = [r for r in rows if r["model"] == "sd35-large"]
+    assert {r["status"] for r in done} == {"ok"}
+    assert all(0 < r["p_object"] < 1 and (study.run_dir / r["image"]).is_file() for r in done)
+    nf4 = [r for r in rows if r["model"] == "sd35-large-nf4"]
+    assert {r["status"] for r in nf4} == {"needs a GPU"} and not any(r["image"] for r in nf4)
+    assert all(r["note"].startswith("QuantizationNeedsGPUError: ") for r in nf4)
+    assert len(list(study.run_dir.glob("*.png"))) == 4
+
+    # The saved image is the one `generate` makes from the row's recipe.
+    row = done[3]
+    again = helpers.generate(helpers.load_pipeline("sd35-large", stand_in=True), row["prompt"],
+                             negative_prompt=row["negative_prompt"], seed=row["seed"],
+                             guidance_scale=row["guidance_scale"],
+                             num_inference_steps=row["num_inference_steps"], height=64, width=64)
+    helpers.release_current_pipeline()
+    with Image.open(study.run_dir / row["image"]) as saved:
+        assert np.array_equal(np.asarray(saved.convert("RGB")), np.asarray(again.image))
+
+    table = experiments.summarize(rows)
+    assert [(e["model"], e["condition"], e["n"]) for e in table] == [
+        ("sd35-large", "no negative", 2), ("sd35-large", "negative", 2),
+        ("sd35-large-nf4", "no negative", 0), ("sd35-large-nf4", "negative", 0),
+    ]
+    assert table[2]["status"] == "needs a GPU" and np.isnan(table[2]["mean"])
+    assert experiments.compare_negative_effect(rows, "sd35-large", "sd35-large-nf4", "negative") is None
+
+    second = experiments.run_study(jobs[:1], tmp_path, labels=LABELS, stand_in=True)
+    assert second.run_dir != study.run_dir and len(list(study.run_dir.glob("*.png"))) == 4
+
+
+def test_nf4_runs_and_is_compared_with_the_cpu_shim(bnb_cpu, tmp_path):
+    conditions = [Condition("no negative", "a party"), Condition("negative", "a party", "cake")]
+    jobs = plan_jobs(conditions, ["sd35-large", "sd35-large-nf4"], [0, 1, 2], **SETTINGS)
+    study = experiments.run_study(jobs, tmp_path, labels=LABELS, stand_in=True)
+    assert {r["status"] for r in study.rows} == {"ok"}
+    assert {r["quantization"] for r in study.rows if r["model"] == "sd35-large-nf4"} == {"nf4"}
+    c = experiments.compare_negative_effect(study.rows, "sd35-large", "sd35-large-nf4", "negative")
+    assert c.n == 3 and c.ci_low <= c.mean_difference <= c.ci_high and 0 < c.p_value <= 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_accelerate_launch_does_every_job_exactly_once(tiny_dir, tmp_path):
+    """`accelerate launch` with two CPU processes (gloo on 127.0.0.1) splits and gathers the jobs."""
+    from helpers.clip_score import clip_model_id
+
+    clip_model_id(True)  # build the tiny CLIP once, before two processes race to
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    env.pop("SD35_STAND_IN", None)
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()),
+        str(REPO / "benchmarks" / "negative_prompt_study.py"),
+        "--seeds", "3", "--models", "sd35-large", "--steps", "2", "--stand-in", "yes",
+        "--output", str(tmp_path),
+    ]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run_dir,) = tmp_path.glob("run-*")
+    rows = experiments.read_results(run_dir / "results.csv")
+    jobs = json.loads((run_dir / "jobs.json").read_text())
+    assert len(jobs) == 12
+    assert sorted(r["job_id"] for r in rows) == [j["job_id"] for j in jobs]  # each job exactly once
+    assert {r["process"] for r in rows} == {0, 1}  # both processes worked
+    assert {r["status"] for r in rows} == {"ok"}
+    assert sorted(p.name for p in run_dir.glob("*.png")) == sorted(r["image"] for r in rows)
+    assert "12 jobs ->" in done.stdout and done.stdout.count("placement prompt") == 1

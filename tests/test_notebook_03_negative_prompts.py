@@ -1,0 +1,36 @@
+"""Notebook 03 runs headless on the stand-in and computes what its prose reports."""
+
+import csv
+
+from notebook_harness import cell_outputs_text, run_notebook
+
+
+def test_notebook_03_runs_and_reports_measured_numbers(tiny_dir, tmp_path):
+    nb = run_notebook("03_negative_prompts.ipynb", tmp_path, N_SEEDS=3, GRID_GUIDANCES=[1.0, 3.5], STEPS=2)
+    text = cell_outputs_text(nb)
+
+    # Section 1: the guidance-1 check was computed and found the images identical.
+    assert "At guidance 1 the two images are **identical**" in text
+    # The per-condition table has all four conditions for both models (NF4 runs: the kernel has the shim).
+    conditions = ["no negative", 'negative "No birthday cake"', 'negative "birthday cake"', "placement prompt"]
+    for model in ("sd35-large", "sd35-large-nf4"):
+        for condition in conditions:
+            assert f"| {model} | {condition} | 3 | 0." in text, (model, condition)
+    # Each condition was compared with "no negative", paired by seed, in sentences built from numbers.
+    assert text.count("compared with no negative: change ") == 2 * 3
+    # The interval figure was saved, and the NF4-vs-bf16 verdict was written from the numbers.
+    figure = tmp_path / "figures" / "negative_prompt_p_object.png"
+    assert figure.is_file() and figure.stat().st_size > 5000
+    assert text.count("NF4 minus bf16, paired over 3 seeds") == 2
+    assert "not measured on this machine" not in text
+    assert "With 3 seeds the test cannot go below p = 0.250" in text
+    assert "Stand-in: random weights" in text and "meaningless" in text
+
+    # The study's table: every job once, every image on disk, nothing outside the run folder.
+    (run_dir,) = (tmp_path / "negative_prompt_study").glob("run-*")
+    with open(run_dir / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(int(r["job_id"]) for r in rows) == list(range(2 * 4 * 3))
+    assert {r["status"] for r in rows} == {"ok"}
+    assert all((run_dir / r["image"]).is_file() for r in rows)
+    assert {r["quantization"] for r in rows if r["model"] == "sd35-large-nf4"} == {"nf4"}
