@@ -86,3 +86,10 @@ def test_no_token_shaped_string_in_the_repository():
             if TOKEN_SHAPE.search(path.read_text(errors="ignore")):
                 offenders.append(name)
     assert offenders == []
+
+
+def test_every_committed_image_is_shown_in_the_readme():
+    readme = (REPO / "README.md").read_text()
+    images = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "images").iterdir() if p.is_file())
+    assert images, "images/ holds the README's screenshot"
+    assert [i for i in images if f"]({i})" not in readme] == []
