@@ -103,23 +103,28 @@ def is_stand_in(folder) -> bool:
 
 
 def tiny_pipeline_dir(folder=None) -> Path:
-    """Return a folder holding the stand-in, building it there first if it is not there yet.
+    """Return a folder holding the stand-in, building it there first if it is not there yet."""
+    folder = Path(folder) if folder is not None else default_tiny_dir()
+    return _build_once(folder, "model_index.json", save_tiny_pipeline)
+
+
+def _build_once(folder: Path, index_file: str, save) -> Path:
+    """Run `save(scratch)` unless `folder` already holds a finished stand-in build, then move it in.
 
     The build goes to a temporary folder that is renamed into place, so an interrupted build never
-    leaves a half-written pipeline behind, and two processes building at once both end up valid.
+    leaves a half-written model behind, and two processes building at once both end up valid.
     """
-    folder = Path(folder) if folder is not None else default_tiny_dir()
-    if (folder / "model_index.json").is_file() and is_stand_in(folder):
+    if (folder / index_file).is_file() and is_stand_in(folder):
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".tiny-build-", dir=folder.parent))
     try:
-        save_tiny_pipeline(scratch)
+        save(scratch)
         try:
             scratch.rename(folder)
         except OSError:
             # Another process finished first: keep its build, drop ours.
-            if not (folder / "model_index.json").is_file():
+            if not (folder / index_file).is_file():
                 raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -300,20 +305,7 @@ def tiny_clip_dir(folder=None) -> Path:
     """Return a folder holding a random-weight `CLIPModel` + `CLIPProcessor`, building it first if
     needed; it loads through the same `from_pretrained` calls as openai/clip-vit-large-patch14."""
     folder = Path(folder) if folder is not None else default_tiny_clip_dir()
-    if (folder / "config.json").is_file() and is_stand_in(folder):
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".tiny-clip-build-", dir=folder.parent))
-    try:
-        _save_tiny_clip(scratch)
-        try:
-            scratch.rename(folder)
-        except OSError:
-            if not (folder / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return folder
+    return _build_once(folder, "config.json", _save_tiny_clip)
 
 
 def _save_tiny_clip(folder: Path) -> None:
