@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import QuantizationNeedsGPUError
+from .output_folders import fresh_run_dir
 
 RESULTS_CSV = "results.csv"
 # The example of Stability AI's SD3.5 prompting guide: a prompt, what a negative prompt should
@@ -91,21 +92,6 @@ def plan_jobs(conditions, models, seeds, *, guidance_scale: float, num_inference
                     height=int(height), width=int(width),
                 ))
     return jobs
-
-
-def fresh_run_dir(root) -> Path:
-    """Create and return root/run-001 (or the next unused number): results never overwrite."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    taken = [int(m.group(1)) for p in root.iterdir() if (m := re.fullmatch(r"run-(\d+)", p.name))]
-    number = max(taken, default=0) + 1
-    while True:
-        folder = root / f"run-{number:03d}"
-        try:
-            folder.mkdir()  # atomic: two studies started at once get different folders
-            return folder
-        except FileExistsError:
-            number += 1
 
 
 def _slug(text: str) -> str:

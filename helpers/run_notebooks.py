@@ -1,7 +1,8 @@
 """Run every notebook headlessly (the README's main job): `python -m helpers.run_notebooks`.
 
-Each notebook in notebooks/ is executed top to bottom with papermill into an ignored output
-folder, with its parameters cell set for this machine: the real SD3.5 models when there is a
+Each notebook in notebooks/ is executed top to bottom with papermill into a fresh folder
+outputs/run-NNN/ (ignored by git; an earlier run's results are never overwritten), with its
+parameters cell set for this machine: the real SD3.5 models when there is a
 CUDA GPU and a Hugging Face token, otherwise the offline stand-in, announced loudly.
 """
 
@@ -12,6 +13,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+from .output_folders import fresh_run_dir
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -61,7 +64,8 @@ def execute_notebook(path: Path, output_dir: Path, parameters: dict, timeout: in
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: all in notebooks/)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where executed notebooks go")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
+                        help="where run-NNN folders of executed notebooks go")
     parser.add_argument("--stand-in", choices=("auto", "yes", "no"), default="auto")
     args = parser.parse_args(argv)
 
@@ -83,10 +87,11 @@ def main(argv=None) -> int:
         return 1
     # The kernels import `helpers` from this checkout.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    run_dir = fresh_run_dir(args.output)
     failed = []
     for path in paths:
         started = time.perf_counter()
-        out_dir = args.output / path.stem
+        out_dir = run_dir / path.stem
         try:
             out = execute_notebook(path, out_dir, {"STAND_IN": stand_in})
         except Exception as e:  # report every notebook, then fail at the end
@@ -94,7 +99,7 @@ def main(argv=None) -> int:
             print(f"FAILED  {path.name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", flush=True)
             continue
         print(f"ok      {path.name} in {time.perf_counter() - started:.0f} s -> {out.relative_to(REPO) if out.is_relative_to(REPO) else out}", flush=True)
-    print(f"{len(paths) - len(failed)} of {len(paths)} notebooks ran; outputs in {args.output}")
+    print(f"{len(paths) - len(failed)} of {len(paths)} notebooks ran; outputs in {run_dir}")
     return 1 if failed else 0
 
 

@@ -41,10 +41,15 @@ def test_main_runs_notebooks_into_the_output_folder(tmp_path, capsys):
     assert run_notebooks.main([str(source), "--output", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "OFFLINE STAND-IN" in printed and "1 of 1 notebooks ran" in printed
-    executed = json.loads((out / "01_probe" / "01_probe.ipynb").read_text())
+    run = out / "run-001"
+    executed = json.loads((run / "01_probe" / "01_probe.ipynb").read_text())
     text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
     assert "stand-in: True" in text
-    assert (out / "01_probe" / "figure.txt").read_text() == "True"  # files land beside the notebook
+    assert (run / "01_probe" / "figure.txt").read_text() == "True"  # files land beside the notebook
+    first_run = (run / "01_probe" / "01_probe.ipynb").read_bytes()
+    assert run_notebooks.main([str(source), "--output", str(out)]) == 0
+    assert (out / "run-002" / "01_probe" / "01_probe.ipynb").is_file()  # a second run gets its own folder
+    assert (run / "01_probe" / "01_probe.ipynb").read_bytes() == first_run  # and the first is untouched
 
 
 def test_a_failing_notebook_fails_the_job(tmp_path, capsys):
