@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers.navigation import NOTEBOOKS, REPO
+from helpers.navigation import GITHUB, NOTEBOOKS, REPO
 
 NOTEBOOK_PATHS = sorted((REPO / "notebooks").glob("*.ipynb"))
 TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{30,}")
@@ -50,6 +50,8 @@ def test_setup_cell_is_the_same_everywhere():
     setups = {p.name: next(c.source for c in read(p).cells if c.source.startswith(SETUP_CELL_START))
               for p in NOTEBOOK_PATHS}
     assert len(set(setups.values())) == 1, setups.keys()
+    # The clone URL and the Colab badges point at the same repository.
+    assert f'"https://github.com/{GITHUB}"' in next(iter(setups.values()))
 
 
 @pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda p: p.name)
