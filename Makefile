@@ -33,7 +33,7 @@ notebooks: setup
 	$(PY) -m helpers.run_notebooks
 
 lab: setup
-	$(PY) -m jupyter lab notebooks/
+	$(PY) -m jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
