@@ -453,6 +453,8 @@ class ABStudio:
         self.last_error: BaseException | None = None
         self._compare_lock = threading.Lock()
         a, b = self.sides
+        # The shared controls are side A's widgets, named here too: ab.guidance, ab.seed...
+        self.prompt, self.guidance, self.steps, self.seed, self.size = a.prompt, a.guidance, a.steps, a.seed, a.size
 
         self.generate_button = widgets.Button(description="Generate A and B", button_style="primary", icon="play")
         self.cancel_button = widgets.Button(description="Cancel", button_style="warning", icon="stop")
