@@ -6,6 +6,9 @@ and button events), one run at a time: a request made while one runs replaces th
 (latest wins). Every finished image is cached under its full recipe, so moving a slider back to a
 value already rendered shows that image at once; prompt embeddings are cached per (prompt,
 negative prompt), so slider moves skip the three text encoders.
+
+`ab_studio` puts two panels side by side behind one set of controls: the same seed and settings,
+differing only in the negative prompt (one pipeline) or in the pipeline (e.g. bf16 vs NF4).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import functools
 import html
 import io
 import random
+import re
 import threading
 import time
 import traceback
@@ -21,6 +25,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import ipywidgets as widgets
+import numpy as np
 
 from . import validation
 from .errors import GatedModelError, GenerationCancelled, GPUOutOfMemoryError, QuantizationNeedsGPUError
@@ -36,6 +41,9 @@ SEED_RANGE = 2**32  # random seeds are drawn below this (JavaScript numbers stay
 EXPECTED_ERRORS = (
     ValueError, TypeError, GPUOutOfMemoryError, GatedModelError, QuantizationNeedsGPUError,
 )
+# One generation at a time in this kernel, whichever panel asks: a diffusers pipeline keeps per-call
+# state on itself (not thread-safe), and two runs at once would compete for the same memory.
+_GENERATION_LOCK = threading.Lock()
 
 
 def size_choices(default: int, multiple: int = 16, largest: int | None = None) -> list[tuple[str, tuple]]:
@@ -86,6 +94,7 @@ class Studio:
         self._worker: threading.Thread | None = None
         self._cancel = threading.Event()
         self._restoring = False  # True while restore() sets widgets: no auto-generate then
+        self.on_show = None  # called with every result the panel shows (ABStudio compares its two sides)
 
         info = getattr(pipe, "load_info", None)
         config = pipe.transformer.config
@@ -186,8 +195,17 @@ class Studio:
         if not self.seed_lock.value:
             self._draw_seed()
         settings = self.settings()
-        validation.check_prompt(settings["prompt"])  # one clear message before any work
+        self.check(settings)  # one clear message before any work
+        return self.submit(settings)
+
+    @staticmethod
+    def check(settings: dict) -> None:
+        """Raise the error a generation with these settings would hit first (the prompts' checks)."""
+        validation.check_prompt(settings["prompt"])
         validation.check_prompt(settings["negative_prompt"], "negative_prompt")
+
+    def submit(self, settings: dict) -> str:
+        """Show `settings`' image from the cache, or queue it for the worker (see `request`)."""
         key = self.cache_key(settings)
         with self._lock:
             cached = self.cache.get(key)
@@ -274,28 +292,34 @@ class Studio:
         try:
             self.progress.max = settings["num_inference_steps"]
             self.progress.value = 0
-            arguments = {k: v for k, v in settings.items() if k not in ("prompt", "negative_prompt")}
-            resolve_arguments(self.pipe, **arguments)  # bad settings or a released pipeline: say so before encoding
-            self.progress_label.value = "encoding the prompt..."
-            embeddings = self.prompts.get(settings["prompt"], settings["negative_prompt"])
-            started = time.perf_counter()
-            result = generate(self.pipe, embeddings=embeddings, callback=self._step_callback(started), **arguments)
+            if _GENERATION_LOCK.locked():
+                self.progress_label.value = "waiting: another image is being generated"
+            with _GENERATION_LOCK:
+                result = self._generate(settings)
+            key = self.cache_key(settings)
+            with self._lock:
+                self.generations += 1
+                self.cache[key] = result
+                while len(self.cache) > self.cache_size:
+                    self.cache.popitem(last=False)
+            self._add_history(result)
+            self._show_result(result, f"generated in {result.seconds:.2f} s")
         except GenerationCancelled as e:
             self.progress_label.value = "cancelled"
             self._say(f"Cancelled. {html.escape(str(e))}", "warning")
-            return
         except Exception as e:  # shown in the widget and logged with its traceback; the studio stays usable
             self.progress_label.value = "failed"
             self._report(e)
-            return
-        key = self.cache_key(settings)
-        with self._lock:
-            self.generations += 1
-            self.cache[key] = result
-            while len(self.cache) > self.cache_size:
-                self.cache.popitem(last=False)
-        self._add_history(result)
-        self._show_result(result, f"generated in {result.seconds:.2f} s")
+
+    def _generate(self, settings: dict) -> GenerationResult:
+        if self._cancel.is_set():  # cancelled while waiting for the lock
+            raise GenerationCancelled("Cancelled before it started.")
+        arguments = {k: v for k, v in settings.items() if k not in ("prompt", "negative_prompt")}
+        resolve_arguments(self.pipe, **arguments)  # bad settings or a released pipeline: say so before encoding
+        self.progress_label.value = "encoding the prompt..."
+        embeddings = self.prompts.get(settings["prompt"], settings["negative_prompt"])
+        started = time.perf_counter()
+        return generate(self.pipe, embeddings=embeddings, callback=self._step_callback(started), **arguments)
 
     def _step_callback(self, started: float):
         width = height = None
@@ -324,7 +348,9 @@ class Studio:
         self.image.value = _png_bytes(result.image)
         r = result.recipe
         rows = [
-            ("model", r["model"]), ("seed", r["seed"]), ("guidance", r["guidance_scale"]),
+            ("model", r["model"]), ("weights", ", ".join(filter(None, [r["dtype"], r["quantization"]]))),
+            ("negative", r["negative_prompt"] or "(none)"),
+            ("seed", r["seed"]), ("guidance", r["guidance_scale"]),
             ("steps", r["num_inference_steps"]), ("size", f"{r['width']}x{r['height']}"),
             ("time", f"{result.seconds:.2f} s"),
         ]
@@ -333,6 +359,8 @@ class Studio:
         self.progress.value = self.progress.max if "generated" in note else self.progress.value
         self.progress_label.value = note
         self.message.value = ""
+        if self.on_show is not None:
+            self.on_show(result)
 
     def _add_history(self, result: GenerationResult) -> None:
         self.history = [result, *self.history][: self.history_size]
@@ -393,3 +421,168 @@ def studio(pipe, **options) -> Studio:
     Options: prompt, negative_prompt, save_dir ("studio", relative to the notebook's folder),
     history_size, cache_size, preview (live latent preview every step)."""
     return Studio(pipe, **options)
+
+
+def pixel_difference(image_a, image_b) -> float:
+    """Mean absolute difference of two same-size images, per RGB value on the 0-255 scale (0: identical)."""
+    a = np.asarray(image_a.convert("RGB"), dtype=np.int16)
+    b = np.asarray(image_b.convert("RGB"), dtype=np.int16)
+    if a.shape != b.shape:
+        raise ValueError(f"cannot compare a {a.shape[1]}x{a.shape[0]} image with a {b.shape[1]}x{b.shape[0]} one.")
+    return float(np.abs(a - b).mean())
+
+
+class ABStudio:
+    """Two studios side by side behind one set of controls: both sides get the same prompt, seed and
+    settings and differ only in the negative prompt (one pipeline: boxes "Negative A" and "Negative B")
+    or in the pipeline (`pipe_b` given: one negative prompt for both). Side A's controls are the
+    shared ones; `a` and `b` are ordinary `Studio`s, so queueing, cancel, caches and errors work as there.
+    Drive it from code like a Studio: set widget values, `generate_button.click()`, `wait_idle()`."""
+
+    def __init__(self, pipe_a, pipe_b=None, *, prompt: str = DEFAULT_PROMPT, negative_prompt_a: str = "",
+                 negative_prompt_b: str = "", **options):
+        self.compare_pipelines = pipe_b is not None
+        if self.compare_pipelines and negative_prompt_b:
+            raise ValueError("Compare two pipelines or two negative prompts, not both: with pipe_b, "
+                             "leave negative_prompt_b out (negative_prompt_a is used on both sides).")
+        self.a = Studio(pipe_a, prompt=prompt, negative_prompt=negative_prompt_a, **options)
+        self.b = Studio(pipe_b if self.compare_pipelines else pipe_a, prompt=prompt,
+                        negative_prompt=negative_prompt_a if self.compare_pipelines else negative_prompt_b, **options)
+        self.sides = (self.a, self.b)
+        self.difference: float | None = None  # mean absolute pixel difference of the pair shown, 0-255
+        self.last_error: BaseException | None = None
+        self._compare_lock = threading.Lock()
+        a, b = self.sides
+        # The shared controls are side A's widgets, named here too: ab.guidance, ab.seed...
+        self.prompt, self.guidance, self.steps, self.seed, self.size = a.prompt, a.guidance, a.steps, a.seed, a.size
+
+        self.generate_button = widgets.Button(description="Generate A and B", button_style="primary", icon="play")
+        self.cancel_button = widgets.Button(description="Cancel", button_style="warning", icon="stop")
+        self.auto = widgets.Checkbox(value=False, description="auto-generate when a slider is released", indent=False)
+        self.summary = widgets.HTML("<i>no pair yet</i>")
+        self.summary.add_class("sd35-ab-summary")
+        self.generate_button.on_click(self._guarded(lambda _: self.request()))
+        self.cancel_button.on_click(self._guarded(lambda _: self.cancel()))
+        for control in (a.guidance, a.steps, a.seed, a.size):
+            control.observe(self._guarded(self._on_setting_change), names="value")
+        for side in self.sides:
+            side.on_show = self._compare
+
+        negatives = [a.negative_prompt]
+        if not self.compare_pipelines:
+            a.negative_prompt.description, b.negative_prompt.description = "Negative A", "Negative B"
+            negatives.append(b.negative_prompt)
+        controls = widgets.VBox([
+            a.prompt, *negatives,
+            widgets.HBox([a.guidance, a.steps]),
+            widgets.HBox([a.seed, a.random_seed_button, a.seed_lock, a.size]),
+            widgets.HBox([self.generate_button, self.cancel_button, self.auto]),
+            *(widgets.HBox([widgets.Label(name, layout=widgets.Layout(width="20px")), side.progress, side.progress_label])
+              for name, side in zip("AB", self.sides)),
+        ])
+        panels = [
+            widgets.VBox([widgets.HTML(f"<b>{name}</b>"), side.image, side.save_button, side.recipe_view, side.message])
+            for name, side in zip("AB", self.sides)
+        ]
+        self.widget = widgets.VBox([
+            controls,
+            widgets.HBox(panels),
+            self.summary,
+            widgets.Accordion(children=[a.log, b.log], titles=("Log A (tracebacks)", "Log B (tracebacks)"),
+                              selected_index=None),
+        ])
+        self.widget.add_class("sd35-ab-studio")
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def settings(self) -> tuple[dict, dict]:
+        """The `generate` arguments of side A and side B: equal but for what is compared."""
+        settings_a = self.a.settings()
+        if self.compare_pipelines:
+            return settings_a, dict(settings_a)
+        return settings_a, {**settings_a, "negative_prompt": self.b.negative_prompt.value}
+
+    def request(self) -> tuple[str, str]:
+        """Ask both sides for the pair the controls describe (one seed for both); see `Studio.request`."""
+        if not self.a.seed_lock.value:
+            self.a._draw_seed()
+        pair = self.settings()
+        for settings in pair:
+            Studio.check(settings)  # both sides checked before either starts
+        self.difference = None
+        self.summary.value = "<i>generating the pair...</i>"
+        return tuple(side.submit(settings) for side, settings in zip(self.sides, pair))
+
+    def cancel(self) -> None:
+        """Stop both sides (the running one within a step, the waiting one before it starts)."""
+        for side in self.sides:
+            side.cancel()
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Block until neither side generates or waits; TimeoutError after `timeout` seconds per side."""
+        for side in self.sides:
+            side.wait_idle(timeout)
+
+    @property
+    def busy(self) -> bool:
+        return any(side.busy for side in self.sides)
+
+    def summary_markdown(self) -> str:
+        """One sentence on the pair shown now, from the computed difference."""
+        a, b = self.a.current, self.b.current
+        if a is None or b is None or not self._same_settings(a, b):
+            return "No finished A/B pair yet."
+        r = a.recipe
+        what = "pipelines" if self.compare_pipelines else "negative prompts"
+        verdict = ("the two images are **byte-identical**" if a.image.tobytes() == b.image.tobytes()
+                   else f"the mean absolute pixel difference is **{self.difference:.2f}** (0-255 scale)")
+        return (f"Same prompt, seed {r['seed']}, guidance {r['guidance_scale']:g}, {r['num_inference_steps']} steps, "
+                f"{r['width']}x{r['height']}; only the {what} differ: {verdict}.")
+
+    # --- internals ----------------------------------------------------------------------------
+    @staticmethod
+    def _same_settings(a: GenerationResult, b: GenerationResult) -> bool:
+        keys = ("prompt", "guidance_scale", "num_inference_steps", "seed", "height", "width")
+        return all(a.recipe[k] == b.recipe[k] for k in keys)
+
+    def _compare(self, _result) -> None:
+        with self._compare_lock:  # both workers may finish at once; the last one sees both images
+            a, b = self.a.current, self.b.current
+            if a is None or b is None or not self._same_settings(a, b):
+                self.difference = None
+                self.summary.value = "<i>waiting for the other side...</i>"
+                return
+            self.difference = pixel_difference(a.image, b.image)
+            self.summary.value = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(self.summary_markdown()))
+
+    def _report(self, error: BaseException) -> None:
+        self.last_error = error
+        for side in self.sides:  # neither side ran: both panels say why
+            side._report(error)
+
+    def _guarded(self, handler):
+        """Wrap a widget callback: an exception is shown in both panels and logged, never lost."""
+
+        @functools.wraps(handler)
+        def wrapper(*args, **kwargs):
+            try:
+                return handler(*args, **kwargs)
+            except Exception as e:  # a widget callback has nowhere else to show its error
+                self._report(e)
+                return None
+
+        return wrapper
+
+    def _on_setting_change(self, change) -> None:
+        if self.auto.value and not self.a._restoring:
+            self.request()
+
+
+def ab_studio(pipe_a, pipe_b=None, **options) -> ABStudio:
+    """Show two studio panels side by side at the same seed and settings (make it a cell's last line).
+
+    One pipeline: the sides differ in their negative prompts (`negative_prompt_a`, `negative_prompt_b`).
+    Two pipelines (load the second with `keep_previous=True`): the sides differ in the pipeline.
+    Other options as for `studio`: prompt, save_dir, history_size, cache_size, preview."""
+    return ABStudio(pipe_a, pipe_b, **options)

@@ -113,11 +113,11 @@ def lab(tmp_path, tiny_dir):
 
 
 def _recipe_text(page) -> str:
-    return page.locator(".sd35-studio-recipe").inner_text(timeout=5_000)
+    return page.locator(".sd35-studio .sd35-studio-recipe").inner_text(timeout=5_000)
 
 
 def _image_src(page) -> str:
-    return page.locator(".sd35-studio-image").get_attribute("src", timeout=5_000) or ""
+    return page.locator(".sd35-studio .sd35-studio-image").get_attribute("src", timeout=5_000) or ""
 
 
 def test_studio_in_jupyterlab(lab):
@@ -136,9 +136,12 @@ def test_studio_in_jupyterlab(lab):
             page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
             page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
             # The notebook's scripted click renders one image; then the summary cell runs.
-            expect(page.locator(".sd35-studio-recipe")).to_contain_text("generated in", timeout=90_000)
+            expect(page.locator(".sd35-studio .sd35-studio-recipe")).to_contain_text("generated in", timeout=90_000)
             expect(page.get_by_text(re.compile(r"Generated \d+ image"))).to_be_visible(timeout=60_000)
             expect(status).to_be_visible(timeout=60_000)
+            # The A/B section below it ran last: bring the studio back into view (JupyterLab hides off-screen cells).
+            page.locator(".sd35-studio .sd35-studio-recipe").scroll_into_view_if_needed()
+            expect(page.locator(".sd35-studio .sd35-studio-recipe")).to_contain_text("generated in", use_inner_text=True)
             before_recipe, before_src = _recipe_text(page), _image_src(page)
             assert re.search(r"guidance\s+3\.5", before_recipe), before_recipe
 
@@ -149,12 +152,12 @@ def test_studio_in_jupyterlab(lab):
             expect(page.locator(".sd35-studio .widget-readout").first).to_have_text("4.0", timeout=10_000)
 
             page.locator(".sd35-studio button", has_text="Generate").click()
-            expect(page.locator(".sd35-studio-recipe")).to_contain_text("4.0", timeout=60_000)
-            expect(page.locator(".sd35-studio-recipe")).to_contain_text("generated in", timeout=60_000)
+            expect(page.locator(".sd35-studio .sd35-studio-recipe")).to_contain_text("4.0", timeout=60_000)
+            expect(page.locator(".sd35-studio .sd35-studio-recipe")).to_contain_text("generated in", timeout=60_000)
             after_recipe, after_src = _recipe_text(page), _image_src(page)
             assert after_recipe != before_recipe and re.search(r"guidance\s+4(\.0)?\b", after_recipe), after_recipe
             assert after_src and after_src != before_src
-            expect(page.locator(".sd35-studio-message")).to_have_text("")
+            expect(page.locator(".sd35-studio .sd35-studio-message")).to_have_text("")
             assert page.get_by_text("Error displaying widget").count() == 0
 
             shot = os.environ.get("SD35_STUDIO_SCREENSHOT")
