@@ -21,10 +21,11 @@ from .memory import PeakMemory, Stopwatch, component_footprints, format_bytes
 from .presets import PRESETS, Preset, Recommendation, get_preset
 from .prompt_embeddings import PromptCache, PromptEmbeddings, encode_prompt
 from .quantized_checkpoints import save_quantized
-from .studio import Studio, studio
+from .studio import ABStudio, Studio, ab_studio, studio
 from .subprocess_probe import measure_in_subprocess
 
 __all__ = [
+    "ABStudio",
     "ClipScorer",
     "PRESETS",
     "GatedModelError",
@@ -40,6 +41,7 @@ __all__ = [
     "Recommendation",
     "Stopwatch",
     "Studio",
+    "ab_studio",
     "clip_model_id",
     "component_footprints",
     "encode_prompt",
