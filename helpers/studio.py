@@ -74,6 +74,21 @@ def _png_bytes(image, format: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
+def _guarded(handler, report):
+    """`handler` for a widget callback, with any exception passed to `report` (shown in the panel
+    and logged) instead of vanishing into the widget machinery."""
+
+    @functools.wraps(handler)
+    def wrapper(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except Exception as e:  # a widget callback has nowhere else to show its error
+            report(e)
+            return None
+
+    return wrapper
+
+
 class Studio:
     """The widget panel and the generation queue behind it. Display it (it is a cell's value), or
     drive it from code: set widget values, `generate_button.click()`, then `wait_idle()`."""
@@ -392,16 +407,7 @@ class Studio:
 
     def _guarded(self, handler):
         """Wrap a widget callback: an exception is shown in the widget and logged, never lost."""
-
-        @functools.wraps(handler)
-        def wrapper(*args, **kwargs):
-            try:
-                return handler(*args, **kwargs)
-            except Exception as e:  # a widget callback has nowhere else to show its error
-                self._report(e)
-                return None
-
-        return wrapper
+        return _guarded(handler, self._report)
 
     def _draw_seed(self) -> None:
         self._restoring = True  # a new seed alone does not auto-generate twice
@@ -563,16 +569,7 @@ class ABStudio:
 
     def _guarded(self, handler):
         """Wrap a widget callback: an exception is shown in both panels and logged, never lost."""
-
-        @functools.wraps(handler)
-        def wrapper(*args, **kwargs):
-            try:
-                return handler(*args, **kwargs)
-            except Exception as e:  # a widget callback has nowhere else to show its error
-                self._report(e)
-                return None
-
-        return wrapper
+        return _guarded(handler, self._report)
 
     def _on_setting_change(self, change) -> None:
         if self.auto.value and not self.a._restoring:
