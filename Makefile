@@ -27,7 +27,7 @@ browser:
 	  fi; }
 
 test: setup browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 notebooks: setup
 	$(PY) -m helpers.run_notebooks
