@@ -250,6 +250,7 @@ def load_pipeline(
     stand_in: bool | None = None,
     keep_previous: bool = False,
     transformer: str | None = None,
+    fast: bool = False,
 ):
     """Load a `StableDiffusion3Pipeline` for a preset ("sd35-large-nf4", "tiny", ...), a Hub id or
     a local folder, and return it with `pipe.load_info` (the plan, load seconds, recommendations).
@@ -258,7 +259,11 @@ def load_pipeline(
     pipeline this function returned last is released first (its GPU memory freed), since two
     SD3.5 Large pipelines rarely fit together. `transformer=` loads a pre-quantized transformer
     (a `save_quantized` folder or Hub id) instead of quantizing the model's bf16 one.
+    `fast=True` applies the fast plan (`helpers.speedups.make_fast`: compiled transformer blocks,
+    channels-last VAE): the first image pays the compile time, later ones run faster.
     """
+    if not isinstance(fast, bool):
+        raise ValueError(f"fast must be True or False, not {fast!r}.")
     plan = plan_loading(
         model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
         dtype=dtype, stand_in=stand_in, transformer=transformer,
@@ -298,6 +303,10 @@ def load_pipeline(
         if better is not None:
             raise better from None  # `from None`: the Hub's error text may echo request headers
         raise
+    if fast:
+        from .speedups import make_fast
+
+        make_fast(pipe)
     seconds = time.perf_counter() - started
     # The stand-in keeps the preset's guidance and steps (what the lesson teaches) but renders at its
     # own small size, so a CPU runs every notebook in seconds.

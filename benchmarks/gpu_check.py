@@ -1,0 +1,424 @@
+"""The GPU check: every loading plan measured on full-size SD3.5 with random weights, in one command.
+
+    make gpu-check                       # or: python benchmarks/gpu_check.py
+    python benchmarks/gpu_check.py --smoke   # the same code path on the CPU stand-in (the tests run it)
+
+Speed and memory do not depend on the weights' values, so a CUDA GPU with no network and no model
+access measures every plan on SD3.5 Large built at full size with random weights (saved once to
+--scratch, atomically). For each plan: load seconds, GPU memory held after loading, peak allocated and
+reserved while generating, working memory against the planner's allowance, peak host RSS while
+loading, seconds per 1024x1024 28-step image and per step, and the fraction of the GPU's peak FLOP/s.
+It also compares the planner's predicted bytes per component with the bytes really loaded, checks
+that a pre-quantized reload gives a byte-identical image and that a second load sees the memory the
+first one freed. Writes <gpu>.md and <gpu>.json to --output (default benchmarks/results).
+Rows that do not fit in --budget-s are skipped (and say so), so a run always ends with its results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import re
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+FREE_COLAB_T4_GPU_BYTES = 15 * 1000**3  # a T4 has 15 GB usable (nvidia-smi: 15360 MiB)
+FREE_COLAB_RAM_BYTES = int(12.7 * 1000**3)
+
+# name -> load_pipeline keyword arguments (the preset is read from the random-weights folder).
+# Order matters: the most informative rows first, so a short budget still measures them.
+PLANS: dict[str, dict] = {
+    "bf16": dict(model="sd35-large", offload="none"),
+    "NF4": dict(model="sd35-large-nf4", offload="none"),
+    "free Colab T4 plan (fp16, 15 GB cap)": dict(model="sd35-large-nf4", offload="none",
+                                                 transformer="{saved}", quantize_t5=True, dtype="float16"),
+    "bf16 fast (compiled)": dict(model="sd35-large", offload="none", fast=True),
+    "NF4 + model CPU offload": dict(model="sd35-large-nf4", offload="model"),
+    "NF4, pre-quantized reload": dict(model="sd35-large-nf4", offload="none", transformer="{saved}"),
+    "NF4 with NF4 T5": dict(model="sd35-large-nf4", offload="none", quantize_t5=True),
+    "NF4 without T5": dict(model="sd35-large-nf4", offload="none", drop_t5=True),
+}
+NEEDS_GPU = {"NF4 + model CPU offload", "free Colab T4 plan (fp16, 15 GB cap)"}
+
+COLUMNS = {
+    "plan": "plan", "status": "status", "load_s": "load s", "gpu_after_load_bytes": "GPU after load",
+    "peak_allocated_bytes": "peak alloc", "peak_reserved_bytes": "peak reserved",
+    "working_bytes": "working", "working_allowance_bytes": "planner allows",
+    "host_peak_load_bytes": "host RSS peak (load)", "s_per_image": "s / image", "s_per_step": "s / step",
+    "first_image_s": "first image s", "flop_fraction": "of peak FLOP/s",
+}
+
+
+# --- measuring ------------------------------------------------------------------------------------
+
+def tensor_bytes(module) -> int:
+    """Bytes a module really holds: parameters and buffers, plus bitsandbytes' quantization state
+    (NF4 block scales `absmax`, its code book, int8 row scales), which `parameters()` does not show."""
+    import torch
+
+    seen, total = set(), 0
+
+    def add(t):
+        nonlocal total
+        if isinstance(t, torch.Tensor) and t.device.type != "meta" and id(t) not in seen:
+            seen.add(id(t))
+            total += t.numel() * t.element_size()
+
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        add(tensor)
+        state = getattr(tensor, "quant_state", None)
+        if state is not None:
+            for name in ("absmax", "code", "offset"):
+                add(getattr(state, name, None))
+            nested = getattr(state, "state2", None)
+            if nested is not None:
+                add(getattr(nested, "absmax", None))
+                add(getattr(nested, "code", None))
+        add(getattr(tensor, "SCB", None))
+    return total
+
+
+class HostPeak:
+    """Peak resident memory of this process inside a `with` block, from the kernel's own counter
+    (VmHWM, reset by writing 5 to /proc/self/clear_refs); falls back to RSS at exit elsewhere."""
+
+    def __enter__(self):
+        self.reset = False
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+            self.reset = True
+        except OSError:
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        self.peak_bytes = _status_bytes("VmHWM") if self.reset else None
+        if self.peak_bytes is None:
+            import psutil
+
+            self.peak_bytes = psutil.Process().memory_info().rss
+        return False
+
+
+def _status_bytes(key: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU " + (platform.machine() or "")
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "device"
+
+
+# --- the random-weights pipeline ------------------------------------------------------------------
+
+def build_random_pipeline(folder: Path, family: str = "large") -> tuple[Path, float]:
+    """Full-size SD3.5 `family` with random bf16 weights in `folder`, built once: written to a
+    scratch folder and renamed into place at the end, so an interrupted build is never reused.
+    Returns (folder, seconds spent building; 0 when it was already there)."""
+    import torch
+    from loading_plans import COMPONENTS, build_component
+
+    from helpers import tiny
+
+    if (folder / tiny.STAND_IN_MARKER).is_file():
+        return folder, 0.0
+    started = time.perf_counter()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}-building-", dir=folder.parent))
+    stand_in = tiny.tiny_pipeline_dir()  # same tokenizers, scheduler and model_index.json
+    for extra in ("tokenizer", "tokenizer_2", "tokenizer_3", "scheduler", "model_index.json"):
+        src = stand_in / extra
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, scratch / extra)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # build in bf16: half the memory and disk of fp32
+    try:
+        for name in COMPONENTS:
+            torch.manual_seed(0)
+            with torch.device("cuda"):
+                model = build_component(name, family)
+            model.save_pretrained(scratch / name)
+            del model
+            torch.cuda.empty_cache()
+    finally:
+        torch.set_default_dtype(default)
+    # The marker makes load_pipeline treat the folder as "the stand-in": random weights.
+    (scratch / tiny.STAND_IN_MARKER).write_text(f"Full-size SD3.5 {family} with random weights (GPU check).\n")
+    if folder.exists():
+        shutil.rmtree(folder)
+    scratch.rename(folder)
+    return folder, time.perf_counter() - started
+
+
+# --- one plan -------------------------------------------------------------------------------------
+
+def measure(name: str, options: dict, *, prompt: str, steps: int, size: int, saved: Path | None,
+            flop_per_image: float | None, peak_flops: float | None, memory_cap: int | None = None) -> dict:
+    """Load one plan, render a warm-up and a measured image, compare with the planner, release."""
+    import torch
+
+    import helpers
+    from helpers import loading, quantized_checkpoints
+    from helpers.memory import Stopwatch
+
+    cuda = torch.cuda.is_available()
+    row = {"plan": name, "status": "ok"}
+    options = dict(options)
+    if "transformer" in options:
+        if saved is None:
+            return dict(row, status="skipped: needs the NF4 row's saved transformer")
+        options["transformer"] = str(saved)
+    if "dtype" in options:
+        options["dtype"] = getattr(torch, options["dtype"])
+    fast = options.pop("fast", False)
+    if not cuda and name in NEEDS_GPU:
+        return dict(row, status="not applicable: no GPU")
+
+    # What the planner predicts for the real model (no token needed to plan).
+    predicted_plan = loading.plan_loading(**options, stand_in=False)
+    row["predicted_bytes"] = dict(predicted_plan.estimated_bytes)
+    row["working_allowance_bytes"] = getattr(predicted_plan, "working_bytes", loading.WORKING_MEMORY_BYTES)
+    row["dtype"] = str(predicted_plan.dtype).removeprefix("torch.")
+
+    loading.release_current_pipeline()
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+        row["free_before_bytes"] = torch.cuda.mem_get_info()[0]
+        if memory_cap:
+            torch.cuda.set_per_process_memory_fraction(memory_cap / torch.cuda.get_device_properties(0).total_memory)
+        torch.cuda.reset_peak_memory_stats()
+    pipe = None
+    try:
+        with HostPeak() as host:
+            started = time.perf_counter()
+            load_options = dict(options, stand_in=True)
+            if fast:
+                load_options["fast"] = True
+            pipe = helpers.load_pipeline(**load_options)
+            if cuda:
+                torch.cuda.synchronize()
+            row["load_s"] = time.perf_counter() - started
+        row["host_peak_load_bytes"] = host.peak_bytes
+        pipe.set_progress_bar_config(disable=True)
+        measured = {k: tensor_bytes(v) for k, v in pipe.components.items() if isinstance(v, torch.nn.Module)}
+        row["measured_bytes"] = measured
+        row["predicted_over_measured"] = {
+            k: round(row["predicted_bytes"][k] / measured[k], 4)
+            for k in measured if k in row["predicted_bytes"] and measured[k]
+        }
+        if cuda:
+            row["gpu_after_load_bytes"] = torch.cuda.memory_allocated()
+        if name == "NF4" and saved is not None and not saved.exists():
+            # Saved before the first image: on CPU bitsandbytes repacks 4-bit weights at the first
+            # forward pass, so a later save would not be the model that was loaded.
+            with Stopwatch("cpu") as clock:
+                quantized_checkpoints.save_quantized(pipe, saved)
+            row["save_quantized_s"] = clock.seconds
+        row["first_image_s"] = _timed_generate(pipe, prompt, steps, size, row, "first")
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        seconds = _timed_generate(pipe, prompt, steps, size, row, "measured")
+        row["s_per_image"] = seconds
+        row["s_per_step"] = seconds / steps
+        if cuda:
+            row["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
+            row["peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
+            row["working_bytes"] = row["peak_allocated_bytes"] - base
+        if flop_per_image and peak_flops and seconds:
+            row["flop_fraction"] = flop_per_image / seconds / peak_flops
+    except Exception as e:  # one failing plan must not stop the others: record it
+        row["status"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        row["traceback"] = traceback.format_exc()[-3000:]
+    finally:
+        pipe = None
+        loading.release_current_pipeline()
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+            if memory_cap:
+                torch.cuda.set_per_process_memory_fraction(1.0)
+            row["free_after_release_bytes"] = torch.cuda.mem_get_info()[0]
+            # A second load must see what the first freed (within 256 MiB of allocator slack).
+            row["memory_returned"] = row["free_after_release_bytes"] >= row["free_before_bytes"] - 256 * 1024**2
+    return row
+
+
+def _timed_generate(pipe, prompt, steps, size, row, which) -> float:
+    """One image, timed from outside `generate` (so a non-finite result still has a time)."""
+    import numpy as np
+
+    import helpers
+    from helpers.memory import Stopwatch
+
+    device = pipe.load_info.plan.device
+    with Stopwatch(device) as clock:
+        try:
+            result = helpers.generate(pipe, prompt, seed=0, num_inference_steps=steps, height=size, width=size)
+        except Exception as e:
+            if "finite" not in str(e).lower():
+                raise
+            row.setdefault("notes", []).append(f"{which} image not finite (random weights): {e}")
+            result = None
+    if result is not None and which == "measured":
+        pixels = np.asarray(result.image)
+        row["image_sha"] = __import__("hashlib").sha256(pixels.tobytes()).hexdigest()[:16]
+        row["image_std"] = float(pixels.std())
+    return clock.seconds
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+def markdown(meta: dict, rows: list[dict]) -> str:
+    from helpers.loading_plans import markdown_table
+
+    table = markdown_table(rows, COLUMNS)
+    ratios = ["| plan | " + " | ".join(("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae"))
+              + " |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("predicted_over_measured"):
+            p = r["predicted_over_measured"]
+            ratios.append(f"| {r['plan']} | " + " | ".join(
+                f"{p[k]:.3f}" if k in p else "—"
+                for k in ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae")) + " |")
+    checks = "\n".join(f"- {c}" for c in meta.get("checks", []))
+    return (f"# GPU check: {meta['model']} on {meta['device']}\n\n"
+            f"{meta['size']}x{meta['size']}, {meta['steps']} steps with classifier-free guidance, "
+            f"{meta['date']}; torch {meta['versions'].get('torch')}, diffusers {meta['versions'].get('diffusers')}, "
+            f"bitsandbytes {meta['versions'].get('bitsandbytes')}. Random weights: speed and memory are the "
+            f"real model's, the images are not.\n\n{table}\n\n"
+            f"Planner's predicted bytes / bytes really loaded, per component:\n\n" + "\n".join(ratios)
+            + (f"\n\nChecks:\n\n{checks}\n" if checks else "\n"))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="the same code path on the CPU stand-in, quickly")
+    parser.add_argument("--family", choices=("large",), default="large")
+    parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "sd35-gpu-check")
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--plans", nargs="*", default=None, help="plan names (default: all)")
+    parser.add_argument("--budget-s", type=float, default=450.0, help="skip the rows that would start after this")
+    parser.add_argument("--steps", type=int, default=None, help="default: 28 (2 with --smoke)")
+    parser.add_argument("--size", type=int, default=None, help="pixels; default 1024 (64 with --smoke)")
+    parser.add_argument("--prompt", default="a capybara wearing a suit holding a sign that reads hello world")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+
+    import torch
+
+    import helpers
+    from helpers.loading_plans import LARGE_FLOP_PER_IMAGE, peak_flops
+
+    cuda = torch.cuda.is_available()
+    if not cuda and not args.smoke:
+        print("The GPU check needs a CUDA GPU (full-size SD3.5 on a CPU would take hours). "
+              "`python benchmarks/gpu_check.py --smoke` runs the same code path on the CPU stand-in.")
+        return 0
+    plans = args.plans or list(PLANS)
+    for name in plans:
+        if name not in PLANS:
+            parser.error(f"unknown plan {name!r}; choose from: {', '.join(PLANS)}")
+    steps = args.steps or (2 if args.smoke else 28)
+    size = args.size or (64 if args.smoke else 1024)
+    device = gpu_name()
+    meta = {"model": "offline stand-in (smoke)" if args.smoke else f"SD3.5 {args.family}, full size, random weights",
+            "device": device, "steps": steps, "size": size, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "versions": {**helpers.generation.library_versions(), "python": platform.python_version()},
+            "checks": []}
+    if cuda:
+        props = torch.cuda.get_device_properties(0)
+        meta.update(capability=f"{props.major}.{props.minor}", gpu_total_bytes=props.total_memory)
+    import psutil
+
+    meta["host_ram_bytes"] = psutil.virtual_memory().total
+    args.output.mkdir(parents=True, exist_ok=True)
+    stem = args.output / ("smoke" if args.smoke else slug(device))
+    rows: list[dict] = []
+
+    def write():
+        meta["seconds"] = round(time.perf_counter() - started, 1)
+        stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
+        stem.with_suffix(".md").write_text(markdown(meta, rows))
+
+    if args.smoke:
+        folder = helpers.tiny.tiny_pipeline_dir()
+    else:
+        print(f"Building full-size SD3.5 {args.family} with random weights in {args.scratch} ...", flush=True)
+        folder, build_s = build_random_pipeline(args.scratch / args.family, args.family)
+        meta["build_s"] = round(build_s, 1)
+        print(f"  built in {build_s:.0f} s", flush=True)
+    os.environ["SD35_TINY_DIR"] = str(folder)  # load_pipeline(stand_in=True) loads this folder
+    saved = Path(tempfile.mkdtemp(prefix="nf4-", dir=args.scratch if not args.smoke else None)) / "saved"
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    flop_per_image = LARGE_FLOP_PER_IMAGE * steps / 28 if (not args.smoke and size == 1024) else None
+    peak = peak_flops(device) if cuda else None
+    meta.update(flop_per_image=flop_per_image, peak_flops=peak)
+
+    for name in plans:
+        elapsed = time.perf_counter() - started
+        if elapsed > args.budget_s:
+            rows.append({"plan": name, "status": f"skipped: time budget ({elapsed:.0f} s of {args.budget_s:.0f})"})
+            continue
+        print(f"{name} ...", flush=True)
+        cap = FREE_COLAB_T4_GPU_BYTES if name.startswith("free Colab T4") and cuda else None
+        row = measure(name, PLANS[name], prompt=args.prompt, steps=steps, size=size,
+                      saved=saved if (saved.exists() or name == "NF4") else None,
+                      flop_per_image=flop_per_image, peak_flops=peak, memory_cap=cap)
+        if cap:
+            row["gpu_cap_bytes"] = cap
+            if row.get("host_peak_load_bytes"):
+                row["fits_free_colab_ram"] = row["host_peak_load_bytes"] <= FREE_COLAB_RAM_BYTES
+        rows.append(row)
+        print(f"  {row['status']}: load {row.get('load_s')} s, {row.get('s_per_image')} s/image, "
+              f"peak {helpers.format_bytes(row.get('peak_allocated_bytes'))}", flush=True)
+        if row.get("traceback"):
+            print(row["traceback"], flush=True)
+        write()
+
+    by_name = {r["plan"]: r for r in rows}
+    a, b = by_name.get("NF4", {}), by_name.get("NF4, pre-quantized reload", {})
+    if a.get("image_sha") and b.get("image_sha"):
+        same = a["image_sha"] == b["image_sha"]
+        meta["checks"].append(f"pre-quantized reload gives {'a byte-identical' if same else 'a DIFFERENT'} image "
+                              f"to quantizing at load ({a['image_sha']} vs {b['image_sha']})")
+    returned = [r["plan"] for r in rows if r.get("memory_returned") is False]
+    if any("memory_returned" in r for r in rows):
+        meta["checks"].append("every release returned its GPU memory to the next load" if not returned
+                              else f"GPU memory NOT returned after: {', '.join(returned)}")
+    write()
+    from helpers.loading_plans import markdown_table
+
+    print(markdown_table(rows, COLUMNS))
+    for check in meta["checks"]:
+        print("-", check)
+    print(f"Wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')} in {meta['seconds']} s")
+    shutil.rmtree(saved.parent, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
