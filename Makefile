@@ -1,12 +1,13 @@
 # make test       set up .venv (pinned versions) and run the whole test suite
 # make notebooks  set up .venv and run every notebook headlessly into outputs/
 # make lab        set up .venv and open JupyterLab on the notebooks
+# make gpu-check  set up .venv and measure every loading plan on this machine's CUDA GPU (random weights)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup browser test notebooks lab clean
+.PHONY: setup browser test notebooks lab gpu-check clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +32,9 @@ test: setup browser
 
 notebooks: setup
 	$(PY) -m helpers.run_notebooks
+
+gpu-check: setup
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 lab: setup
 	$(PY) -m jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)

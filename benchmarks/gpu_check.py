@@ -17,7 +17,6 @@ Rows that do not fit in --budget-s are skipped (and say so), so a run always end
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
@@ -33,29 +32,38 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-FREE_COLAB_T4_GPU_BYTES = 15 * 1000**3  # a T4 has 15 GB usable (nvidia-smi: 15360 MiB)
+FREE_COLAB_T4_GPU_BYTES = 15 * 1000**3  # "a 15 GB card" (a T4: 15360 MiB, less the CUDA context)
 FREE_COLAB_RAM_BYTES = int(12.7 * 1000**3)
 
-# name -> load_pipeline keyword arguments (the preset is read from the random-weights folder).
-# Order matters: the most informative rows first, so a short budget still measures them.
+# name -> load_pipeline keyword arguments (the preset is read from the random-weights folder), plus
+# three knobs of this script's own, applied after loading: "vae_tiling" (pipe.vae.enable_tiling()),
+# "attention" ("cudnn": SDPA with cuDNN's kernel first) and "cap" (a smaller GPU, emulated with
+# torch.cuda.set_per_process_memory_fraction). Order matters: the most informative rows first, so a
+# short budget still measures them. "{saved}" is the NF4 row's transformer, saved with save_quantized.
+T4 = dict(model="sd35-large-nf4", offload="none", transformer="{saved}", quantize_t5=True, dtype="float16",
+          cap="t4")
 PLANS: dict[str, dict] = {
     "bf16": dict(model="sd35-large", offload="none"),
     "NF4": dict(model="sd35-large-nf4", offload="none"),
-    "free Colab T4 plan (fp16, 15 GB cap)": dict(model="sd35-large-nf4", offload="none",
-                                                 transformer="{saved}", quantize_t5=True, dtype="float16"),
+    "free Colab T4 plan (fp16, 15 GB cap)": T4,
+    "free Colab T4 plan + VAE tiling": dict(T4, vae_tiling=True),
+    "free Colab T4 plan without T5": dict(T4, quantize_t5=False, drop_t5=True),
     "bf16 fast (compiled)": dict(model="sd35-large", offload="none", fast=True),
+    "bf16 fast + cuDNN attention": dict(model="sd35-large", offload="none", fast=True, attention="cudnn"),
     "NF4 + model CPU offload": dict(model="sd35-large-nf4", offload="model"),
     "NF4, pre-quantized reload": dict(model="sd35-large-nf4", offload="none", transformer="{saved}"),
     "NF4 with NF4 T5": dict(model="sd35-large-nf4", offload="none", quantize_t5=True),
     "NF4 without T5": dict(model="sd35-large-nf4", offload="none", drop_t5=True),
+    "NF4 fast (compiled)": dict(model="sd35-large-nf4", offload="none", fast=True),
 }
-NEEDS_GPU = {"NF4 + model CPU offload", "free Colab T4 plan (fp16, 15 GB cap)"}
+NEEDS_GPU = {name for name, options in PLANS.items()
+             if options.get("offload") == "model" or options.get("cap") or options.get("attention")}
 
 COLUMNS = {
     "plan": "plan", "status": "status", "load_s": "load s", "gpu_after_load_bytes": "GPU after load",
     "peak_allocated_bytes": "peak alloc", "peak_reserved_bytes": "peak reserved",
-    "working_bytes": "working", "working_allowance_bytes": "planner allows",
-    "host_peak_load_bytes": "host RSS peak (load)", "s_per_image": "s / image", "s_per_step": "s / step",
+    "working_bytes": "working", "denoise_working_bytes": "of it denoising", "working_allowance_bytes": "planner allows",
+    "host_peak_load_bytes": "host RSS peak (load)", "host_before_load_bytes": "host RSS before", "s_per_image": "s / image", "s_per_step": "s / step",
     "first_image_s": "first image s", "flop_fraction": "of peak FLOP/s",
 }
 
@@ -133,20 +141,37 @@ def slug(name: str) -> str:
 
 # --- the random-weights pipeline ------------------------------------------------------------------
 
-def build_random_pipeline(folder: Path, family: str = "large") -> tuple[Path, float]:
+def build_random_pipeline(folder: Path, family: str = "large", device: str = "cuda") -> tuple[Path, float]:
     """Full-size SD3.5 `family` with random bf16 weights in `folder`, built once: written to a
     scratch folder and renamed into place at the end, so an interrupted build is never reused.
     Returns (folder, seconds spent building; 0 when it was already there)."""
-    import torch
-    from loading_plans import COMPONENTS, build_component
-
     from helpers import tiny
 
     if (folder / tiny.STAND_IN_MARKER).is_file():
         return folder, 0.0
     started = time.perf_counter()
     folder.parent.mkdir(parents=True, exist_ok=True)
+    for stale in folder.parent.glob(f".{folder.name}-building-*"):  # a build killed earlier: ~27 GB
+        shutil.rmtree(stale, ignore_errors=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}-building-", dir=folder.parent))
+    try:
+        _write_random_pipeline(scratch, family, device)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    if folder.exists():
+        shutil.rmtree(folder)
+    scratch.rename(folder)
+    return folder, time.perf_counter() - started
+
+
+def _write_random_pipeline(scratch: Path, family: str, device: str) -> None:
+    """Build each component on `device` with seeded random weights and save it under `scratch`."""
+    import torch
+    from loading_plans import COMPONENTS, build_component
+
+    from helpers import tiny
+
     stand_in = tiny.tiny_pipeline_dir()  # same tokenizers, scheduler and model_index.json
     for extra in ("tokenizer", "tokenizer_2", "tokenizer_3", "scheduler", "model_index.json"):
         src = stand_in / extra
@@ -156,25 +181,22 @@ def build_random_pipeline(folder: Path, family: str = "large") -> tuple[Path, fl
     try:
         for name in COMPONENTS:
             torch.manual_seed(0)
-            with torch.device("cuda"):
+            with torch.device(device):
                 model = build_component(name, family)
             model.save_pretrained(scratch / name)
             del model
-            torch.cuda.empty_cache()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
     finally:
         torch.set_default_dtype(default)
     # The marker makes load_pipeline treat the folder as "the stand-in": random weights.
     (scratch / tiny.STAND_IN_MARKER).write_text(f"Full-size SD3.5 {family} with random weights (GPU check).\n")
-    if folder.exists():
-        shutil.rmtree(folder)
-    scratch.rename(folder)
-    return folder, time.perf_counter() - started
 
 
-# --- one plan -------------------------------------------------------------------------------------
+# --- one plan (run in a fresh child process, so load time and host memory are its own) --------------
 
-def measure(name: str, options: dict, *, prompt: str, steps: int, size: int, saved: Path | None,
-            flop_per_image: float | None, peak_flops: float | None, memory_cap: int | None = None) -> dict:
+def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
+            flop_per_image: float | None, peak_flops: float | None) -> dict:
     """Load one plan, render a warm-up and a measured image, compare with the planner, release."""
     import torch
 
@@ -184,44 +206,45 @@ def measure(name: str, options: dict, *, prompt: str, steps: int, size: int, sav
 
     cuda = torch.cuda.is_available()
     row = {"plan": name, "status": "ok"}
-    options = dict(options)
+    options = dict(PLANS[name])
+    if not cuda and name in NEEDS_GPU:
+        return dict(row, status="not applicable: no GPU")
     if "transformer" in options:
-        if saved is None:
+        if not saved.exists():
             return dict(row, status="skipped: needs the NF4 row's saved transformer")
         options["transformer"] = str(saved)
     if "dtype" in options:
         options["dtype"] = getattr(torch, options["dtype"])
+    extras = {key: options.pop(key) for key in ("vae_tiling", "attention", "cap") if key in options}
     fast = options.pop("fast", False)
-    if not cuda and name in NEEDS_GPU:
-        return dict(row, status="not applicable: no GPU")
 
-    # What the planner predicts for the real model (no token needed to plan).
+    # What the planner predicts for the real model (planning needs no token and reads no weights).
     predicted_plan = loading.plan_loading(**options, stand_in=False)
     row["predicted_bytes"] = dict(predicted_plan.estimated_bytes)
     row["working_allowance_bytes"] = getattr(predicted_plan, "working_bytes", loading.WORKING_MEMORY_BYTES)
     row["dtype"] = str(predicted_plan.dtype).removeprefix("torch.")
-
-    loading.release_current_pipeline()
-    gc.collect()
+    row["host_before_load_bytes"] = _status_bytes("VmRSS")
     if cuda:
-        torch.cuda.empty_cache()
+        if extras.get("cap") == "t4":
+            total = torch.cuda.get_device_properties(0).total_memory
+            torch.cuda.set_per_process_memory_fraction(FREE_COLAB_T4_GPU_BYTES / total)
+            row["gpu_cap_bytes"] = FREE_COLAB_T4_GPU_BYTES
         row["free_before_bytes"] = torch.cuda.mem_get_info()[0]
-        if memory_cap:
-            torch.cuda.set_per_process_memory_fraction(memory_cap / torch.cuda.get_device_properties(0).total_memory)
         torch.cuda.reset_peak_memory_stats()
     pipe = None
     try:
         with HostPeak() as host:
             started = time.perf_counter()
-            load_options = dict(options, stand_in=True)
-            if fast:
-                load_options["fast"] = True
-            pipe = helpers.load_pipeline(**load_options)
+            pipe = helpers.load_pipeline(**options, stand_in=True, **({"fast": True} if fast else {}))
             if cuda:
                 torch.cuda.synchronize()
             row["load_s"] = time.perf_counter() - started
         row["host_peak_load_bytes"] = host.peak_bytes
+        if extras.get("cap") == "t4":
+            row["fits_free_colab_ram"] = host.peak_bytes <= FREE_COLAB_RAM_BYTES
         pipe.set_progress_bar_config(disable=True)
+        if extras.get("vae_tiling"):
+            pipe.vae.enable_tiling()
         measured = {k: tensor_bytes(v) for k, v in pipe.components.items() if isinstance(v, torch.nn.Module)}
         row["measured_bytes"] = measured
         row["predicted_over_measured"] = {
@@ -230,54 +253,82 @@ def measure(name: str, options: dict, *, prompt: str, steps: int, size: int, sav
         }
         if cuda:
             row["gpu_after_load_bytes"] = torch.cuda.memory_allocated()
-        if name == "NF4" and saved is not None and not saved.exists():
+        if name == "NF4" and not saved.exists():
             # Saved before the first image: on CPU bitsandbytes repacks 4-bit weights at the first
             # forward pass, so a later save would not be the model that was loaded.
             with Stopwatch("cpu") as clock:
                 quantized_checkpoints.save_quantized(pipe, saved)
             row["save_quantized_s"] = clock.seconds
-        row["first_image_s"] = _timed_generate(pipe, prompt, steps, size, row, "first")
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-        seconds = _timed_generate(pipe, prompt, steps, size, row, "measured")
+        attention = _attention(extras.get("attention"))
+        with attention:
+            row["first_image_s"] = _timed_generate(pipe, prompt, steps, size, row, "first")
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                base = torch.cuda.memory_allocated()
+            seconds = _timed_generate(pipe, prompt, steps, size, row, "measured")
         row["s_per_image"] = seconds
         row["s_per_step"] = seconds / steps
         if cuda:
             row["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
             row["peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
             row["working_bytes"] = row["peak_allocated_bytes"] - base
+            if row.get("denoise_peak_bytes"):
+                row["denoise_working_bytes"] = row["denoise_peak_bytes"] - base
         if flop_per_image and peak_flops and seconds:
             row["flop_fraction"] = flop_per_image / seconds / peak_flops
     except Exception as e:  # one failing plan must not stop the others: record it
-        row["status"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        message = str(e).splitlines()[0][:300] if str(e) else ""
+        out_of_memory = isinstance(e, (torch.OutOfMemoryError, helpers.GPUOutOfMemoryError))
+        stage = "generating" if "load_s" in row else "loading"
+        row["status"] = (f"out of GPU memory while {stage}" if out_of_memory
+                         else f"failed: {type(e).__name__}: {message}")
         row["traceback"] = traceback.format_exc()[-3000:]
     finally:
         pipe = None
-        loading.release_current_pipeline()
-        gc.collect()
         if cuda:
-            torch.cuda.empty_cache()
-            if memory_cap:
-                torch.cuda.set_per_process_memory_fraction(1.0)
-            row["free_after_release_bytes"] = torch.cuda.mem_get_info()[0]
-            # A second load must see what the first freed (within 256 MiB of allocator slack).
-            row["memory_returned"] = row["free_after_release_bytes"] >= row["free_before_bytes"] - 256 * 1024**2
+            torch.cuda.synchronize()
+            before_release = torch.cuda.memory_allocated()
+        loading.release_current_pipeline()
+        if cuda:
+            # What the next load_pipeline would see: the memory this one held must be free again.
+            row["freed_bytes"] = before_release - torch.cuda.memory_allocated()
+            row["memory_returned"] = torch.cuda.memory_allocated() < 256 * 1024**2
     return row
 
 
+def _attention(kind):
+    """A context that puts cuDNN's attention kernel first for SDPA ("cudnn"), or changes nothing."""
+    import contextlib
+
+    if kind != "cudnn":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    return sdpa_kernel(order, set_priority=True)
+
+
 def _timed_generate(pipe, prompt, steps, size, row, which) -> float:
-    """One image, timed from outside `generate` (so a non-finite result still has a time)."""
+    """One image, timed from outside `generate` (so a non-finite result still has a time). For the
+    measured image, the GPU peak at the last denoising step is kept too (before the VAE decode)."""
+    import hashlib
+
     import numpy as np
+    import torch
 
     import helpers
     from helpers.memory import Stopwatch
 
+    def at_step(step, total, latents):
+        if which == "measured" and step == total - 1 and torch.cuda.is_available():
+            row["denoise_peak_bytes"] = torch.cuda.max_memory_allocated()
+
     device = pipe.load_info.plan.device
     with Stopwatch(device) as clock:
         try:
-            result = helpers.generate(pipe, prompt, seed=0, num_inference_steps=steps, height=size, width=size)
+            result = helpers.generate(pipe, prompt, seed=0, num_inference_steps=steps, height=size, width=size,
+                                      callback=at_step)
         except Exception as e:
             if "finite" not in str(e).lower():
                 raise
@@ -285,9 +336,29 @@ def _timed_generate(pipe, prompt, steps, size, row, which) -> float:
             result = None
     if result is not None and which == "measured":
         pixels = np.asarray(result.image)
-        row["image_sha"] = __import__("hashlib").sha256(pixels.tobytes()).hexdigest()[:16]
+        row["image_sha"] = hashlib.sha256(pixels.tobytes()).hexdigest()[:16]
         row["image_std"] = float(pixels.std())
     return clock.seconds
+
+
+def run_child(name: str, args, env: dict, timeout: float) -> dict:
+    """Measure plan `name` in a fresh Python process and return its row."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "row.json"
+        command = [sys.executable, str(Path(__file__).resolve()), "--one", name, "--row-json", str(out),
+                   "--steps", str(args.steps), "--size", str(args.size), "--prompt", args.prompt,
+                   "--saved", str(args.saved)]
+        try:
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return {"plan": name, "status": f"failed: took longer than {timeout:.0f} s"}
+        if out.is_file():
+            return json.loads(out.read_text())
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-15:])
+        return {"plan": name, "status": f"failed: the measuring process exited with {done.returncode}",
+                "traceback": tail}
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -321,40 +392,53 @@ def main(argv=None) -> int:
     parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "sd35-gpu-check")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results")
     parser.add_argument("--plans", nargs="*", default=None, help="plan names (default: all)")
-    parser.add_argument("--budget-s", type=float, default=450.0, help="skip the rows that would start after this")
+    parser.add_argument("--budget-s", type=float, default=420.0, help="skip the rows that would start after this")
     parser.add_argument("--steps", type=int, default=None, help="default: 28 (2 with --smoke)")
     parser.add_argument("--size", type=int, default=None, help="pixels; default 1024 (64 with --smoke)")
     parser.add_argument("--prompt", default="a capybara wearing a suit holding a sign that reads hello world")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child: measure one plan
+    parser.add_argument("--row-json", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--saved", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     started = time.perf_counter()
 
     import torch
 
-    import helpers
-    from helpers.loading_plans import LARGE_FLOP_PER_IMAGE, peak_flops
-
     cuda = torch.cuda.is_available()
-    if not cuda and not args.smoke:
+    plans = args.plans or list(PLANS)
+    for name in plans + ([args.one] if args.one else []):
+        if name not in PLANS:
+            parser.error(f"unknown plan {name!r}; choose from: {', '.join(PLANS)}")
+    if not cuda and not args.smoke and not args.one:
         print("The GPU check needs a CUDA GPU (full-size SD3.5 on a CPU would take hours). "
               "`python benchmarks/gpu_check.py --smoke` runs the same code path on the CPU stand-in.")
         return 0
-    plans = args.plans or list(PLANS)
-    for name in plans:
-        if name not in PLANS:
-            parser.error(f"unknown plan {name!r}; choose from: {', '.join(PLANS)}")
-    steps = args.steps or (2 if args.smoke else 28)
-    size = args.size or (64 if args.smoke else 1024)
+    args.steps = args.steps or (2 if args.smoke else 28)
+    args.size = args.size or (64 if args.smoke else 1024)
     device = gpu_name()
+
+    import helpers
+    from helpers.loading_plans import LARGE_FLOP_PER_IMAGE, markdown_table, peak_flops
+
+    flop_per_image = LARGE_FLOP_PER_IMAGE * args.steps / 28 if (cuda and args.size == 1024) else None
+    peak = peak_flops(device) if cuda else None
+    if args.one:  # the child process: one row, written as JSON for the parent
+        row = measure(args.one, prompt=args.prompt, steps=args.steps, size=args.size, saved=args.saved,
+                      flop_per_image=flop_per_image, peak_flops=peak)
+        args.row_json.write_text(json.dumps(row, default=str))
+        return 0
+
+    import psutil
+
     meta = {"model": "offline stand-in (smoke)" if args.smoke else f"SD3.5 {args.family}, full size, random weights",
-            "device": device, "steps": steps, "size": size, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "device": device, "steps": args.steps, "size": args.size,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
             "versions": {**helpers.generation.library_versions(), "python": platform.python_version()},
-            "checks": []}
+            "host_ram_bytes": psutil.virtual_memory().total, "flop_per_image": flop_per_image,
+            "peak_flops": peak, "checks": []}
     if cuda:
         props = torch.cuda.get_device_properties(0)
         meta.update(capability=f"{props.major}.{props.minor}", gpu_total_bytes=props.total_memory)
-    import psutil
-
-    meta["host_ram_bytes"] = psutil.virtual_memory().total
     args.output.mkdir(parents=True, exist_ok=True)
     stem = args.output / ("smoke" if args.smoke else slug(device))
     rows: list[dict] = []
@@ -371,33 +455,26 @@ def main(argv=None) -> int:
         folder, build_s = build_random_pipeline(args.scratch / args.family, args.family)
         meta["build_s"] = round(build_s, 1)
         print(f"  built in {build_s:.0f} s", flush=True)
-    os.environ["SD35_TINY_DIR"] = str(folder)  # load_pipeline(stand_in=True) loads this folder
-    saved = Path(tempfile.mkdtemp(prefix="nf4-", dir=args.scratch if not args.smoke else None)) / "saved"
-    saved.parent.mkdir(parents=True, exist_ok=True)
-    flop_per_image = LARGE_FLOP_PER_IMAGE * steps / 28 if (not args.smoke and size == 1024) else None
-    peak = peak_flops(device) if cuda else None
-    meta.update(flop_per_image=flop_per_image, peak_flops=peak)
-
-    for name in plans:
-        elapsed = time.perf_counter() - started
-        if elapsed > args.budget_s:
-            rows.append({"plan": name, "status": f"skipped: time budget ({elapsed:.0f} s of {args.budget_s:.0f})"})
-            continue
-        print(f"{name} ...", flush=True)
-        cap = FREE_COLAB_T4_GPU_BYTES if name.startswith("free Colab T4") and cuda else None
-        row = measure(name, PLANS[name], prompt=args.prompt, steps=steps, size=size,
-                      saved=saved if (saved.exists() or name == "NF4") else None,
-                      flop_per_image=flop_per_image, peak_flops=peak, memory_cap=cap)
-        if cap:
-            row["gpu_cap_bytes"] = cap
-            if row.get("host_peak_load_bytes"):
-                row["fits_free_colab_ram"] = row["host_peak_load_bytes"] <= FREE_COLAB_RAM_BYTES
-        rows.append(row)
-        print(f"  {row['status']}: load {row.get('load_s')} s, {row.get('s_per_image')} s/image, "
-              f"peak {helpers.format_bytes(row.get('peak_allocated_bytes'))}", flush=True)
-        if row.get("traceback"):
-            print(row["traceback"], flush=True)
-        write()
+    args.scratch.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="nf4-", dir=args.scratch))
+    args.saved = work / "saved"
+    env = dict(os.environ, SD35_TINY_DIR=str(folder))  # load_pipeline(stand_in=True) loads this folder
+    try:
+        for name in plans:
+            elapsed = time.perf_counter() - started
+            if elapsed > args.budget_s:
+                rows.append({"plan": name, "status": f"skipped: time budget ({elapsed:.0f} s of {args.budget_s:.0f})"})
+                continue
+            print(f"{name} ...", flush=True)
+            row = run_child(name, args, env, timeout=max(120.0, args.budget_s - elapsed + 120))
+            rows.append(row)
+            print(f"  {row['status']}: load {row.get('load_s')} s, {row.get('s_per_image')} s/image, "
+                  f"peak {helpers.format_bytes(row.get('peak_allocated_bytes'))}", flush=True)
+            if row.get("traceback"):
+                print(row["traceback"], flush=True)
+            write()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
     by_name = {r["plan"]: r for r in rows}
     a, b = by_name.get("NF4", {}), by_name.get("NF4, pre-quantized reload", {})
@@ -407,16 +484,13 @@ def main(argv=None) -> int:
                               f"to quantizing at load ({a['image_sha']} vs {b['image_sha']})")
     returned = [r["plan"] for r in rows if r.get("memory_returned") is False]
     if any("memory_returned" in r for r in rows):
-        meta["checks"].append("every release returned its GPU memory to the next load" if not returned
-                              else f"GPU memory NOT returned after: {', '.join(returned)}")
+        meta["checks"].append("every release_pipeline freed the GPU memory its pipeline held" if not returned
+                              else f"GPU memory NOT freed by release_pipeline after: {', '.join(returned)}")
     write()
-    from helpers.loading_plans import markdown_table
-
     print(markdown_table(rows, COLUMNS))
     for check in meta["checks"]:
         print("-", check)
     print(f"Wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')} in {meta['seconds']} s")
-    shutil.rmtree(saved.parent, ignore_errors=True)
     return 0
 
 

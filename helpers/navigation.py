@@ -74,7 +74,34 @@ def vram_guide_section() -> str:
     )
 
 
-README_SECTIONS = {"notebooks": readme_table, "vram-guide": vram_guide_section}
+GPU_RESULTS = REPO / "benchmarks" / "results"
+GPU_COLUMNS = {"plan": "plan", "status": "status", "load_s": "load (s)", "gpu_after_load_bytes": "GPU memory after load",
+               "peak_allocated_bytes": "peak while generating", "s_per_image": "s / image"}
+
+
+def gpu_results_section() -> str:
+    """The README's "Measured on a GPU" tables, one per results file `make gpu-check` committed."""
+    import json
+
+    from .loading_plans import markdown_table
+
+    parts = []
+    for file in sorted(GPU_RESULTS.glob("*.json")):
+        data = json.loads(file.read_text())
+        meta, rows = data["meta"], data["rows"]
+        short = [dict(r, status=r["status"].split(":")[0] if r["status"].startswith("failed") else r["status"])
+                 for r in rows]
+        parts.append(
+            f"Measured on {meta['device']}, random weights ({meta['size']}x{meta['size']}, {meta['steps']} steps, "
+            f"{meta['date'][:10]}, torch {meta['versions']['torch']}, diffusers {meta['versions']['diffusers']}, "
+            f"bitsandbytes {meta['versions']['bitsandbytes']}); details and the planner comparison in "
+            f"[{file.with_suffix('.md').relative_to(REPO)}]({file.with_suffix('.md').relative_to(REPO)}):\n\n"
+            + markdown_table(short, GPU_COLUMNS)
+        )
+    return "\n\n".join(parts) or "No GPU results are committed yet: run `make gpu-check` on a CUDA GPU."
+
+
+README_SECTIONS = {"notebooks": readme_table, "vram-guide": vram_guide_section, "gpu-check": gpu_results_section}
 
 
 def _section(name: str) -> str:

@@ -1,0 +1,97 @@
+"""benchmarks/gpu_check.py: its --smoke mode runs the GPU check's code path on the CPU stand-in."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, TESTS
+
+SCRIPT = REPO / "benchmarks" / "gpu_check.py"
+SMOKE_PLANS = ["bf16", "NF4", "free Colab T4 plan (fp16, 15 GB cap)", "NF4, pre-quantized reload", "NF4 without T5"]
+
+
+def load_script():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(*args, shim=True):
+    paths = ([str(TESTS / "kernel_site")] if shim else []) + [str(REPO)]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_smoke_runs_every_plan_in_its_own_process_and_writes_results(tiny_dir, tmp_path):
+    done = run("--smoke", "--output", str(tmp_path), "--scratch", str(tmp_path / "scratch"), "--plans", *SMOKE_PLANS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads((tmp_path / "smoke.json").read_text())
+    rows = {r["plan"]: r for r in data["rows"]}
+    assert list(rows) == SMOKE_PLANS
+    assert rows["free Colab T4 plan (fp16, 15 GB cap)"]["status"] == "not applicable: no GPU"
+    for name in ("bf16", "NF4", "NF4, pre-quantized reload", "NF4 without T5"):
+        row = rows[name]
+        assert row["status"] == "ok", row
+        assert row["s_per_image"] > 0 and row["load_s"] > 0 and row["host_peak_load_bytes"] > 0
+        # The planner's prediction is compared with what was really loaded, component by component.
+        assert set(row["predicted_over_measured"]) <= set(row["measured_bytes"])
+        assert row["measured_bytes"]["transformer"] > 0
+    assert "text_encoder_3" not in rows["NF4 without T5"]["measured_bytes"]
+    assert rows["NF4"]["measured_bytes"]["transformer"] < rows["bf16"]["measured_bytes"]["transformer"]
+    assert any("byte-identical" in check for check in data["meta"]["checks"]), data["meta"]["checks"]
+    table = (tmp_path / "smoke.md").read_text()
+    assert "| NF4 without T5 | ok |" in table and "Planner's predicted bytes" in table
+    assert not (tmp_path / "scratch").exists() or not any((tmp_path / "scratch").iterdir())  # cleaned up
+
+
+def test_without_a_gpu_the_full_check_says_so_and_exits_cleanly(tmp_path):
+    done = run("--output", str(tmp_path), shim=False)
+    assert done.returncode == 0 and "needs a CUDA GPU" in done.stdout
+    assert not any(tmp_path.iterdir())
+
+
+def test_unknown_plan_is_refused_before_any_work(tmp_path):
+    done = run("--smoke", "--output", str(tmp_path), "--plans", "fp8", shim=False)
+    assert done.returncode == 2 and "unknown plan 'fp8'" in done.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_tensor_bytes_counts_the_nf4_block_scales(bnb_cpu):
+    """get_memory_footprint leaves out bitsandbytes' absmax; the GPU check must not."""
+    import bitsandbytes as bnb
+
+    import helpers
+
+    gpu_check = load_script()
+    pipe = helpers.load_pipeline("sd35-large-nf4", stand_in=True)
+    transformer = pipe.transformer
+    layers = [m for m in transformer.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers
+    absmax = sum(m.weight.quant_state.absmax.numel() * m.weight.quant_state.absmax.element_size() for m in layers)
+    plain = sum(t.numel() * t.element_size() for t in list(transformer.parameters()) + list(transformer.buffers()))
+    code = layers[0].weight.quant_state.code
+    assert gpu_check.tensor_bytes(transformer) >= plain + absmax
+    assert gpu_check.tensor_bytes(transformer) <= plain + absmax + len(layers) * code.numel() * code.element_size()
+    helpers.release_current_pipeline()
+
+
+def test_an_interrupted_random_weight_build_is_never_reused(tmp_path, monkeypatch, tiny_dir):
+    gpu_check = load_script()
+    import loading_plans
+    from diffusers import AutoencoderKL
+
+    def broken(name, family="large"):
+        if name == "text_encoder_3":
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C half-way
+        return AutoencoderKL(block_out_channels=(8,), norm_num_groups=4, latent_channels=4)  # small, savable
+
+    monkeypatch.setattr(loading_plans, "build_component", broken)
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.build_random_pipeline(tmp_path / "large", device="cpu")
+    assert not (tmp_path / "large").exists()  # only the final rename makes it a build
+    assert not list(tmp_path.iterdir())  # and the half-written ~27 GB is not left behind
