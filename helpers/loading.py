@@ -188,8 +188,8 @@ def choose_offload(
         reason = _fit_problem(choice, device, estimated, free_bytes, working_bytes, reads, host_available)
         if reason is None:
             return choice, _fit_reason(choice, estimated, free_bytes, working_bytes)
-    return candidates[0], "does not fit: " + _fit_problem(
-        candidates[-1], device, estimated, free_bytes, working_bytes, reads, host_available)
+    problems = [_fit_problem(c, device, estimated, free_bytes, working_bytes, reads, host_available) for c in candidates]
+    return candidates[0], "does not fit: " + "; ".join(problems)
 
 
 def _fit_problem(offload, device, estimated, free_bytes, working_bytes, reads, host_available) -> str | None:
