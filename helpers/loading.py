@@ -244,7 +244,7 @@ def plan_loading(
         raise ValueError("drop_t5=True and quantize_t5=True contradict each other: choose one.")
     preset = _resolve_preset(model)
     _normalise_offload(offload)
-    if transformer is not None:
+    if transformer is not None and transformer != PREQUANTIZED:  # PREQUANTIZED: "what if", planning only
         _check_transformer_source(transformer)
     device = devices.pick_device(device)
     if not (dtype == "auto" or (isinstance(dtype, torch.dtype) and dtype in (torch.float32, torch.bfloat16, torch.float16))):
@@ -438,6 +438,11 @@ def load_pipeline(
     SD3.5 Large pipelines rarely fit together. `transformer=` loads a pre-quantized transformer
     (a `save_quantized` folder or Hub id) instead of quantizing the model's bf16 one.
     """
+    if transformer == PREQUANTIZED:
+        raise ValueError(
+            f"transformer={PREQUANTIZED!r} stands for a pre-quantized transformer in a suggested plan: "
+            "pass the folder save_quantized wrote (or a Hub id of one) instead."
+        )
     plan = plan_loading(  # every option checked, before anything is released or read
         model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
         dtype=dtype, stand_in=stand_in, transformer=transformer,
@@ -448,11 +453,6 @@ def load_pipeline(
         token = hf_token.find_token()
         if preset.gated:
             hf_token.require_access(plan.model_id, token)
-        if hf_token.offline() and not hf_token.is_cached(plan.model_id):
-            raise FileNotFoundError(
-                f"HF_HUB_OFFLINE is set and {plan.model_id} is not in the local Hugging Face cache. "
-                "Download it once with a network connection, or use stand_in=True."
-            )
     if not keep_previous:
         # Release first, then measure: the previous pipeline's memory (and PyTorch's cache of it)
         # would otherwise count as used, turning "none" into an offload or a spurious refusal.
@@ -463,6 +463,11 @@ def load_pipeline(
             dtype=dtype, stand_in=stand_in, transformer=transformer,
         )
     check_fits(plan)
+    if not plan.stand_in and hf_token.offline() and not hf_token.is_cached(plan.model_id):
+        raise FileNotFoundError(
+            f"HF_HUB_OFFLINE is set and {plan.model_id} is not in the local Hugging Face cache. "
+            "Download it once with a network connection, or use stand_in=True."
+        )
     if plan.stand_in:
         print(STAND_IN_BANNER)
 
