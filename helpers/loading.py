@@ -80,6 +80,7 @@ class LoadInfo:
     recommended: Recommendation
     blog: Recommendation | None
     default_size: int
+    compute_dtypes: dict = field(default_factory=dict)  # 4-bit component -> dtype its maths really use
 
 
 def use_stand_in(requested: bool | None = None) -> bool:
@@ -493,7 +494,7 @@ def load_pipeline(
     # The stand-in keeps the preset's guidance and steps (what the lesson teaches) but renders at its
     # own small size, so a CPU runs every notebook in seconds.
     size = PRESETS["tiny"].default_size if plan.stand_in else preset.default_size
-    pipe.load_info = LoadInfo(plan, seconds, preset.model_card, preset.blog, size)
+    pipe.load_info = LoadInfo(plan, seconds, preset.model_card, preset.blog, size, compute_dtypes(pipe))
     global _current_pipeline
     _current_pipeline = pipe
     return pipe
@@ -596,15 +597,18 @@ def set_compute_dtype(model, dtype: torch.dtype) -> None:
 
 def compute_dtypes(pipe) -> dict[str, str]:
     """The dtype each 4-bit component of `pipe` really computes in, e.g. {"transformer": "float16"}."""
+    quantized = {name: c for name, c in pipe.components.items()
+                 if isinstance(c, torch.nn.Module) and quantized_checkpoints.is_quantized(c)}
+    if not quantized:
+        return {}
     import bitsandbytes as bnb
 
     found = {}
-    for name, component in pipe.components.items():
-        if isinstance(component, torch.nn.Module):
-            kinds = {str(m.compute_dtype).removeprefix("torch.") for m in component.modules()
-                     if isinstance(m, bnb.nn.Linear4bit) and m.compute_dtype is not None}
-            if kinds:
-                found[name] = ", ".join(sorted(kinds))
+    for name, component in quantized.items():
+        kinds = {str(m.compute_dtype).removeprefix("torch.") for m in component.modules()
+                 if isinstance(m, bnb.nn.Linear4bit) and m.compute_dtype is not None}
+        if kinds:
+            found[name] = ", ".join(sorted(kinds))
     return found
 
 

@@ -80,7 +80,11 @@ def measure_plan(
         return row
     if dtype == "auto":  # one compute dtype for every plan, so only the loading differs
         dtype = devices.pick_dtype(device, quantized=True)
-    plan = loading.plan_loading(**options, dtype=dtype, stand_in=stand_in)
+    try:
+        plan = loading.plan_loading(**options, dtype=dtype, stand_in=stand_in)
+    except ValueError as e:  # e.g. 8-bit on Apple Silicon, offload on unified memory: says what works
+        row.update(status=f"not applicable: {e}", fits="n/a")
+        return row
     gc.collect()
     if plan.device.startswith("cuda"):
         torch.cuda.empty_cache()
