@@ -180,21 +180,27 @@ def as_dict(counts: Census) -> dict:
 
 
 # ---- Working memory: activations on top of the weights, from the shapes --------------------------
-# ASSUMPTIONS a GPU must measure (each is a named constant so a GPU check can compare it):
+# ASSUMPTIONS a GPU must measure (each is a named constant so a GPU check can compare it). The
+# figures were measured once on an H200 (torch 2.11, diffusers 0.42.1, random full-size weights,
+# peak allocated above the weights): not on a T4, MPS or any card readers use.
 TEXT_TOKENS = 77 + 256  # CLIP's 77 + T5's 256 (max_sequence_length): the joint attention's text side
 CFG_BATCH = 2  # classifier-free guidance runs the unconditional and conditional halves together
-ACTIVATION_WIDTHS = 16  # ASSUMPTION: hidden-size-wide activations alive at once inside one MMDiT block
-VAE_DECODE_TENSORS = 5  # ASSUMPTION: full-resolution 256-channel tensors alive at once in the VAE decoder
+ACTIVATION_WIDTHS = 13  # hidden-size-wide activations alive at once in one MMDiT step (H200: 0.52 GiB
+#   flash, 0.49 GiB memory-efficient for Large at 1024x1024, batch 2, i.e. ~12.6 widths)
+MATH_ATTENTION_COPIES = 4.5  # attention-matrix-sized tensors the math kernel holds at once (H200: 13.0 GiB
+#   for Large at 1024x1024, batch 2, i.e. 4.5 x 2 x 38 x 4429^2 x 2 bytes)
+VAE_DECODE_TENSORS = 5  # full-resolution 256-channel tensors alive at once in the VAE decoder (H200:
+#   2.38 GiB at 1024x1024, ~4.75 tensors; the math kernel added 0.09 GiB)
 VAE_DECODE_CHANNELS = 256  # the widest full-resolution activation of the SD3 VAE decoder (after upsampling)
-ACCELERATOR_OVERHEAD_BYTES = int(0.75 * GiB)  # ASSUMPTION: cuBLAS/cuDNN workspaces, lazily loaded
-#   kernels and allocator fragmentation, on top of the tensors
+ACCELERATOR_OVERHEAD_BYTES = int(0.75 * GiB)  # ASSUMPTION, not measured: cuBLAS/cuDNN workspaces, lazily
+#   loaded kernels and allocator fragmentation, on top of the tensors
 
 
 def working_bytes(transformer_config, size: int = 1024, dtype: torch.dtype = torch.bfloat16,
                   kernel: str = "flash") -> int:
     """Working memory of one `size`x`size` image on top of the weights, in bytes: the larger of the
     transformer's step (joint attention over image + text tokens; the math kernel also holds the
-    attention matrix and its softmax) and the VAE decode, plus `ACCELERATOR_OVERHEAD_BYTES`.
+    attention matrix, its softmax and temporaries) and the VAE decode, plus `ACCELERATOR_OVERHEAD_BYTES`.
     `transformer_config`: a family name ("large", "medium") or a transformer config dict."""
     from .architectures import TRANSFORMER_CONFIGS
 
@@ -203,11 +209,9 @@ def working_bytes(transformer_config, size: int = 1024, dtype: torch.dtype = tor
     size_bytes = dtype_bytes(dtype)
     tokens = (size // 8 // config["patch_size"]) ** 2 + TEXT_TOKENS
     transformer = CFG_BATCH * tokens * hidden * size_bytes * ACTIVATION_WIDTHS
-    if kernel == "math":
-        transformer += 2 * CFG_BATCH * config["num_attention_heads"] * tokens**2 * size_bytes
+    if kernel == "math":  # scores, softmax and their temporaries, each heads x tokens^2 per image
+        transformer += MATH_ATTENTION_COPIES * CFG_BATCH * config["num_attention_heads"] * tokens**2 * size_bytes
     vae = VAE_DECODE_TENSORS * VAE_DECODE_CHANNELS * size * size * size_bytes
-    if kernel == "math":  # the VAE's mid-block self-attention over every latent pixel (one head)
-        vae += 2 * ((size // 8) ** 2) ** 2 * size_bytes
     return int(max(transformer, vae) + ACCELERATOR_OVERHEAD_BYTES)
 
 

@@ -95,3 +95,12 @@ def test_an_interrupted_random_weight_build_is_never_reused(tiny_dir, tmp_path, 
     assert script.save_random_pipeline(folder, "large", device="cpu") == folder
     assert (folder / "model_index.json").is_file() and (folder / "text_encoder_3" / "config.json").is_file()
     assert not folder.with_name("large.partial").exists()
+
+
+def test_working_memory_benchmark_says_it_needs_a_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the benchmark would really run")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "working_memory.py")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0 and "skipped" in done.stdout
