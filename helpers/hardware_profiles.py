@@ -111,7 +111,8 @@ def plan_label(plan: loading.LoadingPlan) -> str:
 
 def profile_plans(models=("sd35-large-nf4", "sd35-large", "sd35-medium"), profiles=PROFILES) -> list[dict]:
     """For every profile x preset, what `load_pipeline(preset, offload="auto")` does: plan name, dtype,
-    offload, accelerator bytes, host-RAM bytes, and "fits" or "does not fit; this would: ..."."""
+    offload, peak accelerator and host-RAM bytes, "fits" or "does not fit: ...", and `instead`: the
+    load_pipeline call that would fit (the full sentence is in `reason`)."""
     rows = []
     for profile in profiles:
         for model in models:
@@ -124,23 +125,33 @@ def profile_plans(models=("sd35-large-nf4", "sd35-large", "sd35-medium"), profil
                 "offload": plan.offload,
                 "gpu_bytes": plan.gpu_bytes_needed,
                 "host_bytes": plan.host_bytes_needed,
-                "result": "fits" if plan.fits else plan.reason,
+                "result": "fits" if plan.fits else _short_problem(plan.reason),
+                "instead": "" if plan.fits else (
+                    loading.describe_options(plan.would_fit) if plan.would_fit else "nothing fits"),
+                "reason": plan.reason,
                 "fits": plan.fits,
                 "would_fit": plan.would_fit,
             })
     return rows
 
 
-PROFILE_COLUMNS = {"machine": "machine", "model": "load_pipeline(...)", "plan": "plan", "dtype": "dtype",
-                   "offload": "offload", "gpu_bytes": "GPU memory", "host_bytes": "host RAM", "result": "result"}
+def _short_problem(reason: str) -> str:
+    gpu, host = "free on the" in reason, "host RAM must hold" in reason
+    if gpu and host:
+        return "does not fit: GPU memory, and host RAM when offloaded"
+    return "does not fit: " + ("GPU memory" if gpu else "host RAM")
+
+
+PROFILE_COLUMNS = {"machine": "machine", "model": "load_pipeline(...)", "plan": "plan", "offload": "offload",
+                   "gpu_bytes": "GPU memory", "host_bytes": "host RAM", "result": "result",
+                   "instead": "this would fit"}
 
 
 def markdown(rows: list[dict]) -> str:
     """The rows of `profile_plans` as a Markdown table (bytes in GiB)."""
     from .loading_plans import markdown_table
 
-    shown = [dict(row, result=row["result"].replace("|", "/")) for row in rows]
-    return markdown_table(shown, PROFILE_COLUMNS)
+    return markdown_table(rows, PROFILE_COLUMNS)
 
 
 def fitting_plan(profile: HardwareProfile, model: str = "sd35-large-nf4", transformer: str | None = None) -> dict:

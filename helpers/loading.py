@@ -339,7 +339,9 @@ _ALTERNATIVES = (
 
 
 def _what_would_fit(preset, device, options, stand_in, failed: LoadingPlan) -> dict | None:
-    """load_pipeline keyword arguments of the first alternative plan that fits, or None."""
+    """load_pipeline keyword arguments of the first alternative plan that fits without streaming
+    layers (sequential offload is slowest), else of the first that fits at all, or None."""
+    fitting = []
     models = [options["model"]]
     if preset.family == "large" and preset.quantization != "nf4":
         models.append("sd35-large-nf4")  # the 4-bit transformer is what a small GPU needs
@@ -357,8 +359,9 @@ def _what_would_fit(preset, device, options, stand_in, failed: LoadingPlan) -> d
                 if transformer is not None:
                     trial["transformer"] = transformer
                 trial["offload"] = plan.offload
-                return {k: v for k, v in trial.items() if v is not False}
-    return None
+                fitting.append({k: v for k, v in trial.items() if v is not False})
+    fast = [kwargs for kwargs in fitting if kwargs["offload"] != "sequential"]
+    return (fast or fitting or [None])[0]
 
 
 def describe_options(kwargs: dict) -> str:

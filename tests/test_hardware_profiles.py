@@ -91,6 +91,8 @@ def test_table_has_every_profile_and_reads_as_markdown():
     assert len(table.splitlines()) == len(rows) + 2
     t4 = [row for row in rows if row["machine"] == "free Colab T4"]
     assert all(row["dtype"] == "float16" for row in t4)
+    nf4 = next(row for row in t4 if row["model"] == "sd35-large-nf4")
+    assert nf4["result"].startswith("does not fit") and nf4["instead"].startswith("load_pipeline('sd35-large-nf4'")
 
 
 def test_on_profile_restores_the_real_machine():
