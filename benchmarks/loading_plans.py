@@ -23,67 +23,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-# Published configs (Hugging Face model repos' config.json files) for full-size random weights.
-TRANSFORMER_CONFIGS = {
-    "large": dict(
-        sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=38,
-        attention_head_dim=64, num_attention_heads=38, joint_attention_dim=4096,
-        caption_projection_dim=2432, pooled_projection_dim=2048, pos_embed_max_size=192,
-        qk_norm="rms_norm",
-    ),
-    "medium": dict(
-        sample_size=128, patch_size=2, in_channels=16, out_channels=16, num_layers=24,
-        attention_head_dim=64, num_attention_heads=24, joint_attention_dim=4096,
-        caption_projection_dim=1536, pooled_projection_dim=2048, pos_embed_max_size=384,
-        qk_norm="rms_norm", dual_attention_layers=tuple(range(13)),
-    ),
-}
-CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-              projection_dim=768, hidden_act="quick_gelu", vocab_size=49408, max_position_embeddings=77)
-CLIP_G = dict(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
-              projection_dim=1280, hidden_act="gelu", vocab_size=49408, max_position_embeddings=77)
-T5_XXL = dict(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64, vocab_size=32128,
-              feed_forward_proj="gated-gelu", relative_attention_num_buckets=32,
-              relative_attention_max_distance=128, dropout_rate=0.0)
-VAE = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
-           up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[128, 256, 512, 512],
-           layers_per_block=2, latent_channels=16, norm_num_groups=32, shift_factor=0.0609,
-           scaling_factor=1.5305, use_quant_conv=False, use_post_quant_conv=False, sample_size=1024)
+from helpers.architectures import COMPONENTS, build_component  # noqa: E402  (published full-size configs)
 
-
-def build_component(name: str, family: str = "large"):
-    """One full-size SD3.5 component with random weights, built on the current default device."""
-    from diffusers import AutoencoderKL, SD3Transformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
-
-    if name == "transformer":
-        return SD3Transformer2DModel(**TRANSFORMER_CONFIGS[family])
-    if name == "vae":
-        return AutoencoderKL(**VAE)
-    if name in ("text_encoder", "text_encoder_2"):
-        return CLIPTextModelWithProjection(CLIPTextConfig(**(CLIP_L if name == "text_encoder" else CLIP_G)))
-    if name == "text_encoder_3":
-        return T5EncoderModel(T5Config(**T5_XXL))
-    raise ValueError(f"Unknown component {name!r}.")
-
-
-COMPONENTS = ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae")
+__all__ = ["COMPONENTS", "build_component", "save_random_pipeline", "main"]
 
 
 def save_random_pipeline(folder: Path, family: str, device: str = "cuda") -> Path:
     """Save a full-size SD3.5 `family` pipeline with random bf16 weights to `folder`, laid out like
-    the real repository (tokenizers and scheduler copied from the stand-in; it has the same ones)."""
+    the real repository (tokenizers and scheduler copied from the stand-in; it has the same ones).
+
+    Written into a temporary sibling folder and renamed into place only when complete, so an
+    interrupted build is never mistaken for a finished one (a leftover partial one is removed)."""
     import torch
 
     from helpers import tiny
 
     if (folder / "model_index.json").is_file():
         return folder
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists():  # no model_index.json: a partial build from before atomic writes; start over
+        shutil.rmtree(folder)
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
     stand_in = tiny.tiny_pipeline_dir()
-    for extra in ("tokenizer", "tokenizer_2", "tokenizer_3", "scheduler", "model_index.json"):
-        src = stand_in / extra
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, folder / extra)
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)  # build in bf16: half the memory of fp32
     try:
@@ -91,13 +53,18 @@ def save_random_pipeline(folder: Path, family: str, device: str = "cuda") -> Pat
             torch.manual_seed(0)
             with torch.device(device):
                 model = build_component(name, family)
-            model.save_pretrained(folder / name)
+            model.save_pretrained(partial / name)
             del model
-            torch.cuda.empty_cache()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
     finally:
         torch.set_default_dtype(default)
+    for extra in ("tokenizer", "tokenizer_2", "tokenizer_3", "scheduler", "model_index.json"):
+        src = stand_in / extra
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, partial / extra)
     # The marker makes helpers load this folder as "the stand-in": it is random weights.
-    (folder / tiny.STAND_IN_MARKER).write_text(f"Full-size SD3.5 {family} with random weights (benchmark).\n")
+    (partial / tiny.STAND_IN_MARKER).write_text(f"Full-size SD3.5 {family} with random weights (benchmark).\n")
+    os.replace(partial, folder)
     return folder
 
 

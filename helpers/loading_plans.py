@@ -8,13 +8,14 @@ CPU) and seconds per image, or why the plan cannot run on this machine.
 from __future__ import annotations
 
 import gc
+import re
 
 import torch
 
 from . import devices, loading
 from .errors import GPUOutOfMemoryError, QuantizationNeedsGPUError
 from .generation import generate
-from .memory import PeakMemory, format_bytes
+from .memory import GiB, PeakMemory, format_bytes
 
 # name -> load_pipeline keyword arguments
 PLANS: dict[str, dict] = {
@@ -28,13 +29,16 @@ PLANS: dict[str, dict] = {
 
 # SD3.5 Large at 1024x1024, 28 steps with classifier-free guidance (batch of 2 per step).
 LARGE_FLOP_PER_IMAGE = 1.744e15
-# Dense bf16 (fp16 on T4/V100) tensor-core peaks from NVIDIA's datasheets, FLOP/s; first match wins.
+# Dense bf16 (fp16 on T4/V100) tensor-core peaks from NVIDIA's datasheets, FLOP/s, keyed by a
+# word of the name (torch.cuda.get_device_name): "L4" must not match an L40, nor "H100" an H100 NVL.
 PEAK_FLOPS = (
     ("H200", 989e12),
+    ("H100 NVL", 835e12),
     ("H100 PCIe", 756e12),
     ("H100", 989e12),
     ("A100", 312e12),
     ("L40S", 362e12),
+    ("L40", 181e12),
     ("L4", 121e12),
     ("A10G", 70e12),
     ("RTX 4090", 165e12),
@@ -44,9 +48,10 @@ PEAK_FLOPS = (
 
 
 def peak_flops(device_name: str) -> float | None:
-    """Datasheet peak tensor FLOP/s for a GPU name (torch.cuda.get_device_name), None if unknown."""
+    """Datasheet peak tensor FLOP/s for a GPU name (torch.cuda.get_device_name), None if unknown.
+    The first key found as whole words in the name wins."""
     for key, flops in PEAK_FLOPS:
-        if key.lower() in device_name.lower():
+        if re.search(rf"(?<![A-Za-z0-9]){re.escape(key)}(?![A-Za-z0-9])", device_name, re.IGNORECASE):
             return flops
     return None
 
@@ -75,7 +80,11 @@ def measure_plan(
         return row
     if dtype == "auto":  # one compute dtype for every plan, so only the loading differs
         dtype = devices.pick_dtype(device, quantized=True)
-    plan = loading.plan_loading(**options, dtype=dtype, stand_in=stand_in)
+    try:
+        plan = loading.plan_loading(**options, dtype=dtype, stand_in=stand_in)
+    except ValueError as e:  # e.g. 8-bit on Apple Silicon, offload on unified memory: says what works
+        row.update(status=f"not applicable: {e}", fits="n/a")
+        return row
     gc.collect()
     if plan.device.startswith("cuda"):
         torch.cuda.empty_cache()
@@ -140,18 +149,24 @@ GUIDE_COLUMNS = {"gpu": "if you have", "plan": "load", "weights_bytes": "weights
 
 
 def vram_guide(gpu_gib=(8, 12, 16, 24, 80), dtype=torch.bfloat16) -> list[dict]:
-    """For each GPU size, the best SD3.5 Large plan that `offload="auto"` would run: the first
-    candidate with the least offload, sized from the published parameter counts."""
-    from .presets import PRESETS
+    """For each GPU size (free GiB, plenty of host RAM), the best SD3.5 Large plan that fits, as the
+    real planner decides it: the first candidate with the least offload; "nothing fits" if none."""
+    from .hardware_profiles import CUDA_CONTEXT_BYTES, HardwareProfile, plan_on
 
+    capability = (8, 0) if dtype == torch.bfloat16 else (7, 5)
     guide = []
     for gib in gpu_gib:
+        profile = HardwareProfile(f"{gib} GB", "cuda", capability, int(gib * GiB) + CUDA_CONTEXT_BYTES, 1024 * GiB, 0)
         choices = []
-        for label, preset, quantization, t5 in GUIDE_CANDIDATES:
-            sizes = loading.estimate_footprint(PRESETS[preset].parameters, dtype, quantization, t5)
-            offload, why = loading.choose_offload("auto", "cuda", sizes, int(gib * 1024**3))
-            choices.append((["none", "model", "sequential"].index(offload), label, sizes, offload, why))
-        _, label, sizes, offload, why = min(choices, key=lambda c: c[0])  # first of the least offload
-        guide.append({"gpu": f"{gib} GB", "plan": label, "weights_bytes": sum(sizes.values()),
-                      "offload": offload, "why": why})
+        for label, preset, _quantization, t5 in GUIDE_CANDIDATES:
+            plan = plan_on(profile, preset, dtype=dtype, quantize_t5=t5 == "nf4", drop_t5=t5 == "dropped")
+            if plan.fits:
+                choices.append((["none", "model", "sequential"].index(plan.offload), label, plan))
+        if not choices:
+            guide.append({"gpu": f"{gib} GB", "plan": "nothing fits", "weights_bytes": None, "offload": "—",
+                          "why": "even NF4 without T5 needs more than this"})
+            continue
+        _, label, plan = min(choices, key=lambda c: c[0])  # first of the least offload
+        guide.append({"gpu": f"{gib} GB", "plan": label, "weights_bytes": plan.total_bytes,
+                      "offload": plan.offload, "why": plan.reason})
     return guide

@@ -64,13 +64,17 @@ def readme_table() -> str:
 
 
 def vram_guide_section() -> str:
-    """The README's GPU memory guide: notebook 01's `offload="auto"` rule on common GPU sizes."""
-    from .loading_plans import GUIDE_COLUMNS, markdown_table, vram_guide
+    """The README's memory guide: what `load_pipeline(offload="auto")` does on common machines
+    (helpers.hardware_profiles), computed by the real planner."""
+    from .hardware_profiles import markdown, profile_plans
 
     return (
-        "Which SD3.5 Large plan `load_pipeline(..., offload=\"auto\")` picks for a GPU with this much free\n"
-        "memory, estimated from the published parameter counts (notebook 01 measures your own):\n\n"
-        + markdown_table(vram_guide(), GUIDE_COLUMNS)
+        "What `load_pipeline(model, offload=\"auto\")` does on the machines readers use, decided by the\n"
+        "real planner with only its device queries answered for each machine (`helpers.hardware_profiles`).\n"
+        "Weights are exact (every component counted at full size on PyTorch's `meta` device,\n"
+        "`helpers.memory_model`); working memory and host-RAM peaks rest on assumptions named there, which\n"
+        "a GPU run measures. GPU memory and host RAM are the plan's peaks; notebook 01 measures your own.\n\n"
+        + markdown(profile_plans())
     )
 
 

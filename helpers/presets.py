@@ -46,6 +46,14 @@ class Preset:
     model_card: Recommendation
     blog: Recommendation | None = None
     parameters: dict = field(default_factory=dict)  # component -> published parameter count
+    family: str | None = None  # architecture ("large", "medium"): exact bytes in memory_model.FULL_SIZE
+
+    @property
+    def census(self) -> dict:
+        """component -> memory_model.Census of the full-size architecture ({} for the stand-in)."""
+        from .memory_model import FULL_SIZE
+
+        return FULL_SIZE.get(self.family, {})
 
     @property
     def recommended(self) -> Recommendation:
@@ -68,6 +76,7 @@ PRESETS: dict[str, Preset] = {
             _LARGE_CARD,
             Recommendation(2.5, 28, "Stability AI blog"),
             {"transformer": LARGE_TRANSFORMER, **SHARED_PARAMETERS},
+            "large",
         ),
         Preset(
             "sd35-large-nf4",
@@ -79,6 +88,7 @@ PRESETS: dict[str, Preset] = {
             _LARGE_CARD,
             Recommendation(7.5, 28, "Stability AI blog"),
             {"transformer": LARGE_TRANSFORMER, **SHARED_PARAMETERS},
+            "large",
         ),
         Preset(
             "sd35-large-8bit",
@@ -90,6 +100,7 @@ PRESETS: dict[str, Preset] = {
             _LARGE_CARD,
             None,
             {"transformer": LARGE_TRANSFORMER, **SHARED_PARAMETERS},
+            "large",
         ),
         Preset(
             "sd35-medium",
@@ -101,6 +112,7 @@ PRESETS: dict[str, Preset] = {
             Recommendation(4.5, 40, "model card (stabilityai/stable-diffusion-3.5-medium)"),
             Recommendation(5.0, 40, "Stability AI blog"),
             {"transformer": MEDIUM_TRANSFORMER, **SHARED_PARAMETERS},
+            "medium",
         ),
         Preset(
             "sd35-large-turbo",
@@ -112,6 +124,7 @@ PRESETS: dict[str, Preset] = {
             Recommendation(0.0, 4, "model card (stabilityai/stable-diffusion-3.5-large-turbo)"),
             None,
             {"transformer": LARGE_TRANSFORMER, **SHARED_PARAMETERS},
+            "large",
         ),
         Preset(
             "tiny",

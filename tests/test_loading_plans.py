@@ -30,18 +30,23 @@ def test_unknown_plan_is_refused():
 
 
 @pytest.mark.parametrize(
-    "free_gib, expected", [(80, "none"), (24, "none"), (12, "model"), (4, "sequential")]
+    "free_gib, expected", [(80, "none"), (24, "none"), (16, "model"), (10, "does not fit")]
 )
 def test_nf4_offload_choice_for_simulated_free_memory(free_gib, expected):
-    """SD3.5 Large NF4 with full T5: ~4.6 GB transformer + ~11 GB bf16 encoders."""
-    sizes = estimate_footprint(PRESETS["sd35-large-nf4"].parameters, torch.bfloat16, "nf4")
-    assert choose_offload("auto", "cuda", sizes, int(free_gib * GiB))[0] == expected
+    """SD3.5 Large NF4 with full T5 (exact sizes): 4.4 GiB transformer + 10.4 GiB bf16 encoders;
+    below what model offload needs, a quantized model is never streamed layer by layer."""
+    sizes = estimate_footprint(PRESETS["sd35-large-nf4"].census, torch.bfloat16, "nf4")
+    choice, reason = choose_offload("auto", "cuda", sizes, int(free_gib * GiB), quantized=True)
+    assert (reason if expected == "does not fit" else choice).startswith(expected)
 
 
 def test_peak_flops_and_table():
     assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12
     assert peak_flops("NVIDIA H100 PCIe") == 756e12
     assert peak_flops("Some Future GPU") is None
+    assert peak_flops("NVIDIA L40") == 181e12 and peak_flops("NVIDIA L4") == 121e12  # L40 is not an L4
+    assert peak_flops("NVIDIA L40S") == 362e12
+    assert peak_flops("NVIDIA H100 NVL") == 835e12  # not the SXM's 989
     table = markdown_table([{"plan": "NF4", "peak_bytes": 2 * GiB, "s": None}], {"plan": "p", "peak_bytes": "m", "s": "s"})
     assert table.splitlines()[2] == "| NF4 | 2.00 GiB | — |"
     assert set(PLANS) >= {"bf16", "NF4", "NF4 + model CPU offload", "8-bit"}
@@ -51,5 +56,5 @@ def test_vram_guide_prefers_the_least_offload_then_the_fullest_model():
     guide = {row["gpu"]: row for row in loading_plans.vram_guide((8, 24, 80))}
     assert (guide["80 GB"]["plan"], guide["80 GB"]["offload"]) == ("bf16", "none")
     assert (guide["24 GB"]["plan"], guide["24 GB"]["offload"]) == ("NF4", "none")
-    assert guide["8 GB"]["offload"] == "model"
+    assert guide["8 GB"]["offload"] == "model" and guide["8 GB"]["plan"] == "NF4 with NF4 T5"
     assert guide["8 GB"]["weights_bytes"] < guide["24 GB"]["weights_bytes"] < guide["80 GB"]["weights_bytes"]

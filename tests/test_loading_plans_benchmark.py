@@ -65,3 +65,42 @@ def test_random_weight_encoders_match_published_size(name, billions):
         model = script.build_component(name)
     count = sum(p.numel() for p in model.parameters()) / 1e9
     assert abs(count - billions) / billions < 0.1, count
+
+
+class _Saved:
+    """Stands in for a built component: save_pretrained writes a small file."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def save_pretrained(self, folder):
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}")
+
+
+def test_an_interrupted_random_weight_build_is_never_reused(tiny_dir, tmp_path, monkeypatch):
+    script = load_script()
+
+    def interrupted(name, family):
+        if name == "text_encoder_3":
+            raise KeyboardInterrupt
+        return _Saved(name)
+
+    monkeypatch.setattr(script, "build_component", interrupted)
+    folder = tmp_path / "large"
+    with pytest.raises(KeyboardInterrupt):
+        script.save_random_pipeline(folder, "large", device="cpu")
+    assert not (folder / "model_index.json").exists()  # not mistaken for a finished build
+    monkeypatch.setattr(script, "build_component", lambda name, family: _Saved(name))
+    assert script.save_random_pipeline(folder, "large", device="cpu") == folder
+    assert (folder / "model_index.json").is_file() and (folder / "text_encoder_3" / "config.json").is_file()
+    assert not folder.with_name("large.partial").exists()
+
+
+def test_working_memory_benchmark_says_it_needs_a_gpu():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the benchmark would really run")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "working_memory.py")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0 and "skipped" in done.stdout

@@ -24,6 +24,17 @@ def test_nf4_transformer_is_smaller_than_bf16(bnb_cpu):
     assert small["text_encoder_3"] == full["text_encoder_3"]
 
 
+def test_nf4_footprint_counts_the_block_scales(bnb_cpu):
+    """get_memory_footprint leaves out bitsandbytes' absmax (one fp32 per 64 weights) and code table."""
+    import bitsandbytes as bnb
+
+    nf4 = helpers.load_pipeline("sd35-large-nf4", stand_in=True)
+    layers = [m for m in nf4.transformer.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    scales = sum(m.weight.quant_state.absmax.numel() * 4 + m.weight.quant_state.code.numel() * 4 for m in layers)
+    assert scales > 0
+    assert memory.module_bytes(nf4.transformer) == nf4.transformer.get_memory_footprint() + scales
+
+
 def test_peak_memory_sees_an_allocation():
     with memory.PeakMemory("cpu", interval=0.001) as quiet:
         pass

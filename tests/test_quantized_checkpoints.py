@@ -43,6 +43,20 @@ def test_reload_gives_linear4bit_and_identical_image(saved_nf4):
     assert again.image.tobytes() == image.tobytes()
 
 
+def test_reload_computes_in_the_requested_dtype(saved_nf4):
+    """Saved with bf16 compute; reloaded with dtype=float16 (a T4) the 4-bit maths must follow."""
+    import bitsandbytes as bnb
+
+    folder, _, _ = saved_nf4
+    pipe = helpers.load_pipeline("sd35-large-nf4", stand_in=True, quantize_t5=True, transformer=folder,
+                                 dtype=torch.float16)
+    for component in (pipe.transformer, pipe.text_encoder_3):
+        layers = [m for m in component.modules() if isinstance(m, bnb.nn.Linear4bit)]
+        assert layers and {m.compute_dtype for m in layers} == {torch.float16}
+    assert helpers.loading.compute_dtypes(pipe) == {"transformer": "float16", "text_encoder_3": "float16"}
+    assert pipe.load_info.plan.dtype == torch.float16
+
+
 def test_saved_transformer_is_smaller_than_bf16(saved_nf4, tiny_dir):
     folder, _, _ = saved_nf4
     # Compare the transformer folders: the stand-in's bf16 weights vs the saved NF4 ones.

@@ -1,0 +1,252 @@
+"""Exact bytes of every SD3.5 component as loaded, for each precision and quantization.
+
+A `Census` counts what decides a component's bytes: the weights of the Linear layers that
+bitsandbytes quantizes, the layers transformers keeps in fp32 under fp16 (T5's `wo`), and
+everything else (norms, embeddings, convolutions, biases, buffers). `loaded_bytes` turns it into
+bytes by the libraries' rules:
+
+- bf16/fp16/fp32: every floating tensor in the dtype; `_keep_in_fp32_modules` stay fp32 under fp16.
+- NF4 (bitsandbytes): each quantized weight packs two values per byte (uint8, numel/2), plus one
+  fp32 absmax per block of 64 values and a 16-value fp32 code table per layer (no double
+  quantization); the modules left unquantized keep the rules above.
+- int8 (bitsandbytes LLM.int8): one byte per weight plus one fp32 scale per output row (SCB).
+
+The full-size counts (`FULL_SIZE`) were taken from the published architectures built on the
+`meta` device (`census(architectures.build_component(...))`); a test rebuilds them and checks.
+The same rules are checked byte for byte on the stand-in, which bitsandbytes really quantizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+GiB = 1024**3
+NF4_BLOCK = 64  # bitsandbytes' default 4-bit blocksize (diffusers and transformers keep it)
+NF4_CODE_BYTES = 16 * 4  # the 16-entry fp32 NF4 code table each quantized layer holds
+
+
+@dataclass(frozen=True)
+class Census:
+    """What decides one component's bytes (counts of values, not bytes)."""
+
+    linear_weights: int  # values in the weights of Linear layers bitsandbytes would quantize
+    linear_layers: int  # how many such layers
+    linear_rows: int  # their output features in total (int8 keeps one fp32 scale per row)
+    linear_blocks: int  # their 64-value blocks in total (NF4 keeps one fp32 absmax per block)
+    kept_fp32: int  # values in `_keep_in_fp32_modules` (fp32 under fp16, never quantized)
+    other: int  # every other floating value: norms, embeddings, convs, biases, float buffers
+    fixed_bytes: int  # non-floating buffers (e.g. CLIP's int64 position ids), bytes as they are
+
+    @property
+    def parameters(self) -> int:
+        return self.linear_weights + self.kept_fp32 + self.other
+
+
+def _matches(name: str, keys) -> bool:
+    return any(name == k or name.endswith("." + k) or name.startswith(k + ".") or f".{k}." in name for k in keys)
+
+
+def _not_converted(module) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(modules bitsandbytes leaves unquantized, modules kept in fp32 under fp16) for `module`,
+    following diffusers' and transformers' quantizers (keep-in-fp32 modules are never quantized;
+    transformers also skips the last parameter's module and tied weights)."""
+    keep = tuple(getattr(type(module), "_keep_in_fp32_modules", None) or ())
+    skip = list(keep)
+    if type(module).__module__.startswith("transformers."):
+        names = [n for n, _ in module.named_parameters()]
+        if names:
+            skip.append(names[-1].rsplit(".", 1)[0])
+        tied = getattr(module, "all_tied_weights_keys", None) or {}
+        skip += [k.removesuffix(".weight") for k in list(tied) + list(tied.values())]
+    is_transformers = type(module).__module__.startswith("transformers.")
+    return tuple(skip), keep if is_transformers else ()
+
+
+def census(module: torch.nn.Module) -> Census:
+    """Count `module` (full precision, on any device, `meta` included) for `loaded_bytes`."""
+    skip, keep = _not_converted(module)
+    weights = layers = rows = blocks = kept = other = fixed = 0
+    seen: set[int] = set()
+    for name, sub in module.named_modules():
+        tensors = [(n, t) for n, t in sub.named_parameters(recurse=False)] + list(sub.named_buffers(recurse=False))
+        for tensor_name, tensor in tensors:
+            if tensor is None or id(tensor) in seen:
+                continue
+            seen.add(id(tensor))
+            if not tensor.is_floating_point():
+                fixed += tensor.numel() * tensor.element_size()
+            elif keep and _matches(name, keep):
+                kept += tensor.numel()
+            elif isinstance(sub, torch.nn.Linear) and tensor_name == "weight" and not _matches(name, skip):
+                weights += tensor.numel()
+                layers += 1
+                rows += sub.out_features
+                blocks += -(-tensor.numel() // NF4_BLOCK)
+            else:
+                other += tensor.numel()
+    return Census(weights, layers, rows, blocks, kept, other, fixed)
+
+
+def dtype_bytes(dtype: torch.dtype) -> int:
+    return torch.tensor([], dtype=dtype).element_size()
+
+
+def loaded_bytes(counts: Census, dtype: torch.dtype, quantization: str | None = None) -> int:
+    """Bytes of a component with `counts` loaded in `dtype`, its Linear layers in `quantization`
+    (None, "nf4" or "int8")."""
+    size = dtype_bytes(dtype)
+    kept = counts.kept_fp32 * (4 if dtype == torch.float16 else size)
+    rest = counts.other * size + counts.fixed_bytes + kept
+    if quantization is None:
+        return counts.linear_weights * size + rest
+    if quantization == "nf4":
+        packed = (counts.linear_weights + 1) // 2
+        return packed + 4 * counts.linear_blocks + NF4_CODE_BYTES * counts.linear_layers + rest
+    if quantization == "int8":
+        return counts.linear_weights + 4 * counts.linear_rows + rest
+    raise ValueError(f"quantization must be None, 'nf4' or 'int8', not {quantization!r}.")
+
+
+def pipeline_bytes(
+    counts: dict[str, Census], dtype: torch.dtype, quantization: str | None = None, t5: str = "full"
+) -> dict[str, int]:
+    """Bytes of every component of a pipeline with `counts`: the transformer in `quantization`,
+    T5 "full", "nf4" or "dropped", the CLIPs and the VAE in `dtype`."""
+    sizes = {}
+    for name, count in counts.items():
+        if name == "transformer":
+            sizes[name] = loaded_bytes(count, dtype, quantization)
+        elif name == "text_encoder_3":
+            if t5 != "dropped":
+                sizes[name] = loaded_bytes(count, dtype, "nf4" if t5 == "nf4" else None)
+        else:
+            sizes[name] = loaded_bytes(count, dtype, None)
+    return sizes
+
+
+def folder_census(folder) -> dict[str, Census]:
+    """The census of every component saved in a pipeline folder (e.g. the stand-in), from its
+    config files alone: the components are built on the `meta` device, no weights are read."""
+    from .architectures import COMPONENTS, build_from_folder
+
+    counts = {}
+    for name in COMPONENTS:
+        if (Path(folder) / name / "config.json").is_file():
+            with torch.device("meta"):
+                counts[name] = census(build_from_folder(folder, name))
+    return counts
+
+
+def meta_census(family: str) -> dict[str, Census]:
+    """Rebuild `FULL_SIZE[family]` from the published architectures on `meta` (a few seconds)."""
+    from .architectures import COMPONENTS, build_component
+
+    counts = {}
+    for name in COMPONENTS:
+        with torch.device("meta"):
+            counts[name] = census(build_component(name, family))
+    return counts
+
+
+# census() of the published architectures (helpers.architectures) built on `meta`;
+# tests/test_memory_model.py rebuilds them and fails if they drift.
+_CLIP_L = Census(linear_weights=84934656, linear_layers=72, linear_rows=82944,
+                 linear_blocks=1327104, kept_fp32=0, other=38715648, fixed_bytes=616)
+_CLIP_G = Census(linear_weights=629145600, linear_layers=192, linear_rows=368640,
+                 linear_blocks=9830400, kept_fp32=0, other=65514240, fixed_bytes=616)
+_T5_XXL = Census(linear_weights=3623878656, linear_layers=144, linear_rows=884736,
+                 linear_blocks=56623104, kept_fp32=1006632960, other=131799040, fixed_bytes=0)
+_VAE = Census(linear_weights=2097152, linear_layers=8, linear_rows=4096,
+              linear_blocks=32768, kept_fp32=0, other=81722531, fixed_bytes=0)
+FULL_SIZE: dict[str, dict[str, Census]] = {
+    "large": {
+        "transformer": Census(linear_weights=8053694464, linear_layers=536, linear_rows=2765248,
+                              linear_blocks=125838976, kept_fp32=0, other=92586304, fixed_bytes=0),
+        "text_encoder": _CLIP_L, "text_encoder_2": _CLIP_G, "text_encoder_3": _T5_XXL, "vae": _VAE,
+    },
+    "medium": {
+        "transformer": Census(linear_weights=2241822720, linear_layers=392, linear_rows=1241152,
+                              linear_blocks=35028480, kept_fp32=0, other=227841216, fixed_bytes=0),
+        "text_encoder": _CLIP_L, "text_encoder_2": _CLIP_G, "text_encoder_3": _T5_XXL, "vae": _VAE,
+    },
+}
+
+
+def as_dict(counts: Census) -> dict:
+    return asdict(counts)
+
+
+# ---- Working memory: activations on top of the weights, from the shapes --------------------------
+# ASSUMPTIONS a GPU must measure (each is a named constant so a GPU check can compare it). The
+# figures were measured once on an H200 (torch 2.11, diffusers 0.42.1, random full-size weights,
+# peak allocated above the weights): not on a T4, MPS or any card readers use.
+TEXT_TOKENS = 77 + 256  # CLIP's 77 + T5's 256 (max_sequence_length): the joint attention's text side
+CFG_BATCH = 2  # classifier-free guidance runs the unconditional and conditional halves together
+ACTIVATION_WIDTHS = 13  # hidden-size-wide activations alive at once in one MMDiT step (H200: 0.52 GiB
+#   flash, 0.49 GiB memory-efficient for Large at 1024x1024, batch 2, i.e. ~12.6 widths)
+MATH_ATTENTION_COPIES = 4.5  # attention-matrix-sized tensors the math kernel holds at once (H200: 13.0 GiB
+#   for Large at 1024x1024, batch 2, i.e. 4.5 x 2 x 38 x 4429^2 x 2 bytes)
+VAE_DECODE_TENSORS = 5  # full-resolution 256-channel tensors alive at once in the VAE decoder (H200:
+#   2.38 GiB at 1024x1024, ~4.75 tensors; the math kernel added 0.09 GiB)
+VAE_DECODE_CHANNELS = 256  # the widest full-resolution activation of the SD3 VAE decoder (after upsampling)
+ACCELERATOR_OVERHEAD_BYTES = int(0.75 * GiB)  # ASSUMPTION, not measured: cuBLAS/cuDNN workspaces, lazily
+#   loaded kernels and allocator fragmentation, on top of the tensors
+
+
+def working_bytes(transformer_config, size: int = 1024, dtype: torch.dtype = torch.bfloat16,
+                  kernel: str = "flash") -> int:
+    """Working memory of one `size`x`size` image on top of the weights, in bytes: the larger of the
+    transformer's step (joint attention over image + text tokens; the math kernel also holds the
+    attention matrix, its softmax and temporaries) and the VAE decode, plus `ACCELERATOR_OVERHEAD_BYTES`.
+    `transformer_config`: a family name ("large", "medium") or a transformer config dict."""
+    from .architectures import TRANSFORMER_CONFIGS
+
+    config = TRANSFORMER_CONFIGS[transformer_config] if isinstance(transformer_config, str) else transformer_config
+    hidden = config["num_attention_heads"] * config["attention_head_dim"]
+    size_bytes = dtype_bytes(dtype)
+    tokens = (size // 8 // config["patch_size"]) ** 2 + TEXT_TOKENS
+    transformer = CFG_BATCH * tokens * hidden * size_bytes * ACTIVATION_WIDTHS
+    if kernel == "math":  # scores, softmax and their temporaries, each heads x tokens^2 per image
+        transformer += MATH_ATTENTION_COPIES * CFG_BATCH * config["num_attention_heads"] * tokens**2 * size_bytes
+    vae = VAE_DECODE_TENSORS * VAE_DECODE_CHANNELS * size * size * size_bytes
+    return int(max(transformer, vae) + ACCELERATOR_OVERHEAD_BYTES)
+
+
+# ---- Host RAM while loading and generating ------------------------------------------------------------
+# ASSUMPTION a GPU must measure: while loading, host RAM holds one checkpoint shard at a time
+# (safetensors pages counted as resident). Shard sizes are the libraries' save_pretrained defaults,
+# which the Hub checkpoints use: diffusers "10GB", transformers "5GB".
+SHARD_BYTES = {"transformer": 10 * 10**9, "vae": 10 * 10**9, "text_encoder": 5 * 10**9,
+               "text_encoder_2": 5 * 10**9, "text_encoder_3": 5 * 10**9}
+CHECKPOINT_DTYPE = torch.bfloat16  # the Hub checkpoints are stored in half precision
+
+
+def checkpoint_read_bytes(counts: dict[str, Census], quantization: str | None, t5: str,
+                          prequantized: bool) -> dict[str, int]:
+    """Bytes of the checkpoint shard each component reads into host RAM at once while loading:
+    the half-precision file (even when quantizing on load), or the packed pre-quantized one."""
+    reads = {}
+    for name, count in counts.items():
+        if name == "text_encoder_3" and t5 == "dropped":
+            continue
+        stored = None
+        if prequantized and (name == "transformer" or (name == "text_encoder_3" and t5 == "nf4")):
+            stored = quantization if name == "transformer" else "nf4"
+        on_disk = loaded_bytes(count, CHECKPOINT_DTYPE, stored)
+        reads[name] = min(on_disk, SHARD_BYTES[name])
+    return reads
+
+
+def host_bytes(offload: str, device: str, weights: dict[str, int], reads: dict[str, int]) -> dict[str, int]:
+    """Host RAM a plan needs, in bytes: {"loading": ..., "generating": ...}.
+
+    Loaded straight to the accelerator (no offload), host RAM holds one shard at a time; with
+    model or sequential offload every component waits in host RAM; on the CPU, or on Apple's
+    unified memory, the weights are in host RAM anyway."""
+    total, shard = sum(weights.values()), max(reads.values(), default=0)
+    if device == "cpu" or device == "mps" or offload in ("model", "sequential"):
+        return {"loading": total + shard, "generating": total}
+    return {"loading": shard, "generating": 0}
