@@ -40,20 +40,23 @@ FREE_COLAB_RAM_BYTES = int(12.7 * 1000**3)
 # "attention" ("cudnn": SDPA with cuDNN's kernel first) and "cap" (a smaller GPU, emulated with
 # torch.cuda.set_per_process_memory_fraction). Order matters: the most informative rows first, so a
 # short budget still measures them. "{saved}" is the NF4 row's transformer, saved with save_quantized.
-T4 = dict(model="sd35-large-nf4", offload="none", transformer="{saved}", quantize_t5=True, dtype="float16",
-          cap="t4")
+# "t4": "planner" takes the load_pipeline arguments the planner chooses for the free Colab T4
+# (helpers.hardware_profiles.colab_t4_plan), with the NF4 row's saved transformer if "prequantized".
+T4_NF4_T5 = dict(model="sd35-large-nf4", offload="none", transformer="{saved}", quantize_t5=True, dtype="float16",
+                 cap="t4")
 PLANS: dict[str, dict] = {
     "bf16": dict(model="sd35-large", offload="none"),
     "NF4": dict(model="sd35-large-nf4", offload="none"),
-    "free Colab T4 plan (fp16, 15 GB cap)": T4,
-    "free Colab T4 plan + VAE tiling": dict(T4, vae_tiling=True),
-    "free Colab T4 plan without T5": dict(T4, quantize_t5=False, drop_t5=True),
+    "free Colab T4: the planner's plan": dict(t4="planner", cap="t4"),
+    "free Colab T4: planner's plan, pre-quantized": dict(t4="planner", prequantized=True, cap="t4"),
     "bf16 fast (compiled)": dict(model="sd35-large", offload="none", fast=True),
-    "bf16 fast + cuDNN attention": dict(model="sd35-large", offload="none", fast=True, attention="cudnn"),
     "NF4 + model CPU offload": dict(model="sd35-large-nf4", offload="model"),
     "NF4, pre-quantized reload": dict(model="sd35-large-nf4", offload="none", transformer="{saved}"),
+    "free Colab T4: NF4 T5 + VAE tiling": dict(T4_NF4_T5, vae_tiling=True),
+    "bf16 fast + cuDNN attention": dict(model="sd35-large", offload="none", fast=True, attention="cudnn"),
     "NF4 with NF4 T5": dict(model="sd35-large-nf4", offload="none", quantize_t5=True),
     "NF4 without T5": dict(model="sd35-large-nf4", offload="none", drop_t5=True),
+    "free Colab T4: NF4 T5, no tiling": T4_NF4_T5,
     "NF4 fast (compiled)": dict(model="sd35-large-nf4", offload="none", fast=True),
 }
 NEEDS_GPU = {name for name, options in PLANS.items()
@@ -209,12 +212,20 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
     options = dict(PLANS[name])
     if not cuda and name in NEEDS_GPU:
         return dict(row, status="not applicable: no GPU")
+    if options.pop("t4", None):
+        from helpers.hardware_profiles import colab_t4_plan
+
+        prequantized = options.pop("prequantized", False)
+        options.update(colab_t4_plan())
+        if prequantized:
+            options["transformer"] = "{saved}"
     if "transformer" in options:
         if not saved.exists():
             return dict(row, status="skipped: needs the NF4 row's saved transformer")
         options["transformer"] = str(saved)
-    if "dtype" in options:
+    if isinstance(options.get("dtype"), str):
         options["dtype"] = getattr(torch, options["dtype"])
+    row["load_pipeline"] = {k: str(v).removeprefix("torch.") for k, v in options.items() if k != "cap"}
     extras = {key: options.pop(key) for key in ("vae_tiling", "attention", "cap") if key in options}
     fast = options.pop("fast", False)
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import REPO, TESTS
 
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
-SMOKE_PLANS = ["bf16", "NF4", "free Colab T4 plan (fp16, 15 GB cap)", "NF4, pre-quantized reload", "NF4 without T5"]
+SMOKE_PLANS = ["bf16", "NF4", "free Colab T4: the planner's plan", "NF4, pre-quantized reload", "NF4 without T5"]
 
 
 def load_script():
@@ -33,7 +33,7 @@ def test_smoke_runs_every_plan_in_its_own_process_and_writes_results(tiny_dir, t
     data = json.loads((tmp_path / "smoke.json").read_text())
     rows = {r["plan"]: r for r in data["rows"]}
     assert list(rows) == SMOKE_PLANS
-    assert rows["free Colab T4 plan (fp16, 15 GB cap)"]["status"] == "not applicable: no GPU"
+    assert rows["free Colab T4: the planner's plan"]["status"] == "not applicable: no GPU"
     for name in ("bf16", "NF4", "NF4, pre-quantized reload", "NF4 without T5"):
         row = rows[name]
         assert row["status"] == "ok", row
