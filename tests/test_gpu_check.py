@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import REPO, TESTS
 
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
@@ -95,3 +96,27 @@ def test_an_interrupted_random_weight_build_is_never_reused(tmp_path, monkeypatc
         gpu_check.build_random_pipeline(tmp_path / "large", device="cpu")
     assert not (tmp_path / "large").exists()  # only the final rename makes it a build
     assert not list(tmp_path.iterdir())  # and the half-written ~27 GB is not left behind
+
+
+def committed_results():
+    return sorted((REPO / "benchmarks" / "results").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", committed_results(), ids=lambda p: p.stem)
+def test_the_planner_predicts_the_bytes_a_real_gpu_loaded(path):
+    """Every row a real GPU measured: today's planner must predict each component's bytes within 1%
+    (the GPU check recorded the load_pipeline arguments and the bytes really loaded)."""
+    import helpers
+
+    rows = [r for r in json.loads(path.read_text())["rows"] if r.get("measured_bytes") and r.get("load_pipeline")]
+    assert rows
+    for row in rows:
+        options = {k: (v == "True" if v in ("True", "False") else v) for k, v in row["load_pipeline"].items()}
+        options.pop("fast", None)
+        options.pop("transformer", None)  # a saved NF4 transformer: the preset's own quantization
+        options["offload"] = "none"  # where the weights live does not change their bytes; this CPU plans "none"
+        options["dtype"] = getattr(torch, options.get("dtype", row["dtype"]))
+        plan = helpers.plan_loading(**options, stand_in=False, free_bytes=200 * 2**30)
+        for component, measured in row["measured_bytes"].items():
+            predicted = plan.estimated_bytes[component]
+            assert abs(predicted / measured - 1) < 0.01, (row["plan"], component, predicted, measured)
