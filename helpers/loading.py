@@ -58,6 +58,7 @@ class LoadingPlan:
     fits: bool = True  # False: neither the accelerator nor host RAM can hold this plan
     kernel: str | None = None  # SDPA attention kernel the device gets with this dtype
     would_fit: dict | None = None  # when it does not fit: load_pipeline kwargs of a plan that would
+    fast: bool = False  # load_pipeline(fast=True): compiled transformer blocks (helpers.speedups)
 
     @property
     def total_bytes(self) -> int:
@@ -506,6 +507,7 @@ def load_pipeline(
     # The stand-in keeps the preset's guidance and steps (what the lesson teaches) but renders at its
     # own small size, so a CPU runs every notebook in seconds.
     size = PRESETS["tiny"].default_size if plan.stand_in else preset.default_size
+    plan.fast = fast
     pipe.load_info = LoadInfo(plan, seconds, preset.model_card, preset.blog, size, compute_dtypes(pipe))
     global _current_pipeline
     _current_pipeline = pipe
