@@ -161,7 +161,7 @@ def choose_offload(
     offload (one component on the GPU at a time); else sequential offload (layer by layer), never
     for a bitsandbytes-quantized model (accelerate's hooks break its 4-bit state). On Apple's
     unified memory offloading saves nothing, so "auto" is "none" there. When nothing fits, the
-    reason starts with "does not fit" (see `offload_fits`)."""
+    reason starts with "does not fit" and names each way it failed."""
     offload = _normalise_offload(offload)
     if device == "cpu":
         if offload in ("model", "sequential"):
@@ -350,7 +350,7 @@ def _what_would_fit(preset, device, options, stand_in, failed: LoadingPlan) -> d
         for change in ({},) + _ALTERNATIVES:
             if model == options["model"] and not change:
                 continue
-            if change.get("transformer") and get_preset(model).quantization != "nf4":
+            if change.get("transformer") and _resolve_preset(model).quantization != "nf4":
                 continue
             trial = dict(options, model=model, offload="auto", dtype=failed.dtype, **change)
             transformer = trial.pop("transformer", None)

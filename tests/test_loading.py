@@ -253,3 +253,12 @@ def test_release_empties_the_mps_cache(tiny_dir, monkeypatch):
     monkeypatch.setattr(torch.mps, "empty_cache", lambda: emptied.append(True))
     helpers.release_current_pipeline()
     assert emptied and pipe.transformer is None
+
+
+def test_a_hub_id_that_does_not_fit_gets_a_suggestion_too(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(loading.devices, "compute_capability", lambda device="cuda": (8, 9))
+    plan = helpers.plan_loading("someone/sd35-large-finetune", stand_in=False, free_bytes=12 * GiB,
+                                host_bytes=64 * GiB, offload="model")
+    assert not plan.fits and plan.total_bytes > 25 * GiB  # SD3.5 Large's architecture, bf16
+    assert plan.would_fit is not None and plan.would_fit["model"] == "someone/sd35-large-finetune"

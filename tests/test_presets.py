@@ -30,3 +30,14 @@ def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(ValueError, match="sd35-large-nf4") as info:
         get_preset("sd35-huge")
     assert "sd35-huge" in str(info.value)
+
+
+def test_every_real_preset_has_its_full_size_census():
+    from helpers.architectures import PRESET_FAMILY
+
+    for name, preset in PRESETS.items():
+        if name == "tiny":
+            assert preset.census == {}
+            continue
+        assert preset.family == PRESET_FAMILY[name]
+        assert set(preset.census) == {"transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae"}
