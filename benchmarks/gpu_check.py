@@ -145,55 +145,14 @@ def slug(name: str) -> str:
 # --- the random-weights pipeline ------------------------------------------------------------------
 
 def build_random_pipeline(folder: Path, family: str = "large", device: str = "cuda") -> tuple[Path, float]:
-    """Full-size SD3.5 `family` with random bf16 weights in `folder`, built once: written to a
-    scratch folder and renamed into place at the end, so an interrupted build is never reused.
-    Returns (folder, seconds spent building; 0 when it was already there)."""
-    from helpers import tiny
+    """Full-size SD3.5 `family` with random bf16 weights in `folder`, built once and atomically
+    (benchmarks/loading_plans.py's builder). Returns (folder, seconds spent; 0 if already there)."""
+    from loading_plans import save_random_pipeline
 
-    if (folder / tiny.STAND_IN_MARKER).is_file():
-        return folder, 0.0
     started = time.perf_counter()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    for stale in folder.parent.glob(f".{folder.name}-building-*"):  # a build killed earlier: ~27 GB
-        shutil.rmtree(stale, ignore_errors=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}-building-", dir=folder.parent))
-    try:
-        _write_random_pipeline(scratch, family, device)
-    except BaseException:
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
-    if folder.exists():
-        shutil.rmtree(folder)
-    scratch.rename(folder)
-    return folder, time.perf_counter() - started
-
-
-def _write_random_pipeline(scratch: Path, family: str, device: str) -> None:
-    """Build each component on `device` with seeded random weights and save it under `scratch`."""
-    import torch
-    from loading_plans import COMPONENTS, build_component
-
-    from helpers import tiny
-
-    stand_in = tiny.tiny_pipeline_dir()  # same tokenizers, scheduler and model_index.json
-    for extra in ("tokenizer", "tokenizer_2", "tokenizer_3", "scheduler", "model_index.json"):
-        src = stand_in / extra
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, scratch / extra)
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)  # build in bf16: half the memory and disk of fp32
-    try:
-        for name in COMPONENTS:
-            torch.manual_seed(0)
-            with torch.device(device):
-                model = build_component(name, family)
-            model.save_pretrained(scratch / name)
-            del model
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-    finally:
-        torch.set_default_dtype(default)
-    # The marker makes load_pipeline treat the folder as "the stand-in": random weights.
-    (scratch / tiny.STAND_IN_MARKER).write_text(f"Full-size SD3.5 {family} with random weights (GPU check).\n")
+    built = (folder / "model_index.json").is_file()
+    save_random_pipeline(folder, family, device)
+    return folder, 0.0 if built else time.perf_counter() - started
 
 
 # --- one plan (run in a fresh child process, so load time and host memory are its own) --------------
