@@ -84,11 +84,10 @@ def _placeholder_png(width: int, height: int) -> bytes:
     return _png_bytes(Image.new("L", (width, height), PLACEHOLDER_GREY))
 
 
-def _slider_row(*sliders) -> widgets.HBox:
-    """Sliders sharing one row, each as wide as it can be (0.1 steps need room to drag precisely)."""
-    for slider in sliders:
-        slider.layout.flex, slider.layout.width = "1 1 0%", "auto"
-    return widgets.HBox(list(sliders), layout=widgets.Layout(width="98%"))
+def _wide(slider):
+    """A slider on a row of its own: guidance has 101 values in 0.1 steps, each needs pixels to drag to."""
+    slider.layout.width = "98%"
+    return slider
 
 
 def _check_options(pipe, history_size, cache_size, preview) -> None:
@@ -183,6 +182,7 @@ class Studio:
         self.save_button = widgets.Button(description="Save PNG", icon="save", tooltip=f"writes into {self.save_dir}/")
         self.progress = widgets.IntProgress(value=0, min=0, max=steps, description="", layout=widgets.Layout(width="240px"))
         self.progress_label = widgets.Label("ready")
+        self.progress_label.add_class("sd35-studio-progress")
         # Fixed width, height from the image's own aspect ratio; flex-start: never stretched to the row's height.
         self.image = widgets.Image(
             value=_placeholder_png(*self.size.value), format="png",
@@ -194,6 +194,7 @@ class Studio:
         self.message = widgets.HTML("")
         self.message.add_class("sd35-studio-message")
         self.history_strip = widgets.HBox([], layout=widgets.Layout(overflow_x="auto"))
+        self.history_strip.add_class("sd35-studio-history")
         self.log = widgets.Output(layout=widgets.Layout(max_height="200px", overflow_y="auto"))
         self.log_box = widgets.Accordion(children=[self.log], titles=("Log (tracebacks)",), selected_index=None)
 
@@ -207,7 +208,7 @@ class Studio:
 
         controls = widgets.VBox([
             self.prompt, self.negative_prompt,
-            _slider_row(self.guidance, self.steps),
+            _wide(self.guidance), _wide(self.steps),
             widgets.HBox([self.seed, self.random_seed_button, self.seed_lock, self.size]),
             widgets.HBox([self.generate_button, self.cancel_button, self.save_button, self.auto]),
             widgets.HBox([self.progress, self.progress_label]),
@@ -468,7 +469,7 @@ class Studio:
             # Wrapped, never cut: a random seed has up to 19 digits.
             caption = widgets.HTML(
                 f'<div style="white-space:normal;overflow-wrap:anywhere;line-height:1.3;font-size:12px">'
-                f"guidance {r['guidance_scale']:g} · {r['num_inference_steps']} steps · {r['width']}x{r['height']}"
+                f"guidance {r['guidance_scale']:g}<br>{r['num_inference_steps']}&nbsp;steps · {r['width']}x{r['height']}"
                 f"<br>seed {r['seed']}</div>",
                 layout=widgets.Layout(width=width),
             )
@@ -478,7 +479,8 @@ class Studio:
                 layout=widgets.Layout(width=width),
             )
             button.on_click(self._guarded(functools.partial(lambda past, _: self.restore(past), past)))
-            image = widgets.Image(value=_png_bytes(thumb), layout=widgets.Layout(width=width, height="auto"))
+            # A square box for every shape, the thumbnail fitted inside: the captions line up.
+            image = widgets.Image(value=_png_bytes(thumb), layout=widgets.Layout(width=width, height=width, object_fit="contain"))
             items.append(widgets.VBox([image, caption, button], layout=widgets.Layout(margin="0 8px 0 0")))
         self.history_strip.children = items
 
@@ -577,7 +579,7 @@ class ABStudio:
             negatives.append(b.negative_prompt)
         controls = widgets.VBox([
             a.prompt, *negatives,
-            _slider_row(a.guidance, a.steps),
+            _wide(a.guidance), _wide(a.steps),
             widgets.HBox([a.seed, a.random_seed_button, a.seed_lock, a.size]),
             widgets.HBox([self.generate_button, self.cancel_button, self.auto]),
             *(widgets.HBox([widgets.Label(name, layout=widgets.Layout(width="20px")), side.progress, side.progress_label])
