@@ -3,7 +3,8 @@
 Core widgets only, so it renders in JupyterLab, classic Notebook, VS Code and Colab without a
 custom widget manager. Generation runs in a background thread (the kernel keeps receiving slider
 and button events), one run at a time: a request made while one runs replaces the queued one
-(latest wins). Every finished image is cached under its full recipe, so moving a slider back to a
+(latest wins), and a request for the image being made (a double click) is not queued again.
+Loading another model cancels a running generation before its pipeline is emptied. Every finished image is cached under its full recipe, so moving a slider back to a
 value already rendered shows that image at once; prompt embeddings are cached per (prompt,
 negative prompt), so slider moves skip the three text encoders.
 
@@ -248,7 +249,8 @@ class Studio:
 
     # --- actions ------------------------------------------------------------------------------
     def request(self) -> str:
-        """Ask for the image the controls describe: "cached" (shown at once), "started" or "queued"."""
+        """Ask for the image the controls describe: "cached" (shown at once), "started", "queued", or
+        "running" (that very image is being made now: nothing more is queued)."""
         if not self.seed_lock.value:
             self._draw_seed()
         settings = self.settings()
