@@ -93,10 +93,11 @@ def _wide(slider):
 
 def _check_options(pipe, history_size, cache_size, preview) -> None:
     """Refuse a studio that could not work, before any widget exists."""
-    if getattr(pipe, "transformer", None) is None and not hasattr(pipe, "components"):
-        raise TypeError(f"studio needs a pipeline from helpers.load_pipeline(...), not {type(pipe).__name__} "
+    components = getattr(pipe, "components", None)
+    if not isinstance(components, dict) or "transformer" not in components:
+        raise TypeError(f"studio needs an SD3 pipeline from helpers.load_pipeline(...), not {type(pipe).__name__} "
                         f"{pipe!r:.40}.")
-    if getattr(pipe, "transformer", None) is None or running_generations.is_released(pipe):
+    if components["transformer"] is None or running_generations.is_released(pipe):
         raise ValueError(RELEASED.replace("make a new studio", "load it again and make the studio"))
     for name, value, smallest in (("history_size", history_size, 1), ("cache_size", cache_size, 0)):
         if isinstance(value, bool) or not isinstance(value, int):
