@@ -20,6 +20,7 @@ import torch
 from . import architectures, devices, hf_token, memory, memory_model, quantized_checkpoints, tiny
 from .errors import GPUOutOfMemoryError, QuantizationNeedsGPUError
 from .presets import PRESETS, Preset, Recommendation, get_preset
+from .running_generations import stop_generations
 
 OFFLOAD_CHOICES = ("auto", "none", "model", "sequential", True, False)
 # Working memory of SD3.5 Large at 1024x1024 in bf16 with flash attention: the allowance used when
@@ -657,9 +658,11 @@ def _does_not_fit(plan: LoadingPlan, needed: int) -> str:
 def release_pipeline(pipe) -> None:
     """Free a pipeline's memory: drop offload hooks and every model component, then empty caches.
 
+    A generation running on it in the background (the studio) is cancelled and waited for first.
     The pipeline object is left empty; load a new one to generate again."""
     if pipe is None:
         return
+    stop_generations(pipe)  # a studio generating on it stops first: never empty a pipeline mid-run
     if hasattr(pipe, "remove_all_hooks"):
         pipe.remove_all_hooks()
     for name, component in list(pipe.components.items()):

@@ -3,7 +3,8 @@
 Core widgets only, so it renders in JupyterLab, classic Notebook, VS Code and Colab without a
 custom widget manager. Generation runs in a background thread (the kernel keeps receiving slider
 and button events), one run at a time: a request made while one runs replaces the queued one
-(latest wins). Every finished image is cached under its full recipe, so moving a slider back to a
+(latest wins), and a request for the image being made (a double click) is not queued again.
+Loading another model cancels a running generation before its pipeline is emptied. Every finished image is cached under its full recipe, so moving a slider back to a
 value already rendered shows that image at once; prompt embeddings are cached per (prompt,
 negative prompt), so slider moves skip the three text encoders.
 
@@ -26,8 +27,9 @@ from pathlib import Path
 
 import ipywidgets as widgets
 import numpy as np
+from PIL import Image
 
-from . import validation
+from . import running_generations, validation
 from .errors import GatedModelError, GenerationCancelled, GPUOutOfMemoryError, QuantizationNeedsGPUError
 from .generation import GenerationResult, generate, resolve_arguments
 from .latent_preview import latent_preview
@@ -35,7 +37,9 @@ from .png_metadata import save_png_with_recipe
 from .prompt_embeddings import PromptCache
 
 DEFAULT_PROMPT = "a capybara wearing a suit holding a sign that reads hello world"
-DISPLAY_WIDTH = 384  # pixels the image takes on screen, whatever its size (no layout jumps)
+DISPLAY_WIDTH = 384  # pixels the image takes on screen, whatever its size; its height keeps the aspect ratio
+THUMBNAIL_WIDTH = 112  # pixels per history entry
+PLACEHOLDER_GREY = 238  # the blank image shown before the first one: reserves its space, no broken-image icon
 SEED_RANGE = 2**32  # random seeds are drawn below this (JavaScript numbers stay exact)
 # Errors the reader can act on: shown as their message alone (the traceback still goes to the log).
 EXPECTED_ERRORS = (
@@ -44,6 +48,8 @@ EXPECTED_ERRORS = (
 # One generation at a time in this kernel, whichever panel asks: a diffusers pipeline keeps per-call
 # state on itself (not thread-safe), and two runs at once would compete for the same memory.
 _GENERATION_LOCK = threading.Lock()
+RELEASED = ("This studio's pipeline was released (another model was loaded, or release_pipeline was called): "
+            "make a new studio for the pipeline you use now, helpers.studio(pipe).")
 
 
 def size_choices(default: int, multiple: int = 16, largest: int | None = None) -> list[tuple[str, tuple]]:
@@ -74,6 +80,34 @@ def _png_bytes(image, format: str = "PNG") -> bytes:
     return buffer.getvalue()
 
 
+def _placeholder_png(width: int, height: int) -> bytes:
+    """A plain light-grey PNG of the image's size: the image box keeps its place and shape."""
+    return _png_bytes(Image.new("L", (width, height), PLACEHOLDER_GREY))
+
+
+def _wide(slider):
+    """A slider on a row of its own: guidance has 101 values in 0.1 steps, each needs pixels to drag to."""
+    slider.layout.width = "98%"
+    return slider
+
+
+def _check_options(pipe, history_size, cache_size, preview) -> None:
+    """Refuse a studio that could not work, before any widget exists."""
+    components = getattr(pipe, "components", None)
+    if not isinstance(components, dict) or "transformer" not in components:
+        raise TypeError(f"studio needs an SD3 pipeline from helpers.load_pipeline(...), not {type(pipe).__name__} "
+                        f"{pipe!r:.40}.")
+    if components["transformer"] is None or running_generations.is_released(pipe):
+        raise ValueError(RELEASED.replace("make a new studio", "load it again and make the studio"))
+    for name, value, smallest in (("history_size", history_size, 1), ("cache_size", cache_size, 0)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be a whole number, not {type(value).__name__} {value!r}.")
+        if value < smallest:
+            raise ValueError(f"{name} must be at least {smallest}, not {value}.")
+    if not isinstance(preview, bool):
+        raise TypeError(f"preview must be True or False, not {type(preview).__name__} {preview!r}.")
+
+
 def _guarded(handler, report):
     """`handler` for a widget callback, with any exception passed to `report` (shown in the panel
     and logged) instead of vanishing into the widget machinery."""
@@ -95,6 +129,7 @@ class Studio:
 
     def __init__(self, pipe, *, prompt: str = DEFAULT_PROMPT, negative_prompt: str = "",
                  save_dir="studio", history_size: int = 8, cache_size: int = 64, preview: bool = True):
+        _check_options(pipe, history_size, cache_size, preview)
         self.pipe = pipe
         self.save_dir = Path(save_dir)
         self.history_size, self.cache_size, self.preview = history_size, cache_size, preview
@@ -106,6 +141,8 @@ class Studio:
         self.cache_hits = self.generations = 0
         self._lock = threading.Lock()
         self._pending: dict | None = None  # the one request waiting for the worker
+        self._running_key: tuple | None = None  # the recipe the worker is making now
+        self._steps_done = 0  # denoising steps finished in the running generation
         self._worker: threading.Thread | None = None
         self._cancel = threading.Event()
         self._restoring = False  # True while restore() sets widgets: no auto-generate then
@@ -147,13 +184,19 @@ class Studio:
         self.save_button = widgets.Button(description="Save PNG", icon="save", tooltip=f"writes into {self.save_dir}/")
         self.progress = widgets.IntProgress(value=0, min=0, max=steps, description="", layout=widgets.Layout(width="240px"))
         self.progress_label = widgets.Label("ready")
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width=f"{DISPLAY_WIDTH}px"))
+        self.progress_label.add_class("sd35-studio-progress")
+        # Fixed width, height from the image's own aspect ratio; flex-start: never stretched to the row's height.
+        self.image = widgets.Image(
+            value=_placeholder_png(*self.size.value), format="png",
+            layout=widgets.Layout(width=f"{DISPLAY_WIDTH}px", height="auto", align_self="flex-start", flex="0 0 auto"),
+        )
         self.image.add_class("sd35-studio-image")
         self.recipe_view = widgets.HTML("<i>no image yet</i>")
         self.recipe_view.add_class("sd35-studio-recipe")
         self.message = widgets.HTML("")
         self.message.add_class("sd35-studio-message")
         self.history_strip = widgets.HBox([], layout=widgets.Layout(overflow_x="auto"))
+        self.history_strip.add_class("sd35-studio-history")
         self.log = widgets.Output(layout=widgets.Layout(max_height="200px", overflow_y="auto"))
         self.log_box = widgets.Accordion(children=[self.log], titles=("Log (tracebacks)",), selected_index=None)
 
@@ -163,10 +206,11 @@ class Studio:
         self.save_button.on_click(self._guarded(lambda _: self.save()))
         for control in (self.guidance, self.steps, self.seed, self.size):
             control.observe(self._guarded(self._on_setting_change), names="value")
+        self.size.observe(self._guarded(self._on_size_change), names="value")
 
         controls = widgets.VBox([
             self.prompt, self.negative_prompt,
-            widgets.HBox([self.guidance, self.steps]),
+            _wide(self.guidance), _wide(self.steps),
             widgets.HBox([self.seed, self.random_seed_button, self.seed_lock, self.size]),
             widgets.HBox([self.generate_button, self.cancel_button, self.save_button, self.auto]),
             widgets.HBox([self.progress, self.progress_label]),
@@ -174,7 +218,7 @@ class Studio:
         self.widget = widgets.VBox([
             controls,
             widgets.HBox([self.image, widgets.VBox([self.recipe_view, self.message], layout=widgets.Layout(padding="0 0 0 12px"))]),
-            widgets.HTML("<b>History</b> (click ↺ guidance · steps · seed to restore those settings)"),
+            widgets.HTML("<b>History</b> (click ↺ restore to put an image's settings back)"),
             self.history_strip,
             self.log_box,
         ])
@@ -206,7 +250,8 @@ class Studio:
 
     # --- actions ------------------------------------------------------------------------------
     def request(self) -> str:
-        """Ask for the image the controls describe: "cached" (shown at once), "started" or "queued"."""
+        """Ask for the image the controls describe: "cached" (shown at once), "started", "queued", or
+        "running" (that very image is being made now: nothing more is queued)."""
         if not self.seed_lock.value:
             self._draw_seed()
         settings = self.settings()
@@ -220,7 +265,12 @@ class Studio:
         validation.check_prompt(settings["negative_prompt"], "negative_prompt")
 
     def submit(self, settings: dict) -> str:
-        """Show `settings`' image from the cache, or queue it for the worker (see `request`)."""
+        """Show `settings`' image from the cache, or queue it for the worker (see `request`).
+
+        "running" when that very image is being made now (a double click): nothing is queued."""
+        if self._pipeline_released():
+            self.progress_label.value = "not started: the pipeline was released"
+            raise ValueError(RELEASED)
         key = self.cache_key(settings)
         with self._lock:
             cached = self.cache.get(key)
@@ -231,6 +281,9 @@ class Studio:
             self._show_result(cached, "cached: shown at once, nothing recomputed")
             return "cached"
         with self._lock:
+            if key == self._running_key and not self._cancel.is_set():
+                self._pending = None  # the running image is the latest request: anything queued is stale
+                return "running"
             self._pending = settings  # replaces any request still waiting: latest wins
             if self._worker is None:
                 self._cancel.clear()
@@ -255,11 +308,15 @@ class Studio:
         while True:
             with self._lock:
                 worker = self._worker
+                if worker is not None and not worker.is_alive():  # died without saying so: idle now
+                    self._worker = self._running_key = None
+                    worker = None
             if worker is None:
                 return
-            worker.join(max(0.0, deadline - time.monotonic()))
-            if worker.is_alive():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 raise TimeoutError(f"the studio was still generating after {timeout} s")
+            worker.join(remaining)
 
     @property
     def busy(self) -> bool:
@@ -294,23 +351,31 @@ class Studio:
 
     # --- the background worker ----------------------------------------------------------------
     def _work(self) -> None:
-        while True:
+        try:
+            while True:
+                with self._lock:
+                    settings, self._pending = self._pending, None
+                    if settings is None:
+                        self._worker = self._running_key = None
+                        return
+                    self._cancel.clear()
+                    self._running_key = self.cache_key(settings)
+                self._run(settings)
+        finally:  # however this thread ends, the studio is idle afterwards (never "busy" forever)
             with self._lock:
-                settings, self._pending = self._pending, None
-                if settings is None:
-                    self._worker = None
-                    return
-                self._cancel.clear()
-            self._run(settings)
+                if self._worker is threading.current_thread():
+                    self._worker = self._running_key = self._pending = None
 
     def _run(self, settings: dict) -> None:
         try:
             self.progress.max = settings["num_inference_steps"]
-            self.progress.value = 0
-            if _GENERATION_LOCK.locked():
-                self.progress_label.value = "waiting: another image is being generated"
-            with _GENERATION_LOCK:
-                result = self._generate(settings)
+            self.progress.value = self._steps_done = 0
+            # Registered before waiting for the lock: releasing the pipeline cancels this run too.
+            with running_generations.running_on(self.pipe, self.cancel):
+                if _GENERATION_LOCK.locked():
+                    self.progress_label.value = "waiting: another image is being generated"
+                with _GENERATION_LOCK:
+                    result = self._generate(settings)
             key = self.cache_key(settings)
             with self._lock:
                 self.generations += 1
@@ -319,16 +384,26 @@ class Studio:
                     self.cache.popitem(last=False)
             self._add_history(result)
             self._show_result(result, f"generated in {result.seconds:.2f} s")
-        except GenerationCancelled as e:
-            self.progress_label.value = "cancelled"
-            self._say(f"Cancelled. {html.escape(str(e))}", "warning")
-        except Exception as e:  # shown in the widget and logged with its traceback; the studio stays usable
-            self.progress_label.value = "failed"
-            self._report(e)
+        except BaseException as e:  # even KeyboardInterrupt: shown in the widget and logged; the studio stays usable
+            self._show_current()  # never a half-finished preview beside another image's recipe
+            if self._pipeline_released():
+                self.progress_label.value = "stopped: the pipeline was released"
+                self._report(ValueError(RELEASED))
+            elif isinstance(e, GenerationCancelled):
+                self.progress_label.value = "cancelled"
+                total = settings["num_inference_steps"]
+                where = f"at step {self._steps_done} of {total}" if self._steps_done else "before it started"
+                shown = "; the last finished image is shown" if self.current is not None else ""
+                self._say(f"Cancelled {where}{shown}.", "warning")
+            else:
+                self.progress_label.value = "failed"
+                self._report(e)
 
     def _generate(self, settings: dict) -> GenerationResult:
         if self._cancel.is_set():  # cancelled while waiting for the lock
             raise GenerationCancelled("Cancelled before it started.")
+        if self._pipeline_released():
+            raise ValueError(RELEASED)
         arguments = {k: v for k, v in settings.items() if k not in ("prompt", "negative_prompt")}
         resolve_arguments(self.pipe, **arguments)  # bad settings or a released pipeline: say so before encoding
         self.progress_label.value = "encoding the prompt..."
@@ -343,7 +418,7 @@ class Studio:
             nonlocal width, height
             if self._cancel.is_set():
                 return True
-            done = step + 1
+            done = self._steps_done = step + 1
             elapsed = time.perf_counter() - started
             eta = elapsed / done * (total - done)
             self.progress.value = done
@@ -377,20 +452,39 @@ class Studio:
         if self.on_show is not None:
             self.on_show(result)
 
+    def _show_current(self) -> None:
+        """Show the last finished image again (or the blank placeholder): what Save would write."""
+        if self.current is not None:
+            self._show_result(self.current, "the last finished image")
+        else:
+            self.image.format = "png"
+            self.image.value = _placeholder_png(*self.size.value)
+            self.recipe_view.value = "<i>no image yet</i>"
+
     def _add_history(self, result: GenerationResult) -> None:
         self.history = [result, *self.history][: self.history_size]
         items = []
         for past in self.history:
             thumb = past.image.copy()
-            thumb.thumbnail((112, 112))
+            thumb.thumbnail((THUMBNAIL_WIDTH, THUMBNAIL_WIDTH))
             r = past.recipe
+            width = f"{THUMBNAIL_WIDTH}px"
+            # Wrapped, never cut: a random seed has up to 19 digits.
+            caption = widgets.HTML(
+                f'<div style="white-space:normal;overflow-wrap:anywhere;line-height:1.3;font-size:12px">'
+                f"guidance {r['guidance_scale']:g}<br>{r['num_inference_steps']}&nbsp;steps · {r['width']}x{r['height']}"
+                f"<br>seed {r['seed']}</div>",
+                layout=widgets.Layout(width=width),
+            )
             button = widgets.Button(
-                description=f"↺ {r['guidance_scale']:g} · {r['num_inference_steps']} · {r['seed']}",
+                description="↺ restore",
                 tooltip=f"restore guidance {r['guidance_scale']:g}, {r['num_inference_steps']} steps, seed {r['seed']}",
-                layout=widgets.Layout(width="112px"),
+                layout=widgets.Layout(width=width),
             )
             button.on_click(self._guarded(functools.partial(lambda past, _: self.restore(past), past)))
-            items.append(widgets.VBox([widgets.Image(value=_png_bytes(thumb), layout=widgets.Layout(width="112px")), button]))
+            # A square box for every shape, the thumbnail fitted inside: the captions line up.
+            image = widgets.Image(value=_png_bytes(thumb), layout=widgets.Layout(width=width, height=width, object_fit="contain"))
+            items.append(widgets.VBox([image, caption, button], layout=widgets.Layout(margin="0 8px 0 0")))
         self.history_strip.children = items
 
     def _say(self, text_html: str, kind: str = "error") -> None:
@@ -419,6 +513,14 @@ class Studio:
     def _on_setting_change(self, change) -> None:
         if self.auto.value and not self._restoring:
             self.request()
+
+    def _on_size_change(self, change) -> None:
+        if self.current is None and not self.busy:  # the blank box takes the new shape
+            self.image.format = "png"
+            self.image.value = _placeholder_png(*change["new"])
+
+    def _pipeline_released(self) -> bool:
+        return getattr(self.pipe, "transformer", None) is None or running_generations.is_released(self.pipe)
 
 
 def studio(pipe, **options) -> Studio:
@@ -480,7 +582,7 @@ class ABStudio:
             negatives.append(b.negative_prompt)
         controls = widgets.VBox([
             a.prompt, *negatives,
-            widgets.HBox([a.guidance, a.steps]),
+            _wide(a.guidance), _wide(a.steps),
             widgets.HBox([a.seed, a.random_seed_button, a.seed_lock, a.size]),
             widgets.HBox([self.generate_button, self.cancel_button, self.auto]),
             *(widgets.HBox([widgets.Label(name, layout=widgets.Layout(width="20px")), side.progress, side.progress_label])

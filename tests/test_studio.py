@@ -1,6 +1,7 @@
 """The studio driven from Python on the stand-in: the same widgets and thread the browser uses."""
 
 import io
+import re
 import threading
 import time
 
@@ -132,7 +133,7 @@ def test_history_click_restores_parameters(studio):
     studio.seed.value, studio.guidance.value, studio.steps.value = 2, 6.0, 3
     _click_and_wait(studio)
     assert len(studio.history_strip.children) == 2
-    older_button = studio.history_strip.children[1].children[1]
+    older_button = studio.history_strip.children[1].children[2]
     older_button.click()
     assert (studio.seed.value, studio.guidance.value, studio.steps.value) == (1, 3.5, 4)
     assert studio.current is studio.history[1] and studio.generations == 2
@@ -178,7 +179,7 @@ def test_error_in_the_worker_is_shown_and_the_studio_survives(studio, tiny_pipe)
     _click_and_wait(studio)
     assert "released" in studio.message.value and studio.current is None
     assert isinstance(studio.last_error, ValueError)
-    assert studio.progress_label.value == "failed" and not studio.busy
+    assert "released" in studio.progress_label.value and not studio.busy
 
 
 # --- A/B mode: two sides, one set of controls --------------------------------------------------
@@ -290,5 +291,169 @@ def test_ab_errors_are_shown_in_the_widget(ab, tiny_pipe):
     helpers.release_current_pipeline()  # the worker's error, on both sides
     ab.generate_button.click()
     ab.wait_idle(30)
-    assert all("released" in side.message.value and side.progress_label.value == "failed" for side in (ab.a, ab.b))
+    assert all("released" in side.message.value for side in (ab.a, ab.b)) and not ab.busy
     assert ab.summary_markdown() == "No finished A/B pair yet."
+
+
+# --- hardening (issue 13) ------------------------------------------------------------------------
+
+
+def _hold_steps(s, seconds):
+    """Slow every denoising step down (the stand-in is too quick to cancel or release mid-run)."""
+    s.progress.observe(lambda change: time.sleep(seconds), names="value")
+
+
+def _shown_image(s) -> Image.Image:
+    return Image.open(io.BytesIO(s.image.value))
+
+
+def test_cancel_shows_the_image_save_writes(studio):
+    studio.seed.value = 3
+    _click_and_wait(studio)
+    finished = studio.current
+    studio.steps.value, studio.seed.value = 40, 1234
+    studio.progress.observe(lambda change: change["new"] == 2 and studio.cancel_button.click(), names="value")
+    _click_and_wait(studio)
+    assert studio.progress.value == 2 and studio.current is finished
+    shown = _shown_image(studio)  # not the half-finished preview: the image Save writes, with its recipe
+    assert studio.image.format == "png" and shown.tobytes() == finished.image.tobytes()
+    assert "<td>3</td>" in studio.recipe_view.value and "1234" not in studio.recipe_view.value
+    with Image.open(studio.save()) as saved:
+        assert saved.convert("RGB").tobytes() == shown.convert("RGB").tobytes()
+
+
+def test_cancel_of_the_first_image_shows_no_preview_and_saves_nothing(studio):
+    placeholder = studio.image.value
+    studio.steps.value = 40
+    studio.progress.observe(lambda change: change["new"] == 2 and studio.cancel_button.click(), names="value")
+    _click_and_wait(studio)
+    assert studio.current is None and studio.image.value == placeholder
+    assert studio.save() is None and "Nothing to save" in studio.message.value
+
+
+def test_cancel_message_says_cancelled_once(studio):
+    studio.steps.value = 40
+    studio.progress.observe(lambda change: change["new"] == 2 and studio.cancel_button.click(), names="value")
+    _click_and_wait(studio)
+    text = re.sub("<[^>]+>", "", studio.message.value)
+    assert text.count("Cancelled") + text.count("cancelled") == 1, text
+    assert "step 2 of 40" in text
+
+
+def test_a_placeholder_reserves_the_image_space_before_the_first_image(studio):
+    shown = _shown_image(studio)  # a real image: no broken-image icon, the same box as the image to come
+    assert shown.size == studio.size.value and studio.image.format == "png"
+    studio.size.value = (80, 48)  # the placeholder follows the chosen shape until an image exists
+    assert _shown_image(studio).size == (80, 48)
+
+
+def test_history_shows_whole_seeds(studio):
+    studio.seed.value = 2**63 - 1  # the largest seed
+    _click_and_wait(studio)
+    caption = studio.history_strip.children[0].children[1]
+    assert str(2**63 - 1) in caption.value and "overflow-wrap:anywhere" in caption.value.replace(" ", "")
+
+
+def test_double_click_runs_the_image_once(studio):
+    go = threading.Event()
+    studio.progress.observe(lambda change: change["new"] == 1 and not go.is_set() and go.wait(10), names="value")
+    studio.generate_button.click()
+    _wait(lambda: studio.progress.value == 1)
+    studio.generate_button.click()  # the same request again while it runs: not queued a second time
+    assert studio.request() == "running"
+    go.set()
+    studio.wait_idle(30)
+    assert studio.generations == 1 and studio.request() == "cached"
+
+
+def test_generate_after_cancel_runs_again(studio):
+    studio.steps.value = 40
+    cancelled = threading.Event()
+
+    def cancel_then_regenerate(change):
+        if change["new"] == 2 and not cancelled.is_set():
+            cancelled.set()
+            studio.cancel_button.click()
+            assert studio.request() == "queued"  # the running one is being cancelled: this one counts
+
+    studio.progress.observe(cancel_then_regenerate, names="value")
+    _click_and_wait(studio)
+    assert studio.generations == 1 and studio.current.recipe["num_inference_steps"] == 40
+
+
+def test_ab_double_click_runs_the_pair_once(ab):
+    go = threading.Event()
+    ab.a.progress.observe(lambda change: change["new"] == 1 and not go.is_set() and go.wait(10), names="value")
+    ab.generate_button.click()
+    _wait(lambda: ab.a.progress.value == 1)
+    ab.generate_button.click()
+    go.set()
+    ab.wait_idle(30)
+    assert ab.a.generations == ab.b.generations == 1
+
+
+class _Stop(BaseException):
+    """Not an Exception: what KeyboardInterrupt or SystemExit look like to the worker."""
+
+
+def test_worker_dying_of_a_base_exception_leaves_the_studio_usable(studio):
+    def die(change):
+        if change["new"] == 1:
+            raise _Stop("killed mid-run")
+
+    studio.progress.observe(die, names="value")
+    studio.generate_button.click()
+    waited = threading.Thread(target=studio.wait_idle, kwargs={"timeout": 5}, daemon=True)
+    waited.start()
+    waited.join(20)
+    assert not waited.is_alive(), "wait_idle ignored its timeout"
+    assert not studio.busy and "_Stop" in studio.message.value and isinstance(studio.last_error, _Stop)
+    studio.progress.unobserve(die, names="value")
+    _click_and_wait(studio)
+    assert studio.current is not None and studio.message.value == ""
+
+
+def test_wait_idle_honours_its_timeout(studio):
+    go = threading.Event()
+    studio.progress.observe(lambda change: change["new"] == 1 and not go.is_set() and go.wait(10), names="value")
+    studio.generate_button.click()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        studio.wait_idle(timeout=0.2)
+    assert time.monotonic() - started < 5
+    go.set()
+
+
+def test_loading_another_pipeline_mid_generation_stops_it_and_says_so(studio):
+    studio.steps.value = 40
+    _hold_steps(studio, 0.02)
+    studio.generate_button.click()
+    _wait(lambda: studio.progress.value >= 2)
+    helpers.load_pipeline("tiny")  # releases the studio's pipeline while it generates
+    studio.wait_idle(30)
+    assert not studio.busy and studio.current is None
+    assert "TypeError" not in studio.message.value and not isinstance(studio.last_error, TypeError)
+    assert "pipeline was released" in studio.message.value, studio.message.value
+    studio.generate_button.click()  # and every later request says the same, before any work
+    assert not studio.busy and "pipeline was released" in studio.message.value
+
+
+@pytest.mark.parametrize("option, value, error", [
+    ("cache_size", -1, ValueError), ("history_size", -1, ValueError), ("cache_size", 2.5, TypeError),
+    ("history_size", True, TypeError), ("preview", "yes", TypeError),
+])
+def test_bad_options_are_refused_up_front(tiny_pipe, option, value, error):
+    with pytest.raises(error, match=option):
+        Studio(tiny_pipe, **{option: value})
+
+
+@pytest.mark.parametrize("pipe", ["tiny", None])
+def test_a_studio_needs_a_pipeline(pipe):
+    with pytest.raises(TypeError, match="load_pipeline"):
+        Studio(pipe)
+
+
+def test_a_released_pipeline_is_refused_up_front(tiny_pipe):
+    helpers.release_pipeline(tiny_pipe)
+    with pytest.raises(ValueError, match="released"):
+        Studio(tiny_pipe)

@@ -7,6 +7,8 @@ download is not used). Set SD35_STUDIO_SCREENSHOT=images/studio.png to also save
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import re
@@ -41,6 +43,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Appended to the notebook copy: steps slowed down (only for runs of more than 30 steps) so that the
+# browser can click Cancel mid-run; the stand-in alone makes 60 steps in a blink.
+SLOW_STEPS_CELL = (
+    "# added by the browser test: long runs are slowed down so that Cancel can be clicked mid-run\n"
+    "import time\n"
+    "studio.progress.observe(lambda change: time.sleep(0.25) if studio.steps.value > 30 else None, names='value')\n"
+)
+
+
 def _notebook_copy(folder: Path) -> Path:
     """notebooks/04_studio.ipynb with its parameters set for the stand-in (as papermill would)."""
     nb = json.loads((REPO / "notebooks" / "04_studio.ipynb").read_text())
@@ -48,6 +59,8 @@ def _notebook_copy(folder: Path) -> Path:
         if "parameters" in cell.get("metadata", {}).get("tags", []):
             source = "".join(cell["source"])
             cell["source"] = source + '\n# injected by the browser test\nSTAND_IN = True\nMODEL = "tiny"\n'
+    nb["cells"].append({"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+                        "source": SLOW_STEPS_CELL})
     path = folder / "04_studio.ipynb"
     path.write_text(json.dumps(nb))
     return path
@@ -112,16 +125,58 @@ def lab(tmp_path, tiny_dir):
         log.close()
 
 
+STUDIO = ".sd35-studio"
+IMAGE = f"{STUDIO} .sd35-studio-image"
+RECIPE = f"{STUDIO} .sd35-studio-recipe"
+MESSAGE = f"{STUDIO} .sd35-studio-message"
+PROGRESS = f"{STUDIO} .sd35-studio-progress"
+# The image element as the reader sees it: its box on screen, its pixel size, and whether it is broken.
+IMAGE_STATE = """img => ({
+    x: img.getBoundingClientRect().x - img.closest('.sd35-studio').getBoundingClientRect().x,
+    y: img.getBoundingClientRect().y - img.closest('.sd35-studio').getBoundingClientRect().y,
+    width: img.getBoundingClientRect().width, height: img.getBoundingClientRect().height,
+    naturalWidth: img.naturalWidth, naturalHeight: img.naturalHeight, complete: img.complete,
+})"""
+# The bytes the page shows (the widget's blob: URL), base64-encoded.
+IMAGE_BYTES = """async img => {
+    const bytes = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
+    let text = '';
+    for (const b of bytes) text += String.fromCharCode(b);
+    return btoa(text);
+}"""
+# Elements whose text is cut off (wider content than box) inside the history strip.
+CUT_OFF = """strip => Array.from(strip.querySelectorAll('button, .widget-html-content, .widget-html-content *'))
+    .filter(el => el.scrollWidth > el.clientWidth + 1).map(el => el.innerText)"""
+
+
 def _recipe_text(page) -> str:
-    return page.locator(".sd35-studio .sd35-studio-recipe").inner_text(timeout=5_000)
+    return page.locator(RECIPE).inner_text(timeout=5_000)
 
 
 def _image_src(page) -> str:
-    return page.locator(".sd35-studio .sd35-studio-image").get_attribute("src", timeout=5_000) or ""
+    return page.locator(IMAGE).get_attribute("src", timeout=5_000) or ""
+
+
+def _image_state(page) -> dict:
+    return page.locator(IMAGE).evaluate(IMAGE_STATE)
+
+
+def _shown_image(page):
+    from PIL import Image
+
+    return Image.open(io.BytesIO(base64.b64decode(page.locator(IMAGE).evaluate(IMAGE_BYTES)))).convert("RGB")
+
+
+def _run_menu(page, item: str) -> None:
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(item)}$")).click()
 
 
 def test_studio_in_jupyterlab(lab):
+    from PIL import Image
     from playwright.sync_api import expect, sync_playwright
+
+    from helpers.png_metadata import read_png_recipe
 
     base, token, root = lab
     with sync_playwright() as p:
@@ -133,36 +188,88 @@ def test_studio_in_jupyterlab(lab):
             status = page.locator(".jp-StatusBar-Widget").get_by_text(IDLE)
             expect(status).to_be_visible(timeout=60_000)
 
-            page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-            page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+            # Up to the studio's display, not its scripted click: the panel before its first image.
+            page.locator(".jp-CodeCell", has_text="studio.generate_button.click()").locator(".jp-InputPrompt").click()
+            _run_menu(page, "Run All Above Selected Cell")
+            expect(page.locator(IMAGE)).to_be_visible(timeout=90_000)
+            expect(status).to_be_visible(timeout=60_000)
+            before = _image_state(page)  # item 14: a blank image reserves the space, no broken-image icon
+            assert before["complete"] and before["naturalWidth"] == before["naturalHeight"] == 64, before
+            assert (before["width"], before["height"]) == (384, 384), before
+
+            _run_menu(page, "Run Selected Cell and All Below")
             # The notebook's scripted click renders one image; then the summary cell runs.
-            expect(page.locator(".sd35-studio .sd35-studio-recipe")).to_contain_text("generated in", timeout=90_000)
+            expect(page.locator(RECIPE)).to_contain_text("generated in", timeout=90_000)
             expect(page.get_by_text(re.compile(r"Generated \d+ image"))).to_be_visible(timeout=60_000)
             expect(status).to_be_visible(timeout=60_000)
             # The A/B section below it ran last: bring the studio back into view (JupyterLab hides off-screen cells).
-            page.locator(".sd35-studio .sd35-studio-recipe").scroll_into_view_if_needed()
-            expect(page.locator(".sd35-studio .sd35-studio-recipe")).to_contain_text("generated in", use_inner_text=True)
+            page.locator(RECIPE).scroll_into_view_if_needed()
+            expect(page.locator(RECIPE)).to_contain_text("generated in", use_inner_text=True)
+            first = _image_state(page)  # no layout jump: the first image takes the placeholder's box exactly
+            assert {k: first[k] for k in ("x", "y", "width", "height")} == {k: before[k] for k in ("x", "y", "width", "height")}
             before_recipe, before_src = _recipe_text(page), _image_src(page)
             assert re.search(r"guidance\s+3\.5", before_recipe), before_recipe
 
-            handle = page.locator(".sd35-studio .widget-slider").first.locator(".noUi-handle")
+            sliders = page.locator(f"{STUDIO} .widget-slider")
+            track = sliders.first.locator(".noUi-target").bounding_box()
+            assert track["width"] >= 3 * 101, track  # guidance 0-10 in 0.1 steps: at least 3 px per value
+            handle = sliders.first.locator(".noUi-handle")
             handle.focus()
             for _ in range(5):  # +0.5 in steps of 0.1; sent when the key is released
                 handle.press("ArrowRight")
-            expect(page.locator(".sd35-studio .widget-readout").first).to_have_text("4.0", timeout=10_000)
+            expect(page.locator(f"{STUDIO} .widget-readout").first).to_have_text("4.0", timeout=10_000)
 
-            page.locator(".sd35-studio button", has_text="Generate").click()
-            expect(page.locator(".sd35-studio .sd35-studio-recipe")).to_contain_text("4.0", timeout=60_000)
-            expect(page.locator(".sd35-studio .sd35-studio-recipe")).to_contain_text("generated in", timeout=60_000)
+            generate = page.locator(f"{STUDIO} button", has_text="Generate")
+            generate.click()
+            expect(page.locator(RECIPE)).to_contain_text("4.0", timeout=60_000)
+            expect(page.locator(RECIPE)).to_contain_text("generated in", timeout=60_000)
             after_recipe, after_src = _recipe_text(page), _image_src(page)
             assert after_recipe != before_recipe and re.search(r"guidance\s+4(\.0)?\b", after_recipe), after_recipe
             assert after_src and after_src != before_src
-            expect(page.locator(".sd35-studio .sd35-studio-message")).to_have_text("")
+            expect(page.locator(MESSAGE)).to_have_text("")
             assert page.get_by_text("Error displaying widget").count() == 0
+
+            # Item 9: a landscape image keeps its aspect ratio. Item 14: history shows the whole seed.
+            big_seed = "4294967295"
+            page.locator(f"{STUDIO} select").select_option(label="80x48")
+            seed = page.locator(f"{STUDIO} .widget-inline-hbox", has_text="Seed").locator("input")
+            seed.fill(big_seed)
+            seed.press("Enter")
+            generate.click()
+            expect(page.locator(RECIPE)).to_contain_text(big_seed, timeout=60_000)
+            expect(page.locator(RECIPE)).to_contain_text("generated in", timeout=60_000)
+            landscape = _image_state(page)
+            assert (landscape["naturalWidth"], landscape["naturalHeight"]) == (80, 48), landscape
+            assert landscape["width"] == 384 and abs(landscape["height"] - 384 * 48 / 80) < 1, landscape
+            history = page.locator(f"{STUDIO} .sd35-studio-history")
+            assert history.locator(".widget-vbox").count() == 3
+            assert big_seed in history.locator(".widget-vbox").first.inner_text()
+            assert history.evaluate(CUT_OFF) == []
 
             shot = os.environ.get("SD35_STUDIO_SCREENSHOT")
             if shot:
                 Path(shot).parent.mkdir(parents=True, exist_ok=True)
-                page.locator(".sd35-studio").screenshot(path=shot)
+                page.locator(STUDIO).screenshot(path=shot)
+
+            # Item 10: after Cancel, the panel shows what Save writes (not the half-finished preview).
+            steps = sliders.nth(1).locator(".noUi-handle")
+            steps.focus()
+            steps.press("End")
+            expect(page.locator(f"{STUDIO} .widget-readout").nth(1)).to_have_text("60", timeout=10_000)
+            generate.click()
+            expect(page.locator(PROGRESS)).to_contain_text(re.compile(r"step [3-9]/60"), timeout=60_000)
+            assert (_image_state(page)["naturalWidth"], _image_state(page)["naturalHeight"]) == (10, 6)  # the preview
+            page.locator(f"{STUDIO} button", has_text="Cancel").click()
+            expect(page.locator(MESSAGE)).to_contain_text("Cancelled", timeout=60_000)
+            message = page.locator(MESSAGE).inner_text()
+            assert len(re.findall("cancel", message, re.IGNORECASE)) == 1, message  # said once
+            shown, recipe = _shown_image(page), _recipe_text(page)
+            assert big_seed in recipe and "80x48" in recipe, recipe
+            page.locator(f"{STUDIO} button", has_text="Save PNG").click()
+            expect(page.locator(MESSAGE)).to_contain_text("Saved", timeout=30_000)
+            saved_path = root / page.locator(f"{MESSAGE} code").inner_text()
+            with Image.open(saved_path) as saved:
+                assert saved.convert("RGB").tobytes() == shown.tobytes()
+            assert read_png_recipe(saved_path)[1]["seed"] == int(big_seed)
         finally:
             browser.close()
