@@ -154,6 +154,27 @@ def markdown(rows: list[dict]) -> str:
     return markdown_table(rows, PROFILE_COLUMNS)
 
 
+def requirements(models, profiles=PROFILES) -> str:
+    """A notebook's prerequisites as a Markdown table: one row per machine, one column per model,
+    each cell what `load_pipeline(model)` does there ("NF4, none offload" or "does not fit: try ..."),
+    computed by the real planner on each profile; nothing is loaded."""
+    models = list(dict.fromkeys(models))
+    lines = ["| machine | " + " | ".join(f"`{m}`" for m in models) + " |", "|---|" + "---|" * len(models)]
+    for profile in profiles:
+        cells = []
+        for model in models:
+            plan = plan_on(profile, model)
+            if plan.fits:
+                offload = "" if plan.offload == "none" else f", {plan.offload} offload"
+                cells.append(f"{plan_label(plan)}{offload} ({memory.format_bytes(plan.gpu_bytes_needed)})")
+            elif plan.would_fit:
+                cells.append(f"does not fit; fits as `{loading.describe_options(plan.would_fit)}`")
+            else:
+                cells.append("does not fit")
+        lines.append(f"| {profile.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def fitting_plan(profile: HardwareProfile, model: str = "sd35-large-nf4", transformer: str | None = None) -> dict:
     """The `load_pipeline` keyword arguments of the plan that fits `profile` for `model`: the model's
     own plan when it fits, else the planner's "this would" plan. A pre-quantized transformer in it

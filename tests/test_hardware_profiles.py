@@ -102,3 +102,18 @@ def test_on_profile_restores_the_real_machine():
     assert helpers.devices.free_accelerator_memory("cpu") is None
     with pytest.raises(ValueError, match="Unknown hardware profile"):
         get_profile("TPU v5")
+
+
+def test_requirements_table_is_the_planner_on_every_profile():
+    from helpers import hardware_profiles
+
+    table = hardware_profiles.requirements(["sd35-large-nf4", "sd35-medium"])
+    lines = table.splitlines()
+    assert lines[0] == "| machine | `sd35-large-nf4` | `sd35-medium` |"
+    assert len(lines) == 2 + len(hardware_profiles.PROFILES)
+    t4 = next(line for line in lines if line.startswith("| free Colab T4 |"))
+    # The T4 cell names exactly the plan the planner says fits (the one notebook 03 uses).
+    assert hardware_profiles.plan_on(hardware_profiles.get_profile("free Colab T4"), "sd35-large-nf4").fits is False
+    assert "drop_t5=True" in t4 and "float16" in t4
+    h100 = next(line for line in lines if line.startswith("| H100 80 GB |"))
+    assert "does not fit" not in h100
