@@ -31,6 +31,7 @@ STAND_IN_BANNER = (
 )
 
 _current_pipeline = None  # the one pipeline this kernel keeps; loading another releases it
+_stand_in_announced = False  # the banner prints once per kernel, not on every load
 
 
 @dataclass
@@ -275,8 +276,10 @@ def load_pipeline(
                 "Download it once with a network connection, or use stand_in=True."
             )
     check_fits(plan)
-    if plan.stand_in:
+    global _stand_in_announced
+    if plan.stand_in and not _stand_in_announced:
         print(STAND_IN_BANNER)
+        _stand_in_announced = True
     if not keep_previous:
         release_current_pipeline()
 

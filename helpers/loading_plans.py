@@ -82,6 +82,7 @@ def measure_plan(
     try:
         with PeakMemory(plan.device) as peak:
             pipe = loading.load_pipeline(**options, dtype=dtype, stand_in=stand_in)
+            pipe.set_progress_bar_config(disable=True)  # a notebook loops over plans: no bar per image
             if warmup:  # the first CUDA generation pays for kernel selection and allocator growth
                 generate(pipe, prompt, seed=seed, num_inference_steps=2, height=size, width=size)
             result = generate(pipe, prompt, seed=seed, num_inference_steps=steps, height=size, width=size)
