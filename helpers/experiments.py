@@ -4,7 +4,7 @@ One job is one image: a condition (prompt and negative prompt), a model preset a
 `run_study` splits the jobs between the processes `accelerate launch --num_processes N` starts
 (one plain process works too), generates each image, asks CLIP how likely it shows the object,
 saves it as a PNG in a fresh run folder and gathers one CSV row per job on the main process.
-Notebook 03 and benchmarks/negative_prompt_study.py both call it: one code path.
+Notebook 05 and benchmarks/negative_prompt_study.py both call it: one code path.
 """
 
 from __future__ import annotations

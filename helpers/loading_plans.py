@@ -1,4 +1,4 @@
-"""The loading plans notebook 01 and benchmarks/loading_plans.py compare, and one measurement each.
+"""The loading plans notebook 02 and benchmarks/loading_plans.py compare, and one measurement each.
 
 A plan is one `load_pipeline` call (bf16, NF4, NF4 + offload, ...). `measure_plan` loads it,
 renders one image and reports load seconds, peak memory (GPU tensors on CUDA, process RSS on
