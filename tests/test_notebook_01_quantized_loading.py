@@ -61,6 +61,7 @@ def test_footprint_table_and_computed_prose(executed):
     assert m and float(m.group(1)) > 1.0  # the stand-in keeps big non-Linear tensors (pos_embed)
     assert "8.1 billion parameters (published count)" in text and "3.6x smaller" in text
     assert "GPU memory for SD3.5 Large with an NF4 transformer" in text
+    assert text.count("OFFLINE STAND-IN: random weights") == 1
     assert (out / "outputs" / "figures" / "footprint_bf16_vs_nf4.png").stat().st_size > 1000
 
 
