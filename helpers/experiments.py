@@ -4,7 +4,7 @@ One job is one image: a condition (prompt and negative prompt), a model preset a
 `run_study` splits the jobs between the processes `accelerate launch --num_processes N` starts
 (one plain process works too), generates each image, asks CLIP how likely it shows the object,
 saves it as a PNG in a fresh run folder and gathers one CSV row per job on the main process.
-Notebook 03 and benchmarks/negative_prompt_study.py both call it: one code path.
+Notebook 05 and benchmarks/negative_prompt_study.py both call it: one code path.
 """
 
 from __future__ import annotations
@@ -119,6 +119,8 @@ def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str
 
     A model that cannot load here because it needs a GPU (NF4 on a CPU machine) gives rows with
     status "needs a GPU" and no score, instead of stopping the study."""
+    from tqdm.auto import tqdm
+
     from .clip_score import ClipScorer, clip_model_id
     from .generation import generate
     from .loading import load_pipeline, release_current_pipeline, use_stand_in
@@ -131,12 +133,16 @@ def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str
     by_model: dict[str, list[dict]] = {}
     for job in jobs:
         by_model.setdefault(job["model"], []).append(job)
+    # One bar over every image of the study, instead of one per image from the pipeline.
+    bar = tqdm(total=len(jobs), desc=f"images (process {process})" if process else "images", unit="image")
     for model, model_jobs in by_model.items():
         try:
             pipe = load_pipeline(model, stand_in=stand_in, device=device)
         except QuantizationNeedsGPUError as e:
             rows += [_row(job, "needs a GPU", labels, process, note=f"{type(e).__name__}: {str(e).split('. ')[0]}") for job in model_jobs]
+            bar.update(len(model_jobs))
             continue
+        pipe.set_progress_bar_config(disable=True)
         if scorer is None:
             scorer = ClipScorer.load(clip_model, device=device)
         for job in model_jobs:
@@ -150,7 +156,9 @@ def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str
             p_object = float(scorer.zero_shot([result.image], labels)[0, 0])
             rows.append(_row(job, "ok", labels, process, p_object=p_object, image=name,
                              seconds=result.seconds, recipe=result.recipe, clip_model=clip_model))
+            bar.update(1)
         release_current_pipeline()
+    bar.close()
     return rows
 
 

@@ -15,6 +15,25 @@ from .generation import generate
 from .prompt_embeddings import PromptCache
 
 BACKGROUND, INK = (255, 255, 255), (20, 20, 20)
+# Pixels on a grid's longer side when shown in a notebook; the saved PNG keeps full resolution.
+DISPLAY_MAX_SIDE = 1536
+
+
+def for_display(image, max_side: int = DISPLAY_MAX_SIDE):
+    """A copy of `image` shrunk to at most `max_side` pixels on its longer side (never enlarged),
+    for showing inline: seven 1024 px tiles side by side would be 7168 px wide."""
+    shown = image.copy()
+    shown.thumbnail((max_side, max_side), Image.LANCZOS)
+    return shown
+
+
+def axis_label(value) -> str:
+    """How an axis value reads on a grid: "none" rather than Python's "None", 7.5 rather than 7.50."""
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 def _font(size: int):
@@ -130,7 +149,7 @@ def xy_grid(pipe, *, x, y, base=None, embeddings_cache=None, title=None):
     title = title or f"{first['model']} · {first['num_inference_steps']} steps"
     grid = image_grid(
         [r.image for row in results for r in row], len(y_values), len(x_values),
-        row_labels=[f"{v}" for v in y_values], col_labels=[f"{v}" for v in x_values],
+        row_labels=[axis_label(v) for v in y_values], col_labels=[axis_label(v) for v in x_values],
         title=title, row_title=y_name, col_title=x_name,
     )
     return grid, results

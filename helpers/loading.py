@@ -34,6 +34,7 @@ STAND_IN_BANNER = (
 )
 
 _current_pipeline = None  # the one pipeline this kernel keeps; loading another releases it
+_stand_in_announced = False  # the banner prints once per kernel, not on every load
 
 
 @dataclass
@@ -479,8 +480,10 @@ def load_pipeline(
             f"HF_HUB_OFFLINE is set and {plan.model_id} is not in the local Hugging Face cache. "
             "Download it once with a network connection, or use stand_in=True."
         )
-    if plan.stand_in:
+    global _stand_in_announced
+    if plan.stand_in and not _stand_in_announced:
         print(STAND_IN_BANNER)
+        _stand_in_announced = True
 
     started = time.perf_counter()
     try:

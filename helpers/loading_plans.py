@@ -1,4 +1,4 @@
-"""The loading plans notebook 01 and benchmarks/loading_plans.py compare, and one measurement each.
+"""The loading plans notebook 02 and benchmarks/loading_plans.py compare, and one measurement each.
 
 A plan is one `load_pipeline` call (bf16, NF4, NF4 + offload, ...). `measure_plan` loads it,
 renders one image and reports load seconds, peak memory (GPU tensors on CUDA, process RSS on
@@ -93,6 +93,7 @@ def measure_plan(
     try:
         with PeakMemory(plan.device) as peak:
             pipe = loading.load_pipeline(**options, dtype=dtype, stand_in=stand_in)
+            pipe.set_progress_bar_config(disable=True)  # a notebook loops over plans: no bar per image
             first = None
             if options.get("fast"):  # the first image pays the compile time: measured on its own
                 first = generate(pipe, prompt, seed=seed, num_inference_steps=steps, height=size, width=size)

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 # Bump when the architecture or tokenizers change, so a stale cached build is never reused.
-TINY_VERSION = 1
+TINY_VERSION = 2
 STAND_IN_MARKER = "STAND_IN.txt"
 
 # Every Linear of the transformer and T5 is a multiple of 64 wide: bitsandbytes' CPU kernels fail
@@ -87,6 +87,47 @@ blurry low quality ugly deformed watermark text signature
 a bowl of fruit apples oranges bananas grapes on a wooden table
 mountains lake forest sunrise fog reflection landscape photography
 """.strip()
+# Everyday English, so the stand-in's CLIP tokenizer gives about one token per word as the real
+# one does (49,408 tokens learned from web captions) and the blog's prompts are not "truncated".
+_EVERYDAY_WORDS = """
+the be to of and a in that have i it for not on with he as you do at this but his by from they we
+say her she or an will my one all would there their what so up out if about who get which go me
+when make can like time no just him know take people into year your good some could them see other
+than then now look only come its over think also back after use two how our work first well way
+even new want because any these give day most us is are was were been has had did said made went
+took saw came got very more many much such own same few little big small large long short high low
+old young great right left last next early late good bad best better real full open close hot cold
+warm cool dark light bright soft hard fast slow happy sad beautiful pretty cute funny strange quiet
+loud clean dirty empty heavy thin thick wide deep round flat sharp smooth rough wet dry fresh
+man woman men women child children boy girl baby kid kids family friend friends mother father sister
+brother person people king queen knight wizard witch elf elves dwarf robot dragon monster ghost
+angel fairy princess warrior soldier pirate doctor chef artist dancer student teacher farmer
+house home room kitchen bedroom garden street road city town village castle tower bridge church
+school shop market park beach sea ocean river lake island mountain hill valley desert field meadow
+grass tree trees flower flowers leaf leaves rock stone sand snow ice rain cloud clouds sky sun moon
+star stars night morning evening dawn dusk sunset sunrise winter spring summer autumn fall weather
+water fire earth wind storm fog mist smoke light shadow color colour colors red blue green yellow
+orange purple pink brown black white gray grey gold golden silver glowing neon pastel vivid
+dog cat bird fish horse cow pig sheep lion tiger bear wolf fox rabbit deer owl eagle duck frog snake
+butterfly bee mouse elephant monkey giraffe penguin dolphin whale turtle hippo hippopotamus
+table chair sofa bed door window wall floor roof lamp book books cup glass plate bowl bottle box bag
+hat hats shirt dress coat shoes boots glasses hair eyes face hands hand head arm legs smile
+car bus train plane boat ship bike bicycle truck rocket
+food bread cake cakes pie apple banana cheese coffee tea milk juice soup pizza candy chocolate
+cookie cookies breakfast lunch dinner waffle butter syrup pancake pancakes
+holding wearing sitting standing walking running flying swimming reading writing playing eating
+drinking looking smiling laughing dancing singing riding jumping sleeping painting cooking floating
+photo photograph picture image painting drawing sketch illustration render portrait landscape
+style art artwork detailed realistic cinematic dramatic lighting studio quality resolution focus
+background foreground scene view close closeup shot wide angle lens camera depth field bokeh
+oil acrylic watercolor pencil ink digital anime cartoon comic pixel vintage retro modern futuristic
+fantasy magical whimsical creative hybrid creature mix basking amidst themed features distinctive
+bulky body shape usual skin resembles crispy griddle textured familiar grid pattern square filled
+glistening sheen environment combines natural habitat elements setting oversized utensils plates
+peeking lush foliage towering pepper mill tree rises fantastical world casts glow entire should
+evoke sense playful absurdity culinary melted snowy birch
+""".split()
+
 
 
 def default_tiny_dir() -> Path:
@@ -214,7 +255,9 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 def _make_clip_tokenizer(folder: Path):
     """A byte-level BPE tokenizer in CLIP's format: every byte, with and without the word end
-    marker, plus merges for the corpus' most frequent letter pairs."""
+    marker, plus merges learned until every word of the corpus and the everyday words is one
+    token, as most everyday English words are in the real CLIP vocabulary."""
+    import re
     from collections import Counter
 
     from transformers import CLIPTokenizer
@@ -223,21 +266,27 @@ def _make_clip_tokenizer(folder: Path):
     vocab: dict[str, int] = {}
     for s in symbols + [s + "</w>" for s in symbols]:
         vocab.setdefault(s, len(vocab))
-    words = [list(w[:-1]) + [w[-1] + "</w>"] for w in _CORPUS.lower().split()]
+    # CLIP's own pre-tokenizer split: letter runs, single digits, punctuation, "'s"-style endings.
+    text = _CORPUS.lower() + " " + " ".join(_EVERYDAY_WORDS)
+    unique = sorted(set(re.findall(r"'s|'t|'re|'ve|'m|'ll|'d|[a-z]+|[0-9]|[^\sa-z0-9]+", text)))
+    words = [list(w[:-1]) + [w[-1] + "</w>"] for w in unique]
+    pairs = Counter((a, b) for w in words for a, b in zip(w, w[1:]))
     merges = []
-    for _ in range(64):  # a few deterministic merges, so real multi-character tokens exist
-        pairs = Counter((a, b) for w in words for a, b in zip(w, w[1:]))
-        if not pairs:
-            break
+    while pairs:  # learn merges until every word is a single token; ties break on the pair itself
         (a, b), _count = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))
         merges.append(f"{a} {b}")
         vocab.setdefault(a + b, len(vocab))
         for w in words:
+            if a not in w or len(w) < 2:
+                continue
+            pairs.subtract(zip(w, w[1:]))
             i = 0
             while i < len(w) - 1:
                 if w[i] == a and w[i + 1] == b:
                     w[i : i + 2] = [a + b]
                 i += 1
+            pairs.update(zip(w, w[1:]))
+        pairs = +pairs  # drop pairs that no longer occur
     for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab.setdefault(special, len(vocab))
     folder.mkdir(parents=True)

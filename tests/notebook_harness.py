@@ -17,10 +17,13 @@ TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 
 
-def run_notebook(name: str, output_dir: Path, **parameters) -> dict:
-    """Run notebooks/<name> with STAND_IN=True plus `parameters`; return the executed notebook."""
+def run_notebook(name: str, output_dir: Path, bnb_cpu_shim: bool = True, **parameters) -> dict:
+    """Run notebooks/<name> with STAND_IN=True plus `parameters`; return the executed notebook.
+
+    `bnb_cpu_shim=False` runs the kernel as a reader without a GPU has it: diffusers refuses NF4."""
     env_before = dict(os.environ)
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS / "kernel_site"), str(REPO)])
+    site = [str(TESTS / "kernel_site")] if bnb_cpu_shim else []
+    os.environ["PYTHONPATH"] = os.pathsep.join([*site, str(REPO)])
     os.environ.pop("MPLBACKEND", None)  # kernels draw inline, as for readers (the tests set Agg)
     try:
         out = execute_notebook(NOTEBOOKS / name, output_dir, {"STAND_IN": True, **parameters}, timeout=600)

@@ -46,3 +46,11 @@ def test_lock_has_only_dev_extras_beyond_the_user_list():
     user = {name_of(r) for r in requirement_lines((REPO / "requirements.txt").read_text())}
     lock = {name_of(r) for r in requirement_lines((REPO / "requirements-lock.txt").read_text())}
     assert lock - user <= {"pytest", "ruff", "playwright", "pre-commit"}
+
+
+def test_colab_requirements_are_a_subset_with_the_same_ranges_and_no_jupyter():
+    user = {name_of(r): r for r in requirement_lines((REPO / "requirements.txt").read_text())}
+    colab = {name_of(r): r for r in requirement_lines((REPO / "requirements-colab.txt").read_text())}
+    assert {"diffusers", "bitsandbytes"} <= set(colab) <= set(user), set(colab) - set(user)
+    assert not set(colab) & {"jupyterlab", "notebook", "ipykernel", "ipywidgets", "torch"}
+    assert all(colab[name] == user[name] for name in colab), "use requirements.txt's ranges"

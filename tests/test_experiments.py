@@ -104,6 +104,14 @@ def test_run_study_in_one_process(tiny_dir, tmp_path):
     assert second.run_dir != study.run_dir and len(list(study.run_dir.glob("*.png"))) == 4
 
 
+def test_one_progress_bar_over_images_not_one_per_image(tiny_dir, tmp_path, capsys):
+    jobs = plan_jobs([Condition("no negative", "a party")], ["sd35-large"], [0, 1, 2], **SETTINGS)
+    experiments.run_jobs(jobs, tmp_path, labels=LABELS, stand_in=True)
+    err = capsys.readouterr().err
+    assert "images: 100%" in err and "3/3" in err  # the outer bar counts images
+    assert "2/2 [" not in err  # no pipeline bar over each image's 2 denoising steps
+
+
 def test_nf4_runs_and_is_compared_with_the_cpu_shim(bnb_cpu, tmp_path):
     conditions = [Condition("no negative", "a party"), Condition("negative", "a party", "cake")]
     jobs = plan_jobs(conditions, ["sd35-large", "sd35-large-nf4"], [0, 1, 2], **SETTINGS)

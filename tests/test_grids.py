@@ -116,3 +116,20 @@ def test_image_grid_takes_generation_results(tiny_pipe):
     grid = image_grid(results, 1, 2)
     assert grid.size == (128, 64)
     assert grid.crop((64, 0, 128, 64)).tobytes() == results[1].image.convert("RGB").tobytes()
+
+
+def test_for_display_shrinks_big_grids_keeps_aspect_and_never_enlarges():
+    from helpers.grids import DISPLAY_MAX_SIDE, for_display
+
+    big = image_grid(tiles(6, size=1024), 2, 3)
+    shown = for_display(big)
+    assert max(shown.size) == DISPLAY_MAX_SIDE and big.size == (3 * 1024, 2 * 1024)  # original untouched
+    assert abs(shown.width / shown.height - 1.5) < 0.01
+    small = image_grid(tiles(), 2, 3)
+    assert for_display(small).size == small.size
+
+
+def test_axis_labels_never_show_python_reprs():
+    from helpers.grids import axis_label
+
+    assert [axis_label(v) for v in (None, 7.5, 1.0, 3, "No cake")] == ["none", "7.5", "1", "3", "No cake"]

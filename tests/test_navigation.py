@@ -27,7 +27,13 @@ def test_write_repairs_a_stale_copy(tmp_path):
     nb = nbformat.read(path, as_version=4)
     nb.cells[0].source = navigation.MARKER + "\nold bar"
     nbformat.write(nb, path)
-    assert len(navigation.stale(notebooks, readme)) == 3
+    other = notebooks / navigation.NOTEBOOKS[2][0]
+    nb = nbformat.read(other, as_version=4)
+    setup = next(c for c in nb.cells if c.source.startswith(navigation.SETUP_MARKER))
+    setup.source = setup.source.replace("requirements-colab.txt", "requirements.txt")
+    nbformat.write(nb, other)
+    assert f"{other.name}: set-up cell is stale or missing" in navigation.stale(notebooks, readme)
+    assert len(navigation.stale(notebooks, readme)) == 4
     navigation.write(notebooks, readme)
     assert navigation.stale(notebooks, readme) == []
     assert readme.read_text().startswith("intro\n")

@@ -8,11 +8,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers.navigation import GITHUB, NOTEBOOKS, REPO
+from helpers.navigation import GITHUB, NOTEBOOKS, REPO, SETUP_CELL, SETUP_MARKER
 
 NOTEBOOK_PATHS = sorted((REPO / "notebooks").glob("*.ipynb"))
 TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{30,}")
-SETUP_CELL_START = "# Set-up: make `helpers` importable."
 
 
 def read(path):
@@ -41,17 +40,42 @@ def test_layout(path):
     parameters = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
     assert len(parameters) == 1 and "STAND_IN = None" in parameters[0].source
     assert cells.index(parameters[0]) < 4, "the parameters cell sits at the top"
-    assert any(c.source.startswith(SETUP_CELL_START) for c in cells[:5])
-    closing = cells[-1]
-    assert closing.cell_type == "markdown" and "What you learned" in closing.source
+    assert any(c.source.startswith(SETUP_MARKER) for c in cells[:5])
+    closing = [c for c in cells[-2:] if c.cell_type == "markdown" and "What you learned" in c.source]
+    assert closing, "a 'What you learned' summary closes the notebook (before or after the exercises)"
 
 
-def test_setup_cell_is_the_same_everywhere():
-    setups = {p.name: next(c.source for c in read(p).cells if c.source.startswith(SETUP_CELL_START))
-              for p in NOTEBOOK_PATHS}
-    assert len(set(setups.values())) == 1, setups.keys()
+@pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda p: p.name)
+def test_ends_with_two_or_three_exercises(path):
+    sections = [c.source for c in read(path).cells[-2:] if c.cell_type == "markdown" and c.source.startswith("## Exercises")]
+    assert sections, f"{path.name}: end with an '## Exercises' section (d2l style)"
+    items = re.findall(r"^\d+\. ", sections[0], re.M)
+    assert 2 <= len(items) <= 3, f"{path.name}: two or three numbered exercises, not {len(items)}"
+
+
+def test_setup_cell_is_the_generated_one_everywhere():
+    stale = [p.name for p in NOTEBOOK_PATHS
+             if [c.source for c in read(p).cells if c.source.startswith(SETUP_MARKER)] != [SETUP_CELL]]
+    assert stale == [], "run: .venv/bin/python -m helpers.navigation"
     # The clone URL and the Colab badges point at the same repository.
-    assert f'"https://github.com/{GITHUB}"' in next(iter(setups.values()))
+    assert f'"https://github.com/{GITHUB}"' in SETUP_CELL
+
+
+def test_setup_cell_installs_colab_requirements_on_colab_only_and_silences_before_importing():
+    assert '"requirements-colab.txt" if "google.colab" in sys.modules else "requirements.txt"' in SETUP_CELL
+    lines = SETUP_CELL.splitlines()
+    first_import = next(i for i, line in enumerate(lines) if "import helpers" in line)
+    silenced = [i for i, line in enumerate(lines) if ".setLevel(logging.ERROR)" in line]
+    assert silenced and max(silenced) < first_import  # visible in the cell, not inside `helpers`
+    compile(SETUP_CELL, "set-up cell", "exec")
+
+
+def test_notebook_outputs_folder_is_ignored_by_git():
+    """The set-up cell's OUTPUT folder, under notebooks/ as JupyterLab runs them, is git-ignored."""
+    assert 'OUTPUT = Path("outputs")' in SETUP_CELL
+    probe = "notebooks/outputs/figures/any.png"
+    done = subprocess.run(["git", "check-ignore", "-q", probe], cwd=REPO)
+    assert done.returncode == 0, f"{probe} would show in git status"
 
 
 @pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda p: p.name)

@@ -53,15 +53,15 @@ SLOW_STEPS_CELL = (
 
 
 def _notebook_copy(folder: Path) -> Path:
-    """notebooks/04_studio.ipynb with its parameters set for the stand-in (as papermill would)."""
-    nb = json.loads((REPO / "notebooks" / "04_studio.ipynb").read_text())
+    """notebooks/06_studio.ipynb with its parameters set for the stand-in (as papermill would)."""
+    nb = json.loads((REPO / "notebooks" / "06_studio.ipynb").read_text())
     for cell in nb["cells"]:
         if "parameters" in cell.get("metadata", {}).get("tags", []):
             source = "".join(cell["source"])
             cell["source"] = source + '\n# injected by the browser test\nSTAND_IN = True\nMODEL = "tiny"\n'
     nb["cells"].append({"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
                         "source": SLOW_STEPS_CELL})
-    path = folder / "04_studio.ipynb"
+    path = folder / "06_studio.ipynb"
     path.write_text(json.dumps(nb))
     return path
 
@@ -184,7 +184,7 @@ def test_studio_in_jupyterlab(lab):
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.set_default_timeout(30_000)
-            page.goto(f"{base}/lab/tree/04_studio.ipynb?token={token}", timeout=60_000)
+            page.goto(f"{base}/lab/tree/06_studio.ipynb?token={token}", timeout=60_000)
             status = page.locator(".jp-StatusBar-Widget").get_by_text(IDLE)
             expect(status).to_be_visible(timeout=60_000)
 

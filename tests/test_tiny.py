@@ -79,3 +79,18 @@ def test_generates_64px_quickly_on_one_core(tiny_dir):
     image = pipe("a cat", **kwargs).images[0]
     assert image.size == (64, 64)
     assert time.perf_counter() - started < 5  # ~0.05 s here; the bound only catches a broken build
+
+
+def test_clip_tokenizer_counts_everyday_english_about_one_token_per_word(tiny_dir):
+    """Like the real CLIP tokenizer, so the blog's prompts are not reported as truncated."""
+    from helpers.experiments import BLOG_PLACEMENT_PROMPT
+
+    pipe = StableDiffusion3Pipeline.from_pretrained(tiny_dir)
+    words = BLOG_PLACEMENT_PROMPT.split()
+    ids = pipe.tokenizer(BLOG_PLACEMENT_PROMPT).input_ids
+    assert len(ids) - 2 == len(words) < pipe.tokenizer.model_max_length - 2
+    everyday = "a little girl is reading a book by the window on a rainy winter morning"
+    assert len(pipe.tokenizer(everyday).input_ids) - 2 <= 1.2 * len(everyday.split())
+    # Rare words still split into pieces, as in CLIP; nothing is lost.
+    rare = "a zyzzyva"
+    assert pipe.tokenizer.decode(pipe.tokenizer(rare).input_ids, skip_special_tokens=True).strip() == rare

@@ -11,7 +11,7 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory, tiny_dir):
     out = tmp_path_factory.mktemp("nb04")
-    return out, run_notebook("04_studio.ipynb", out, MODEL="tiny")
+    return out, run_notebook("06_studio.ipynb", out, MODEL="tiny")
 
 
 def test_studio_is_displayed_as_a_widget(executed):

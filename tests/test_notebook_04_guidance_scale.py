@@ -13,7 +13,7 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory, tiny_dir):
     out = tmp_path_factory.mktemp("nb02")
-    nb = run_notebook("02_guidance_scale.ipynb", out, GUIDANCE_VALUES=GUIDANCE, SEEDS=SEEDS, STEPS=2, SIZE=SIZE)
+    nb = run_notebook("04_guidance_scale.ipynb", out, GUIDANCE_VALUES=GUIDANCE, SEEDS=SEEDS, STEPS=2, SIZE=SIZE)
     return out, nb, cell_outputs_text(nb)
 
 

@@ -6,7 +6,7 @@ from notebook_harness import cell_outputs_text, run_notebook
 
 
 def test_notebook_03_runs_and_reports_measured_numbers(tiny_dir, tmp_path):
-    nb = run_notebook("03_negative_prompts.ipynb", tmp_path, N_SEEDS=3, GRID_GUIDANCES=[1.0, 3.5], STEPS=2)
+    nb = run_notebook("05_negative_prompts.ipynb", tmp_path, N_SEEDS=3, GRID_GUIDANCES=[1.0, 3.5], STEPS=2)
     text = cell_outputs_text(nb)
 
     # Section 1: the guidance-1 check was computed and found the images identical.

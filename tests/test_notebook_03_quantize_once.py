@@ -1,0 +1,28 @@
+"""Notebook 03 saves the NF4 transformer, reloads it byte-identically and loads the T4 plan."""
+
+import pytest
+from notebook_harness import cell_outputs_text, run_notebook
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory, tiny_dir):
+    out = tmp_path_factory.mktemp("nb03")
+    return out, run_notebook("03_quantize_once.ipynb", out, STEPS=2)
+
+
+def test_prequantized_reload_is_byte_identical_and_measured(executed):
+    out, nb = executed
+    text = cell_outputs_text(nb)
+    assert "the images are **byte-identical**" in text
+    assert "| reload pre-quantized | ok |" in text and "| quantize on load | ok |" in text
+    assert (out / "outputs" / "sd35-large-nf4-quantized" / "transformer" / "config.json").is_file()
+
+
+def test_t4_plan(executed):
+    out, nb = executed
+    text = cell_outputs_text(nb)
+    assert "(assumed: not running on a Colab T4)" in text
+    assert "| NF4 T5 |" in text and "| no T5 |" in text
+    assert "dtype=torch.float16, t5=nf4" in text
+    assert (out / "outputs" / "t4_plan.png").is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["03_quantize_once.ipynb", "outputs"]
