@@ -43,9 +43,9 @@ def test_negative_prompt_is_ignored_without_cfg_and_used_with_it(executed):
 def test_cfg_doubles_the_transformer_work_and_its_value_does_not(executed):
     _, _, text = executed
     passes = dict(re.findall(r"guidance\s+([\d.]+):\s+(\d+) latent passes through the transformer", text))
-    assert passes == {"1.0": str(STEPS), "3.5": str(2 * STEPS), "7.5": str(2 * STEPS)}
-    assert re.search(r"Guidance 3\.5 made the transformer process \*\*2×\*\* the latents of guidance 1", text)
-    assert "guidance 7.5 processed **1×** the latents of guidance 3.5" in text
+    assert passes == {"1.0": str(STEPS), "2.5": str(2 * STEPS), "7.5": str(2 * STEPS)}
+    assert re.search(r"Guidance 2\.5 made the transformer process \*\*2×\*\* the latents of guidance 1", text)
+    assert "guidance 7.5 processed **1×** the latents of guidance 2.5" in text
 
 
 def test_sweep_grid_png_has_one_tile_per_seed_and_guidance(executed):
