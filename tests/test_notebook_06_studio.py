@@ -1,4 +1,5 @@
-"""Notebook 04 runs top to bottom on the stand-in and shows the studio with one scripted image."""
+"""Notebook 04 runs top to bottom on the stand-in: the interact app, the step hook, cancelling, the
+latent preview, the worker thread, then the studio with one scripted image and the A/B pair."""
 
 import re
 
@@ -6,23 +7,63 @@ import pytest
 from notebook_harness import cell_outputs_text, run_notebook
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+STEPS = 4  # the tiny preset's recommended steps
 
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory, tiny_dir):
     out = tmp_path_factory.mktemp("nb04")
-    return out, run_notebook("06_studio.ipynb", out, MODEL="tiny")
+    nb = run_notebook("06_studio.ipynb", out, MODEL="tiny")
+    return out, nb, cell_outputs_text(nb)
 
 
-def test_studio_is_displayed_as_a_widget(executed):
-    _, nb = executed
+def source_of(nb, needle):
+    return next("".join(c["source"]) for c in nb["cells"] if needle in "".join(c["source"]))
+
+
+def test_widgets_interact_app_studio_and_ab_studio(executed):
+    _, nb, _ = executed
     views = [o for c in nb["cells"] for o in c.get("outputs", []) if WIDGET_VIEW in o.get("data", {})]
-    assert len(views) == 2  # the studio and the A/B studio
+    assert len(views) == 3  # interact, the studio, the A/B studio
+
+
+def test_interact_drives_generate_on_release_only(executed):
+    _, nb, text = executed
+    assert re.search(r"interact called show\(\) once .* displayed: GenerationResult\(tiny, 64x64, seed=0, "
+                     rf"guidance=3\.5, steps={STEPS},", text)
+    cell = source_of(nb, "@interact(")
+    assert cell.count("continuous_update=False") == 4 and len(cell.strip().splitlines()) <= 10
+
+
+def test_step_hook_sees_every_step_with_the_latents(executed):
+    _, _, text = executed
+    lines = re.findall(r"^step (\d+)/(\d+): timestep +[\d.]+, latents \(1, 16, 8, 8\), std [\d.]+$", text, re.M)
+    assert lines == [(str(i), str(STEPS)) for i in range(1, STEPS + 1)]
+
+
+def test_interrupt_skips_the_remaining_transformer_calls(executed):
+    _, _, text = executed
+    assert (f"cancelled: the hook ran on 2 of {STEPS} steps and the transformer was called 2 time(s); "
+            "the pipeline still decoded and returned a 64x64 image") in text
+
+
+def test_latent_preview_is_the_16x3_map_and_matches_the_helper(executed):
+    _, nb, text = executed
+    assert f"F (16, 3), {STEPS} previews of 8x8 px for a 64x64 px image" in text
+    assert "same pixels as helpers.latent_preview: True" in text
+    assert re.search(r"preview [\d.]+ ms, VAE decode [\d.]+ ms", text)
+    assert "rgb = z @ F + b" in source_of(nb, "def preview(")
+
+
+def test_cancel_from_the_main_thread_stops_the_worker(executed):
+    _, _, text = executed
+    m = re.search(r"the main thread pressed Cancel [\d.]+ s after the worker started; the worker stopped after "
+                  r"(\d+) of (\d+) steps", text)
+    assert m and int(m.group(2)) == STEPS and 1 <= int(m.group(1)) < STEPS
 
 
 def test_scripted_generation_and_computed_summary(executed):
-    _, nb = executed
-    text = cell_outputs_text(nb)
+    _, _, text = executed
     assert "GenerationResult(tiny, 64x64" in text
     m = re.search(r"Generated \*\*(\d+)\*\* image\(s\); \*\*(\d+)\*\* request\(s\) were answered from the cache", text)
     assert m and (int(m.group(1)), int(m.group(2))) == (1, 0)
@@ -30,9 +71,15 @@ def test_scripted_generation_and_computed_summary(executed):
 
 
 def test_ab_section_shows_a_computed_pair(executed):
-    _, nb = executed
-    text = cell_outputs_text(nb)
+    _, _, text = executed
     pairs = re.findall(r"Same prompt, seed 0, guidance ([\d.]+), 4 steps, 64x64; only the negative prompts differ: (.+)\.", text)
     assert [g for g, _ in pairs] == ["3.5", "1"]
     assert re.fullmatch(r"the mean absolute pixel difference is \*\*\d+\.\d\d\*\* \(0-255 scale\)", pairs[0][1])
     assert pairs[1][1] == "the two images are **byte-identical**"  # guidance 1: the negative branch is not run
+
+
+def test_what_you_learned_and_exercises_close_the_notebook(executed):
+    _, nb, _ = executed
+    tail = "".join(nb["cells"][-1]["source"])
+    assert "## What you learned" in tail and "## Exercises" in tail
+    assert "PNG carries its recipe" not in tail  # the run never saves a PNG, so it may not claim it
