@@ -22,7 +22,8 @@ def test_write_repairs_a_stale_copy(tmp_path):
     notebooks, readme = tmp_path / "notebooks", tmp_path / "README.md"
     shutil.copytree(navigation.REPO / "notebooks", notebooks)
     readme.write_text("intro\n<!-- notebooks:start -->\nold\n<!-- notebooks:end -->\n"
-                      "<!-- vram-guide:start -->\n<!-- vram-guide:end -->\n")
+                      "<!-- vram-guide:start -->\n<!-- vram-guide:end -->\n"
+                      "<!-- gpu-check:start -->\n<!-- gpu-check:end -->\n")
     path = notebooks / navigation.NOTEBOOKS[1][0]
     nb = nbformat.read(path, as_version=4)
     nb.cells[0].source = navigation.MARKER + "\nold bar"
@@ -33,7 +34,7 @@ def test_write_repairs_a_stale_copy(tmp_path):
     setup.source = setup.source.replace("requirements-colab.txt", "requirements.txt")
     nbformat.write(nb, other)
     assert f"{other.name}: set-up cell is stale or missing" in navigation.stale(notebooks, readme)
-    assert len(navigation.stale(notebooks, readme)) == 4
+    assert len(navigation.stale(notebooks, readme)) == 5  # bar, set-up cell and 3 README sections
     navigation.write(notebooks, readme)
     assert navigation.stale(notebooks, readme) == []
     assert readme.read_text().startswith("intro\n")
