@@ -19,10 +19,17 @@ def test_prequantized_reload_is_byte_identical_and_measured(executed):
 
 
 def test_t4_plan(executed):
+    """The T4 section uses the real planner's plan for the profile, runs exactly that plan, and
+    quotes what the committed GPU check measured for it."""
+    from helpers import hardware_profiles, loading
+
     out, nb = executed
     text = cell_outputs_text(nb)
-    assert "(assumed: not running on a Colab T4)" in text
-    assert "| NF4 T5 |" in text and "| no T5 |" in text
-    assert "dtype=torch.float16, t5=nf4" in text
+    kwargs = hardware_profiles.colab_t4_plan()
+    assert f"The plan that fits: {loading.describe_options(kwargs)}" in text
+    assert "load_pipeline('sd35-large-nf4') there: does not fit" in text
+    assert f"dtype=torch.float16, t5={'dropped' if kwargs.get('drop_t5') else 'nf4'}" in text
+    assert "| NVIDIA H200 | free Colab T4: the planner's plan | ok |" in text
+    assert "load the pre-quantized transformer" in text
     assert (out / "outputs" / "t4_plan.png").is_file()
     assert sorted(p.name for p in out.iterdir()) == ["03_quantize_once.ipynb", "outputs"]
