@@ -104,13 +104,12 @@ def image_name(job: dict) -> str:
 
 
 def save_png(image, path: Path, recipe: dict) -> None:
-    """Save `image` as a PNG carrying its recipe; refuse to overwrite an existing file."""
-    from PIL.PngImagePlugin import PngInfo
+    """Save `image` as a PNG carrying its recipe; refuse to overwrite an existing file.
 
-    info = PngInfo()
-    info.add_text("recipe", json.dumps(recipe))
-    with open(path, "xb") as f:  # "x": FileExistsError rather than overwriting
-        image.save(f, format="PNG", pnginfo=info)
+    Encoded in memory first: a failed save (bad image, full disk) leaves no partial file."""
+    from .png_metadata import png_bytes, write_new_file
+
+    write_new_file(path, png_bytes(image, {"recipe": json.dumps(recipe)}))
 
 
 def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str = "auto",
