@@ -108,6 +108,7 @@ class PeakMemory:
         self.kind = "cuda" if self.device.startswith("cuda") else "rss"
         self.peak_bytes: int | None = None
         self._seen = 0  # the highest peak read from the counter before someone reset it
+        self._gpu = None  # the GPU's index ("cuda" alone means the current one), set on entry
         self._thread = None
         self._stop = threading.Event()
 
@@ -118,7 +119,7 @@ class PeakMemory:
         return kernel_peak_rss()
 
     def _shares_counter(self, other: PeakMemory) -> bool:
-        return self.kind == other.kind and (self.kind == "rss" or self.device == other.device)
+        return self.kind == other.kind and self._gpu == other._gpu
 
     def _reset_counter(self) -> bool:
         """Hand the counter's peak to every open block that shares it, then reset it."""
@@ -135,6 +136,8 @@ class PeakMemory:
 
     def __enter__(self):
         if self.kind == "cuda":
+            index = torch.device(self.device).index
+            self._gpu = torch.cuda.current_device() if index is None else index
             torch.cuda.synchronize(self.device)
             self._reset_counter()
         else:

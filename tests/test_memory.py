@@ -71,11 +71,15 @@ class FakeCudaMemory:
 
     def max_memory_allocated(self, device=None):
         self.devices_asked.append(device)
-        return self.peak.get(device, 0)
+        return self.peak.get(self.gpu(device), 0)
 
     def reset_peak_memory_stats(self, device=None):
         self.devices_asked.append(device)
-        self.peak[device] = self.allocated.get(device, 0)
+        self.peak[self.gpu(device)] = self.allocated.get(self.gpu(device), 0)
+
+    @staticmethod
+    def gpu(device):
+        return "cuda:0" if device in (None, "cuda") else device  # GPU 0 is the current one
 
 
 @pytest.fixture
@@ -136,3 +140,13 @@ def test_on_linux_the_kernel_keeps_the_peak_no_sampling_thread():
         del block
     assert threads_inside == before
     assert busy.peak_bytes - psutil.Process().memory_info().rss > 150 * 1024**2
+
+
+def test_cuda_and_cuda_0_are_one_counter_when_gpu_0_is_current(fake_cuda, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    with memory.PeakMemory("cuda:0") as outer:
+        fake_cuda.alloc("cuda:0", 700)
+        fake_cuda.free("cuda:0", 700)
+        with memory.PeakMemory("cuda"):  # generate's device string when the plan says "cuda"
+            pass
+    assert outer.peak_bytes == 700
