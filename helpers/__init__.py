@@ -4,7 +4,13 @@ Importing this package changes nothing global (no seeds, no plotting styles, no 
 """
 
 from .clip_score import ClipScorer, clip_model_id
-from .errors import GatedModelError, GenerationCancelled, GPUOutOfMemoryError, QuantizationNeedsGPUError
+from .errors import (
+    GatedModelError,
+    GenerationCancelled,
+    GPUOutOfMemoryError,
+    NonFiniteImageError,
+    QuantizationNeedsGPUError,
+)
 from .generation import GenerationResult, generate, recipe_arguments
 from .grids import image_grid, xy_grid
 from .hardware_profiles import (
@@ -46,6 +52,7 @@ __all__ = [
     "HardwareProfile",
     "Census",
     "LoadingPlan",
+    "NonFiniteImageError",
     "PeakMemory",
     "Preset",
     "PromptCache",

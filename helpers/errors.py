@@ -15,3 +15,7 @@ class GPUOutOfMemoryError(RuntimeError):
 
 class GenerationCancelled(RuntimeError):
     """A generation was stopped by its callback (the studio's Cancel button) before it finished."""
+
+
+class NonFiniteImageError(RuntimeError):
+    """A generation produced NaN pixels (numbers overflowed, e.g. fp16 at a huge guidance scale)."""

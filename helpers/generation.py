@@ -7,17 +7,20 @@ so a seed gives the same starting noise on every device.
 
 from __future__ import annotations
 
+import functools
+import os
 import random
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
+import numpy as np
 import torch
 from PIL import Image
 
 from . import validation
-from .errors import GenerationCancelled, GPUOutOfMemoryError
+from .errors import GenerationCancelled, GPUOutOfMemoryError, NonFiniteImageError
 from .memory import PeakMemory, Stopwatch, format_bytes
-from .prompt_embeddings import PromptEmbeddings
+from .prompt_embeddings import PromptEmbeddings, check_embeddings
 
 LIBRARIES = ("torch", "diffusers", "transformers", "bitsandbytes", "accelerate")
 
@@ -44,27 +47,42 @@ class GenerationResult:
         )
 
 
-def library_versions() -> dict[str, str]:
-    """Installed versions of the libraries an image depends on."""
+@functools.cache  # reading package metadata takes milliseconds; the imported code cannot change
+def _installed_versions() -> tuple[tuple[str, str], ...]:
     found = {}
     for name in LIBRARIES:
         try:
             found[name] = version(name)
         except PackageNotFoundError:
             found[name] = "not installed"
-    return found
+    return tuple(found.items())
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries an image depends on."""
+    return dict(_installed_versions())
+
+
+def check_pipeline(pipe, caller: str = "generate", allow_released: bool = False) -> None:
+    """`pipe` must be a loaded SD3 pipeline (from `load_pipeline` or diffusers), not yet released."""
+    if pipe is None or isinstance(pipe, (str, bytes, os.PathLike)) or not hasattr(pipe, "components"):
+        given = f"{type(pipe).__name__} {str(pipe)[:80]!r}" if isinstance(pipe, (str, os.PathLike)) else type(pipe).__name__
+        raise TypeError(
+            f"{caller} needs a loaded pipeline as its first argument, not {given}. Load one first, "
+            "e.g. pipe = load_pipeline('sd35-large-nf4') (or 'tiny' for the offline stand-in)."
+        )
+    if not allow_released and getattr(pipe, "transformer", None) is None:
+        raise ValueError("This pipeline has been released (another one was loaded): load it again.")
 
 
 def resolve_arguments(pipe, guidance_scale=None, num_inference_steps=None, height=None, width=None, seed=0):
     """Validate generation settings and fill the blanks from the pipeline's preset."""
+    check_pipeline(pipe)
     validation.check_guidance(guidance_scale)
     validation.check_steps(num_inference_steps)
     validation.check_seed(seed)
     largest = None
-    transformer = getattr(pipe, "transformer", None)
-    if transformer is None:
-        raise ValueError("This pipeline has been released (another one was loaded): load it again.")
-    config = transformer.config
+    config = pipe.transformer.config
     if getattr(config, "pos_embed_max_size", None):
         largest = config.pos_embed_max_size * config.patch_size * pipe.vae_scale_factor
     multiple = pipe.vae_scale_factor * config.patch_size
@@ -116,6 +134,35 @@ def recipe_arguments(recipe: dict) -> dict:
     return {k: recipe[k] for k in keys}
 
 
+def check_arguments(
+    pipe,
+    prompt: str | None = None,
+    *,
+    negative_prompt: str | None = None,
+    guidance_scale: float | None = None,
+    num_inference_steps: int | None = None,
+    seed: int | None = 0,
+    height: int | None = None,
+    width: int | None = None,
+    callback=None,
+    embeddings: PromptEmbeddings | None = None,
+) -> tuple[str, str | None, dict]:
+    """Every check `generate` makes before any work, without generating anything.
+
+    Returns (prompt, negative_prompt, settings) as `generate` will use them; raises the error
+    `generate` would raise. `xy_grid` checks a whole grid with it before the first image."""
+    check_pipeline(pipe)
+    if embeddings is not None:
+        check_embeddings(pipe, embeddings, prompt, negative_prompt)
+        prompt, negative_prompt = embeddings.prompt, embeddings.negative_prompt
+    validation.check_prompt(prompt)
+    validation.check_prompt(negative_prompt, "negative_prompt", allow_none=True)
+    if callback is not None and not callable(callback):
+        raise TypeError("callback must be a function (step, total, latents) -> bool | None.")
+    settings = resolve_arguments(pipe, guidance_scale, num_inference_steps, height, width, seed)
+    return prompt, negative_prompt, settings
+
+
 def generate(
     pipe,
     prompt: str | None = None,
@@ -133,17 +180,15 @@ def generate(
 
     `seed=None` draws a random seed (and records it). `callback(step, total, latents)` runs after
     every denoising step; returning True cancels (GenerationCancelled is raised). `embeddings`
-    (from `encode_prompt`) skips the text encoders; the prompt texts are then taken from it.
+    (from `encode_prompt` with this pipeline) skips the text encoders; the prompt texts are then
+    taken from it (a `prompt` or `negative_prompt` given too must be the one it was encoded from).
+    An image with non-finite pixels (NaN) raises NonFiniteImageError instead of coming back black.
     """
-    if embeddings is not None:
-        if prompt is not None and prompt != embeddings.prompt:
-            raise ValueError("prompt and embeddings disagree: pass one or the other.")
-        prompt, negative_prompt = embeddings.prompt, embeddings.negative_prompt
-    validation.check_prompt(prompt)
-    validation.check_prompt(negative_prompt, "negative_prompt", allow_none=True)
-    if callback is not None and not callable(callback):
-        raise TypeError("callback must be a function (step, total, latents) -> bool | None.")
-    settings = resolve_arguments(pipe, guidance_scale, num_inference_steps, height, width, seed)
+    prompt, negative_prompt, settings = check_arguments(
+        pipe, prompt, negative_prompt=negative_prompt, guidance_scale=guidance_scale,
+        num_inference_steps=num_inference_steps, seed=seed, height=height, width=width,
+        callback=callback, embeddings=embeddings,
+    )
     recipe = make_recipe(pipe, prompt, negative_prompt, settings)
     texts = (
         embeddings.as_pipeline_kwargs()
@@ -162,7 +207,9 @@ def generate(
     device = recipe["device"]
     try:
         with PeakMemory(device) as peak, Stopwatch(device) as clock:
-            image = pipe(
+            # "np" is the "pil" output one step earlier (numpy_to_pil is that step): it lets us see
+            # NaN pixels, which the uint8 conversion would silently turn black.
+            pixels = pipe(
                 **texts,
                 guidance_scale=settings["guidance_scale"],
                 num_inference_steps=settings["num_inference_steps"],
@@ -170,7 +217,8 @@ def generate(
                 width=settings["width"],
                 generator=torch.Generator("cpu").manual_seed(settings["seed"]),
                 callback_on_step_end=on_step_end if callback is not None else None,
-            ).images[0]
+                output_type="np",
+            ).images
     except torch.OutOfMemoryError as e:
         raise GPUOutOfMemoryError(
             f"Out of GPU memory generating {settings['width']}x{settings['height']}. Try a smaller "
@@ -178,4 +226,12 @@ def generate(
         ) from e
     if cancelled:
         raise GenerationCancelled(f"Cancelled before the last of {settings['num_inference_steps']} steps.")
+    if not np.isfinite(pixels).all():
+        raise NonFiniteImageError(
+            f"The image came out with non-finite pixels (NaN) at guidance_scale="
+            f"{settings['guidance_scale']:g} in {recipe['dtype']}: the numbers overflowed, and the "
+            "image would be black. Try a lower guidance_scale (SD3.5 Large is tuned for 3.5), or "
+            "load in bfloat16 or float32 (load_pipeline(..., dtype=torch.bfloat16)) instead of float16."
+        )
+    image = pipe.image_processor.numpy_to_pil(pixels)[0]
     return GenerationResult(image, recipe, clock.seconds, peak.peak_bytes, peak.kind)

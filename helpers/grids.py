@@ -11,8 +11,8 @@ import inspect
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .generation import generate
-from .prompt_embeddings import PromptCache
+from .generation import check_arguments, generate
+from .prompt_embeddings import PromptCache, text_encoders_id
 
 BACKGROUND, INK = (255, 255, 255), (20, 20, 20)
 # Pixels on a grid's longer side when shown in a notebook; the saved PNG keeps full resolution.
@@ -50,12 +50,20 @@ def _text_size(draw, text, font) -> tuple[int, int]:
 
 
 def _fit(text: str, draw, font, width: int) -> str:
-    """Shorten `text` with an ellipsis until it fits in `width` pixels."""
+    """Shorten `text` with an ellipsis until it fits in `width` pixels.
+
+    A binary search over the kept length: a handful of measurements even for a page of text
+    (removing one character at a time took a minute for 20,000 characters)."""
     if _text_size(draw, text, font)[0] <= width:
         return text
-    while text and _text_size(draw, text + "…", font)[0] > width:
-        text = text[:-1]
-    return text + "…"
+    fits, too_long = 0, len(text)  # text[:fits] + "…" fits (or fits is 0); text[:too_long] + "…" does not
+    while too_long - fits > 1:
+        middle = (fits + too_long) // 2
+        if _text_size(draw, text[:middle] + "…", font)[0] <= width:
+            fits = middle
+        else:
+            too_long = middle
+    return text[:fits] + "…"
 
 
 def image_grid(images, rows: int, cols: int, *, row_labels=None, col_labels=None, title=None,
@@ -123,28 +131,39 @@ def xy_grid(pipe, *, x, y, base=None, embeddings_cache=None, title=None):
     (prompt, negative_prompt) is encoded once and reused. Returns (grid image, results[row][col])."""
     base = dict(base or {})
     (x_name, x_values), (y_name, y_values) = x, y
+    x_values, y_values = list(x_values), list(y_values)  # a generator is read once, here
     for name in (x_name, y_name):
         if name not in _AXES:
             raise ValueError(f"{name!r} cannot drive an axis; choose one of: {', '.join(_AXES)}.")
     if x_name == y_name:
         raise ValueError("x and y must be different arguments.")
-    if not list(x_values) or not list(y_values):
+    if not x_values or not y_values:
         raise ValueError("each axis needs at least one value.")
     unknown = set(base) - set(_AXES)
     if unknown:
         raise ValueError(f"base has arguments generate() does not take: {', '.join(sorted(unknown))}.")
     cache = embeddings_cache or PromptCache(pipe)
-    results = []
-    for y_value in y_values:
-        row = []
-        for x_value in x_values:
-            args = {**base, x_name: x_value, y_name: y_value}
-            prompt = args.pop("prompt", None)
-            negative = args.pop("negative_prompt", None)
-            if prompt is None:
+    if not isinstance(cache, PromptCache):
+        raise TypeError(f"embeddings_cache must be a PromptCache, not {type(cache).__name__}.")
+    if cache.pipe is not pipe and text_encoders_id(cache.pipe) != text_encoders_id(pipe):
+        raise ValueError("embeddings_cache belongs to a pipeline with other text encoders: use PromptCache(pipe).")
+    cells = [[{**base, x_name: x_value, y_name: y_value} for x_value in x_values] for y_value in y_values]
+    for row in cells:  # every cell is checked before the first image, not when its turn comes
+        for args in row:
+            if args.get("prompt") is None:
                 raise ValueError("xy_grid needs a prompt, in base or on an axis.")
-            row.append(generate(pipe, embeddings=cache.get(prompt, negative), **args))
-        results.append(row)
+            try:
+                check_arguments(pipe, **args)
+            except (TypeError, ValueError) as e:
+                at = f"{x_name}={args[x_name]!r}, {y_name}={args[y_name]!r}"
+                raise type(e)(f"grid cell {at}: {e}") from None
+    results = []
+    for row in cells:
+        results.append([])
+        for args in row:
+            args = dict(args)
+            prompt, negative = args.pop("prompt"), args.pop("negative_prompt", None)
+            results[-1].append(generate(pipe, embeddings=cache.get(prompt, negative), **args))
     first = results[0][0].recipe
     title = title or f"{first['model']} · {first['num_inference_steps']} steps"
     grid = image_grid(

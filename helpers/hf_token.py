@@ -7,8 +7,10 @@ Hub and never printed, logged or stored by this package.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import huggingface_hub
-from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, HFValidationError, RepositoryNotFoundError
 
 from .errors import GatedModelError
 
@@ -24,8 +26,14 @@ def offline() -> bool:
 
 
 def is_cached(repo_id: str) -> bool:
-    """True when the pipeline's index is already in the local Hugging Face cache."""
-    path = huggingface_hub.try_to_load_from_cache(repo_id, "model_index.json")
+    """True when the pipeline's index is on this machine: in the local Hugging Face cache, or
+    `repo_id` is a folder holding a saved pipeline (a path is not a Hub id: never looked up)."""
+    if Path(repo_id).expanduser().is_dir():
+        return (Path(repo_id).expanduser() / "model_index.json").is_file()
+    try:
+        path = huggingface_hub.try_to_load_from_cache(repo_id, "model_index.json")
+    except HFValidationError:  # neither a folder nor a valid Hub id: certainly not cached
+        return False
     return isinstance(path, str)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 import threading
 import time
@@ -84,12 +85,42 @@ def parameters_on_disk(folder) -> dict[str, int]:
     return counts
 
 
-class PeakMemory:
-    """Measure the peak memory of the work done inside a `with` block.
+# The PeakMemory blocks open right now, in any thread: a block that resets the peak counter first
+# hands the peak seen so far to these, so nested and overlapping measurements each stay right.
+_open_meters: list[PeakMemory] = []
+_meters_lock = threading.Lock()
+_PROC_STATUS, _PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
 
-    On CUDA it is the peak of `torch.cuda.max_memory_allocated` (bytes held by tensors). Elsewhere
-    it is the process' resident memory (RSS), sampled every `interval` seconds by a background
-    thread, so very short spikes can be missed. `.peak_bytes` and `.kind` are set on exit.
+
+def kernel_peak_rss() -> int | None:
+    """The process' peak resident memory in bytes as the Linux kernel keeps it (VmHWM), or None."""
+    try:
+        match = re.search(r"^VmHWM:\s+(\d+) kB", _PROC_STATUS.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) * 1024 if match else None
+
+
+def reset_kernel_peak_rss() -> bool:
+    """Reset VmHWM to the current resident memory (writing "5" to /proc/self/clear_refs, which
+    touches nothing else); False where the kernel does not offer it."""
+    try:
+        with open(_PROC_CLEAR_REFS, "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+class PeakMemory:
+    """Measure the peak memory of the work done inside a `with` block, in bytes.
+
+    On CUDA it is the peak of `torch.cuda.max_memory_allocated(device)` (bytes held by tensors).
+    Elsewhere it is the process' resident memory (RSS): on Linux the kernel's own peak (VmHWM,
+    exact and free); where that is unavailable, RSS sampled every `interval` seconds by a
+    background thread, so very short spikes can be missed. Both counters are reset on entry, so
+    a block nested in (or running beside) another hands its predecessor the peak so far first:
+    every block reports its own right peak. `.peak_bytes` and `.kind` are set on exit.
     """
 
     def __init__(self, device: str = "cpu", interval: float = 0.005):
@@ -97,49 +128,84 @@ class PeakMemory:
         self.interval = interval
         self.kind = "cuda" if self.device.startswith("cuda") else "rss"
         self.peak_bytes: int | None = None
+        self._seen = 0  # the highest peak read from the counter before someone reset it
+        self._gpu = None  # the GPU's index ("cuda" alone means the current one), set on entry
+        self._thread = None
         self._stop = threading.Event()
+
+    def _counter(self) -> int | None:
+        """The peak the counter holds since its last reset; None when there is no counter."""
+        if self.kind == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.device))
+        return kernel_peak_rss()
+
+    def _shares_counter(self, other: PeakMemory) -> bool:
+        return self.kind == other.kind and self._gpu == other._gpu
+
+    def _reset_counter(self) -> bool:
+        """Hand the counter's peak to every open block that shares it, then reset it."""
+        with _meters_lock:
+            sharing = [m for m in _open_meters if self._shares_counter(m)]
+            if sharing:
+                current = self._counter()
+                for meter in sharing:
+                    meter._seen = max(meter._seen, current or 0)
+            if self.kind == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
+                return True
+            return reset_kernel_peak_rss() and kernel_peak_rss() is not None
 
     def __enter__(self):
         if self.kind == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
+            index = torch.device(self.device).index
+            self._gpu = torch.cuda.current_device() if index is None else index
+            torch.cuda.synchronize(self.device)
+            self._reset_counter()
         else:
             self._process = psutil.Process()
-            self.peak_bytes = self._process.memory_info().rss
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
+            self._seen = self._process.memory_info().rss
+            if not self._reset_counter():  # no kernel peak here: sample it ourselves
+                self._thread = threading.Thread(target=self._sample, daemon=True)
+                self._thread.start()
+        with _meters_lock:
+            _open_meters.append(self)
         return self
 
     def _sample(self):
         while not self._stop.wait(self.interval):
-            self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
+            self._seen = max(self._seen, self._process.memory_info().rss)
 
     def __exit__(self, *exc):
         if self.kind == "cuda":
-            torch.cuda.synchronize()
-            self.peak_bytes = int(torch.cuda.max_memory_allocated())
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
+            torch.cuda.synchronize(self.device)
+        with _meters_lock:
+            _open_meters.remove(self)
+            if self._thread is not None:
+                self._stop.set()
+                self._thread.join()
+                self._seen = max(self._seen, self._process.memory_info().rss)
+            else:
+                self._seen = max(self._seen, self._counter() or 0)
+        self.peak_bytes = int(self._seen)
         return False
 
 
 class Stopwatch:
-    """Wall-clock seconds of a `with` block (CUDA work is synchronised first), in `.seconds`."""
+    """Wall-clock seconds of a `with` block (CUDA work on `device` is synchronised first), in `.seconds`."""
 
     def __init__(self, device: str = "cpu"):
-        self.cuda = str(device).startswith("cuda")
+        self.device = str(device)
+        self.cuda = self.device.startswith("cuda")
         self.seconds: float | None = None
 
     def __enter__(self):
         if self.cuda:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)
         self._start = time.perf_counter()
         return self
 
     def __exit__(self, *exc):
         if self.cuda:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)
         self.seconds = time.perf_counter() - self._start
         return False

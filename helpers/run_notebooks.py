@@ -4,13 +4,19 @@ Each notebook in notebooks/ is executed top to bottom with papermill into a fres
 outputs/run-NNN/ (ignored by git; an earlier run's results are never overwritten), with its
 parameters cell set for this machine: the real SD3.5 models when there is a
 CUDA GPU and a Hugging Face token, otherwise the offline stand-in, announced loudly.
+
+Only a notebook that ran to its end carries its own name: it executes as NAME.UNFINISHED.ipynb
+and is renamed when done (NAME.FAILED.ipynb when a cell failed). The run folder holds
+UNFINISHED.txt until the run ends, when summary.txt replaces it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +25,8 @@ from .output_folders import fresh_run_dir
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 DEFAULT_OUTPUT = REPO / "outputs"
+UNFINISHED_MARK = "UNFINISHED.txt"
+SUMMARY = "summary.txt"
 
 
 def notebook_paths(folder: Path = NOTEBOOKS) -> list[Path]:
@@ -44,21 +52,34 @@ def decide_stand_in() -> tuple[bool, str]:
 def execute_notebook(path: Path, output_dir: Path, parameters: dict, timeout: int = 3600) -> Path:
     """Execute one notebook with papermill into `output_dir`; return the executed copy's path.
 
-    The kernel starts in `output_dir`, so images a notebook saves land beside it."""
+    The kernel starts in `output_dir`, so images a notebook saves land beside it. The copy is
+    written as NAME.UNFINISHED.ipynb and takes its own name only once every cell has run
+    (NAME.FAILED.ipynb when one failed): an interrupted run can never pass for a finished one."""
     import papermill
 
     output_dir.mkdir(parents=True, exist_ok=True)
     out = output_dir / path.name
-    papermill.execute_notebook(
-        str(path),
-        str(out),
-        parameters=parameters,
-        cwd=str(output_dir),
-        kernel_name="python3",
-        progress_bar=False,
-        execution_timeout=timeout,
-    )
+    running = output_dir / f"{path.stem}.UNFINISHED.ipynb"
+    try:
+        papermill.execute_notebook(
+            str(path),
+            str(running),
+            parameters=parameters,
+            cwd=str(output_dir),
+            kernel_name="python3",
+            progress_bar=False,
+            execution_timeout=timeout,
+        )
+    except papermill.PapermillExecutionError:
+        if running.exists():
+            os.replace(running, output_dir / f"{path.stem}.FAILED.ipynb")
+        raise
+    os.replace(running, out)
     return out
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv=None) -> int:
@@ -88,18 +109,45 @@ def main(argv=None) -> int:
     # The kernels import `helpers` from this checkout.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     run_dir = fresh_run_dir(args.output)
-    failed = []
-    for path in paths:
-        started = time.perf_counter()
-        out_dir = run_dir / path.stem
-        try:
-            out = execute_notebook(path, out_dir, {"STAND_IN": stand_in})
-        except Exception as e:  # report every notebook, then fail at the end
-            failed.append(path.name)
-            print(f"FAILED  {path.name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", flush=True)
-            continue
-        print(f"ok      {path.name} in {time.perf_counter() - started:.0f} s -> {out.relative_to(REPO) if out.is_relative_to(REPO) else out}", flush=True)
-    print(f"{len(paths) - len(failed)} of {len(paths)} notebooks ran; outputs in {run_dir}")
+    mark = run_dir / UNFINISHED_MARK
+    mark.write_text("This run has not finished: it is still running, or it was stopped. A notebook\n"
+                    "named *.UNFINISHED.ipynb stopped part-way; only NAME.ipynb ran to its end.\n")
+    # `kill` and CI cancellations stop a run like Ctrl-C does: reported, and marked unfinished.
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signals need it
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if in_main_thread else None
+    failed, done, lines = [], [], []
+    try:
+        for path in paths:
+            started = time.perf_counter()
+            out_dir = run_dir / path.stem
+            try:
+                out = execute_notebook(path, out_dir, {"STAND_IN": stand_in})
+            except Exception as e:  # report every notebook, then fail at the end
+                failed.append(path.name)
+                lines.append(f"FAILED  {path.name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                print(lines[-1], flush=True)
+                continue
+            done.append(path.name)
+            shown = out.relative_to(REPO) if out.is_relative_to(REPO) else out
+            lines.append(f"ok      {path.name} in {time.perf_counter() - started:.0f} s -> {shown}")
+            print(lines[-1], flush=True)
+    except KeyboardInterrupt:
+        stopped = paths[len(done) + len(failed)].name
+        not_run = [p.name for p in paths[len(done) + len(failed) + 1:]]
+        lines += [f"INTERRUPTED during {stopped}: its executed copy is {Path(stopped).stem}.UNFINISHED.ipynb"]
+        lines += [f"not run {name}" for name in not_run]
+        mark.write_text(mark.read_text() + "\n".join(lines) + "\n")
+        print(lines[-1 - len(not_run)], flush=True)
+        print(f"INTERRUPTED: {len(done)} of {len(paths)} notebooks finished; the run in {run_dir} is "
+              f"marked unfinished ({UNFINISHED_MARK}).", flush=True)
+        return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    lines.append(f"{len(paths) - len(failed)} of {len(paths)} notebooks ran; outputs in {run_dir}")
+    (run_dir / SUMMARY).write_text("\n".join(lines) + "\n")
+    mark.unlink()
+    print(lines[-1])
     return 1 if failed else 0
 
 

@@ -6,6 +6,9 @@ import math
 import numbers
 
 MAX_SEED = 2**63 - 1
+# Far above any useful value (SD3.5 is tuned for 3.5-4.5; A1111's CFG slider stops at 30), and low
+# enough that fp16 does not overflow into a black image.
+MAX_GUIDANCE = 30.0
 
 
 def check_prompt(prompt, name: str = "prompt", allow_none: bool = False) -> None:
@@ -15,6 +18,13 @@ def check_prompt(prompt, name: str = "prompt", allow_none: bool = False) -> None
         raise TypeError(f"{name} must be a string, not {type(prompt).__name__}.")
     if name == "prompt" and not prompt.strip():
         raise ValueError("prompt is empty: describe the image you want.")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate: no tokenizer or PNG text chunk can hold it
+        raise ValueError(
+            f"{name} holds {prompt[e.start]!r} at position {e.start}, half of a character pair that "
+            "is not text on its own (a lone surrogate, e.g. from a bad copy-paste): remove it."
+        ) from None
 
 
 def check_guidance(guidance_scale) -> None:
@@ -28,6 +38,12 @@ def check_guidance(guidance_scale) -> None:
         raise ValueError(
             f"guidance_scale must be >= 0, not {guidance_scale}. Values <= 1 turn classifier-free "
             "guidance off; SD3.5 Large is tuned for about 3.5, Medium 4.5, Turbo 0."
+        )
+    if guidance_scale > MAX_GUIDANCE:
+        raise ValueError(
+            f"guidance_scale={guidance_scale:g} is above {MAX_GUIDANCE:g}: far past the useful range "
+            "(SD3.5 Large is tuned for about 3.5, Medium 4.5), it over-saturates the image or, in "
+            "float16, overflows it to black. Use a value between 0 and 10."
         )
 
 

@@ -30,18 +30,18 @@ def test_blog_conditions():
 
 def test_plan_jobs_covers_every_combination_once_models_slowest():
     conditions = [Condition("a", "p"), Condition("b", "p", "n")]
-    jobs = plan_jobs(conditions, ["m1", "m2"], range(3), **SETTINGS)
+    jobs = plan_jobs(conditions, ["sd35-large", "sd35-medium"], range(3), **SETTINGS)
     assert [j["job_id"] for j in jobs] == list(range(12))
     assert {(j["model"], j["condition"], j["seed"]) for j in jobs} == {
-        (m, c, s) for m in ("m1", "m2") for c in ("a", "b") for s in range(3)
+        (m, c, s) for m in ("sd35-large", "sd35-medium") for c in ("a", "b") for s in range(3)
     }
-    assert [j["model"] for j in jobs] == ["m1"] * 6 + ["m2"] * 6
+    assert [j["model"] for j in jobs] == ["sd35-large"] * 6 + ["sd35-medium"] * 6
     with pytest.raises(ValueError, match="seeds is empty"):
-        plan_jobs(conditions, ["m1"], [], **SETTINGS)
+        plan_jobs(conditions, ["sd35-large"], [], **SETTINGS)
     with pytest.raises(ValueError, match="duplicates"):
-        plan_jobs(conditions, ["m1", "m1"], [0], **SETTINGS)
+        plan_jobs(conditions, ["sd35-large", "sd35-large"], [0], **SETTINGS)
     with pytest.raises(ValueError, match="unique"):
-        plan_jobs([Condition("a", "p"), Condition("a", "q")], ["m1"], [0], **SETTINGS)
+        plan_jobs([Condition("a", "p"), Condition("a", "q")], ["sd35-large"], [0], **SETTINGS)
 
 
 def test_run_folders_are_fresh_and_pngs_never_overwrite(tmp_path):
@@ -154,3 +154,76 @@ def test_two_process_accelerate_launch_does_every_job_exactly_once(tiny_dir, tmp
     assert {r["status"] for r in rows} == {"ok"}
     assert sorted(p.name for p in run_dir.glob("*.png")) == sorted(r["image"] for r in rows)
     assert "12 jobs ->" in done.stdout and done.stdout.count("placement prompt") == 1
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (dict(guidance_scale=float("nan")), ValueError, "guidance_scale must be a finite number"),
+    (dict(guidance_scale=1e6), ValueError, "above 30"),
+    (dict(num_inference_steps=-2), ValueError, "at least 1"),
+    (dict(height=100), ValueError, "height=100 is not a positive multiple of 16"),
+    (dict(seeds=[0, -1]), ValueError, "seed must be between 0"),
+    (dict(seeds=[0, 0.5]), TypeError, "seed must be a whole number"),
+    (dict(seeds=[1.0, 1]), TypeError, "seed must be a whole number"),  # was truncated to n=2 of one image
+    (dict(seeds=[1, np.int64(1)]), ValueError, "seeds has duplicates"),
+    (dict(models=["sd35-large", "sd35-huge"]), ValueError, "Unknown model preset 'sd35-huge'"),
+    (dict(conditions=[Condition("a", None)]), TypeError, "prompt must be a string"),
+])
+def test_plan_jobs_checks_everything_up_front(change, error, match):
+    args = dict(conditions=[Condition("a", "p")], models=["sd35-large"], seeds=[0, 1], **SETTINGS)
+    with pytest.raises(error, match=match):
+        plan_jobs(**{**args, **change})
+
+
+def test_run_study_checks_every_job_before_the_first_image(tmp_path):
+    jobs = plan_jobs([Condition("a", "a party")], ["sd35-large"], [0, 1], **SETTINGS)
+    for bad, match in [(dict(model="sd35-huge"), "job 1: Unknown model preset"),
+                       (dict(seed=1.5), "job 1: seed must be a whole number"),
+                       (dict(guidance_scale=float("nan")), "job 1: guidance_scale"),
+                       (dict(seed=0), "the same image would count twice")]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            experiments.run_study([jobs[0], {**jobs[1], **bad}], tmp_path, labels=LABELS, stand_in=True)
+    assert not list(tmp_path.iterdir())  # refused before creating anything
+
+
+def test_an_interrupted_study_keeps_its_rows_and_resume_finishes_it(tiny_dir, tmp_path):
+    import _thread
+    import threading
+    import time
+
+    jobs = plan_jobs([Condition("a", "a party"), Condition("b", "a party", "cake")], ["sd35-large"],
+                     range(3), **{**SETTINGS, "num_inference_steps": 1})
+    rows_file = []
+
+    def press_ctrl_c_after_two_rows():  # what Ctrl-C (Kernel > Interrupt) does to a notebook
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            found = list(tmp_path.glob("run-*/finished-rows-process-0.csv"))
+            if found and len(found[0].read_text().splitlines()) >= 3:  # header and two rows
+                rows_file.append(found[0])
+                _thread.interrupt_main()
+                return
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=press_ctrl_c_after_two_rows, daemon=True)
+    watcher.start()
+    with pytest.raises(KeyboardInterrupt) as interrupted:
+        experiments.run_study(jobs, tmp_path, labels=LABELS, stand_in=True)
+    watcher.join()
+    (run_dir,) = tmp_path.glob("run-*")
+    assert "resume=" in "\n".join(getattr(interrupted.value, "__notes__", []))
+    assert not (run_dir / "results.csv").exists()
+    kept = experiments.read_results(rows_file[0])
+    assert 2 <= len(kept) < len(jobs) and {r["status"] for r in kept} == {"ok"}
+    before = {p.name: p.read_bytes() for p in run_dir.glob("*.png")}
+
+    study = experiments.run_study(jobs, tmp_path, labels=LABELS, stand_in=True, resume=run_dir)
+    assert study.run_dir == run_dir and list(tmp_path.glob("run-*")) == [run_dir]
+    rows = experiments.read_results(study.csv_path)
+    assert [r["job_id"] for r in rows] == list(range(len(jobs))) and {r["status"] for r in rows} == {"ok"}
+    assert len(list(run_dir.glob("*.png"))) == len(jobs)
+    assert all((run_dir / name).read_bytes() == data for name, data in before.items())  # never redone
+
+    with pytest.raises(FileExistsError, match="finished already"):
+        experiments.run_study(jobs, tmp_path, labels=LABELS, stand_in=True, resume=run_dir)
+    with pytest.raises(ValueError, match="differ"):
+        experiments.run_study(jobs[:2], tmp_path, labels=LABELS, stand_in=True, resume=run_dir)

@@ -8,7 +8,7 @@ import torch
 from diffusers import StableDiffusion3Pipeline
 
 import helpers
-from helpers.errors import GenerationCancelled
+from helpers.errors import GenerationCancelled, NonFiniteImageError
 
 
 def raw_diffusers_image(folder, seed, **kwargs):
@@ -71,6 +71,10 @@ def test_timing_and_memory_are_measured(tiny_pipe):
         (dict(prompt=""), ValueError, "prompt is empty"),
         (dict(negative_prompt=["x"]), TypeError, "negative_prompt"),
         (dict(callback="not a function"), TypeError, "callback"),
+        (dict(guidance_scale=1e6), ValueError, "above 30"),  # fp16 used to return a black image
+        (dict(prompt="a \udfff cat"), ValueError, "lone surrogate"),
+        (dict(negative_prompt="dog \ud800"), ValueError, "lone surrogate"),
+        (dict(embeddings=object(), prompt=None), TypeError, "embeddings must be the PromptEmbeddings"),
     ],
 )
 def test_bad_input_fails_before_any_denoising(tiny_pipe, kwargs, error, message):
@@ -109,3 +113,25 @@ def test_guidance_at_most_one_ignores_the_negative_prompt(tiny_pipe):
     cfg_on = helpers.generate(tiny_pipe, "a party", negative_prompt="cake", guidance_scale=4.0)
     cfg_on_plain = helpers.generate(tiny_pipe, "a party", guidance_scale=4.0)
     assert cfg_on.image.tobytes() != cfg_on_plain.image.tobytes()
+
+
+def test_non_finite_pixels_raise_a_clear_error_not_a_black_image(tiny_pipe):
+    # What an fp16 overflow does, made on purpose: the latents turn NaN during denoising.
+    def poison(step, total, latents):
+        latents.fill_(float("nan"))
+
+    with pytest.raises(NonFiniteImageError, match="lower guidance_scale.*bfloat16 or float32"):
+        helpers.generate(tiny_pipe, "a cat", num_inference_steps=2, callback=poison)
+    assert issubclass(helpers.errors.NonFiniteImageError, RuntimeError)
+
+
+@pytest.mark.parametrize("pipe,given", [("tiny", "str 'tiny'"), (None, "NoneType"), (42, "int")])
+def test_something_else_than_a_pipeline_says_what_was_expected_and_given(pipe, given):
+    with pytest.raises(TypeError, match=f"needs a loaded pipeline as its first argument, not {given}"):
+        helpers.generate(pipe, "a cat")
+
+
+def test_a_released_pipeline_still_says_so(tiny_pipe):
+    helpers.release_pipeline(tiny_pipe)
+    with pytest.raises(ValueError, match="has been released"):
+        helpers.generate(tiny_pipe, "a cat")

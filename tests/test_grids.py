@@ -133,3 +133,66 @@ def test_axis_labels_never_show_python_reprs():
     from helpers.grids import axis_label
 
     assert [axis_label(v) for v in (None, 7.5, 1.0, 3, "No cake")] == ["none", "7.5", "1", "3", "No cake"]
+
+
+def test_long_titles_and_labels_are_shortened_with_few_measurements(monkeypatch):
+    from PIL import ImageDraw
+
+    measured = []
+    real_textbbox = ImageDraw.ImageDraw.textbbox
+    monkeypatch.setattr(ImageDraw.ImageDraw, "textbbox",
+                        lambda self, *a, **k: measured.append(1) or real_textbbox(self, *a, **k))
+    long = "a very long label " * 170  # ~3,000 characters: 15 s when cut one character at a time
+    grid = image_grid(tiles(4), 2, 2, title=long, row_title=long, col_title=long,
+                      row_labels=[long, "b"], col_labels=["c", long])
+    assert grid.size[0] <= 2 * TILE + 2 * TILE + 64  # the labels did not widen it
+    assert len(measured) < 200
+
+
+@pytest.mark.parametrize("length", [1, 10, 333, 5000])
+def test_fit_keeps_the_longest_prefix_that_fits(length):
+    from PIL import ImageDraw
+
+    from helpers.grids import _fit, _font, _text_size
+
+    draw, font, width = ImageDraw.Draw(Image.new("RGB", (1, 1))), _font(12), 150
+    text = ("abcdefghij" * 500)[:length]
+    fitted = _fit(text, draw, font, width)
+    assert _text_size(draw, fitted, font)[0] <= width
+    if fitted != text:
+        kept = len(fitted) - 1
+        assert fitted == text[:kept] + "…"
+        assert _text_size(draw, text[:kept + 1] + "…", font)[0] > width  # one more would not fit
+
+
+def test_an_axis_given_as_a_generator_is_used_whole(tiny_pipe):
+    grid, results = xy_grid(tiny_pipe, x=("seed", (s for s in (0, 1))), y=("guidance_scale", iter([1.0])),
+                            base=BASE)
+    assert [r.recipe["seed"] for r in results[0]] == [0, 1] and grid.size[0] > 2 * TILE
+
+
+@pytest.mark.parametrize("y, match", [
+    (("guidance_scale", [1.0, 1e6]), "guidance_scale=1000000.0.*above 30"),
+    (("seed", [0, -1]), "grid cell .*seed=-1: seed must be between"),
+    (("height", [64, 100]), "height=100 is not a positive multiple"),
+    (("prompt", ["a cat", None]), "needs a prompt"),
+    (("negative_prompt", [None, 3]), "negative_prompt must be a string"),
+])
+def test_a_bad_value_in_the_last_cell_fails_before_the_first_image(tiny_pipe, y, match):
+    cache = helpers.PromptCache(tiny_pipe)
+    calls, handle = count_transformer_calls(tiny_pipe)
+    try:
+        with pytest.raises((ValueError, TypeError), match=match):
+            xy_grid(tiny_pipe, x=("seed", [0, 1]) if y[0] != "seed" else ("guidance_scale", [1.0]), y=y,
+                    base={k: v for k, v in BASE.items() if k != y[0]}, embeddings_cache=cache)
+    finally:
+        handle.remove()
+    assert cache.misses == 0 and calls == []
+
+
+def test_a_cache_of_another_pipeline_is_refused_before_any_work(tiny_pipe):
+    no_t5 = helpers.load_pipeline("tiny", drop_t5=True, keep_previous=True)
+    with pytest.raises(ValueError, match="other text encoders"):
+        xy_grid(tiny_pipe, x=("seed", [0]), y=("guidance_scale", [1.0]), base=BASE,
+                embeddings_cache=helpers.PromptCache(no_t5))
+    helpers.release_pipeline(no_t5)

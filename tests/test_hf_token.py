@@ -39,3 +39,22 @@ def test_hub_refusal_becomes_instructions():
     assert isinstance(explained, GatedModelError)
     assert "accept the licence" in str(explained)
     assert hf_token.explain_hub_error(OSError("disk full"), "x") is None
+
+
+def test_a_saved_pipeline_folder_counts_as_local_and_is_never_looked_up_on_the_hub(tiny_dir, tmp_path):
+    assert hf_token.is_cached(str(tiny_dir))
+    assert not hf_token.is_cached(str(tmp_path))  # a folder, but no pipeline in it
+    assert not hf_token.is_cached("./not a repo id at all")
+
+
+def test_a_pipeline_folder_on_disk_loads_offline(tiny_dir):
+    import helpers
+
+    assert hf_token.offline()
+    pipe = helpers.load_pipeline(str(tiny_dir), stand_in=False)
+    try:
+        assert pipe.load_info.plan.stand_in is False and pipe.load_info.plan.model_id == str(tiny_dir)
+        result = helpers.generate(pipe, "a cat", height=64, width=64, num_inference_steps=2)
+        assert result.image.size == (64, 64)
+    finally:
+        helpers.release_current_pipeline()

@@ -1,6 +1,9 @@
 """Memory probes on the stand-in."""
 
+from pathlib import Path
+
 import numpy as np
+import psutil
 import pytest
 import torch
 
@@ -58,3 +61,103 @@ def test_stopwatch_and_format():
 @pytest.mark.parametrize("precision,ratio", [("bf16", 0.5), ("nf4", 0.14), ("int8", 0.26)])
 def test_bytes_per_parameter_relative_to_fp32(precision, ratio):
     assert memory.BYTES_PER_PARAMETER[precision] / memory.BYTES_PER_PARAMETER["fp32"] == pytest.approx(ratio, abs=0.01)
+
+
+class FakeCudaMemory:
+    """Stands in for torch.cuda's memory counters only (no GPU here): bytes allocated and the
+    peak since the last reset, per device, and which device each query named."""
+
+    def __init__(self):
+        self.allocated, self.peak, self.devices_asked = {}, {}, []
+
+    def alloc(self, device, n):
+        self.allocated[device] = self.allocated.get(device, 0) + n
+        self.peak[device] = max(self.peak.get(device, 0), self.allocated[device])
+
+    def free(self, device, n):
+        self.allocated[device] -= n
+
+    def synchronize(self, device=None):
+        self.devices_asked.append(device)
+
+    def max_memory_allocated(self, device=None):
+        self.devices_asked.append(device)
+        return self.peak.get(self.gpu(device), 0)
+
+    def reset_peak_memory_stats(self, device=None):
+        self.devices_asked.append(device)
+        self.peak[self.gpu(device)] = self.allocated.get(self.gpu(device), 0)
+
+    @staticmethod
+    def gpu(device):
+        return "cuda:0" if device in (None, "cuda") else device  # GPU 0 is the current one
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    fake = FakeCudaMemory()
+    for name in ("synchronize", "max_memory_allocated", "reset_peak_memory_stats"):
+        monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
+    return fake
+
+
+def test_nested_cuda_peaks_each_report_their_own_peak_on_the_given_device(fake_cuda):
+    with memory.PeakMemory("cuda:1") as outer:
+        fake_cuda.alloc("cuda:1", 500)  # e.g. loading: a big peak, then freed
+        fake_cuda.free("cuda:1", 500)
+        with memory.PeakMemory("cuda:1") as inner:  # e.g. generate's own measurement
+            fake_cuda.alloc("cuda:1", 100)
+            fake_cuda.free("cuda:1", 100)
+        fake_cuda.alloc("cuda:0", 900)  # another GPU's work is not this block's
+    assert inner.peak_bytes == 100
+    assert outer.peak_bytes == 500
+    assert set(fake_cuda.devices_asked) == {"cuda:1"}, "every query must name the block's device"
+
+
+def test_an_outer_peak_reached_after_the_inner_block_counts_too(fake_cuda):
+    with memory.PeakMemory("cuda:0") as outer:
+        with memory.PeakMemory("cuda:0") as inner:
+            fake_cuda.alloc("cuda:0", 100)
+        fake_cuda.alloc("cuda:0", 200)
+    assert (inner.peak_bytes, outer.peak_bytes) == (100, 300)
+
+
+def test_stopwatch_synchronises_the_device_it_was_given(fake_cuda):
+    with memory.Stopwatch("cuda:1"):
+        pass
+    assert fake_cuda.devices_asked == ["cuda:1", "cuda:1"]
+
+
+def test_nested_rss_peaks_compose(tiny_pipe):
+    with memory.PeakMemory("cpu") as outer:
+        block = np.ones(300 * 1024**2 // 8)  # 300 MiB, touched, then given back
+        block += 1
+        del block
+        with memory.PeakMemory("cpu") as inner:
+            result = helpers.generate(tiny_pipe, "a cat", num_inference_steps=2)
+    assert outer.peak_bytes - inner.peak_bytes > 200 * 1024**2
+    assert outer.peak_bytes >= result.peak_memory_bytes
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc/self/clear_refs")
+def test_on_linux_the_kernel_keeps_the_peak_no_sampling_thread():
+    import threading
+
+    before = threading.active_count()
+    with memory.PeakMemory("cpu") as busy:
+        threads_inside = threading.active_count()
+        block = np.ones(200 * 1024**2 // 8)
+        block += 1
+        del block
+    assert threads_inside == before
+    assert busy.peak_bytes - psutil.Process().memory_info().rss > 150 * 1024**2
+
+
+def test_cuda_and_cuda_0_are_one_counter_when_gpu_0_is_current(fake_cuda, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    with memory.PeakMemory("cuda:0") as outer:
+        fake_cuda.alloc("cuda:0", 700)
+        fake_cuda.free("cuda:0", 700)
+        with memory.PeakMemory("cuda"):  # generate's device string when the plan says "cuda"
+            pass
+    assert outer.peak_bytes == 700

@@ -1,10 +1,19 @@
 """The README's main job: every notebook executed headlessly, stand-in announced loudly."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import nbformat
+import pytest
 
 from helpers import run_notebooks
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_finds_the_numbered_notebooks_in_order(tmp_path):
@@ -59,3 +68,67 @@ def test_a_failing_notebook_fails_the_job(tmp_path, capsys):
     nbformat.write(nb, tmp_path / "01_broken.ipynb")
     assert run_notebooks.main([str(tmp_path / "01_broken.ipynb"), "--output", str(tmp_path / "o")]) == 1
     assert "FAILED  01_broken.ipynb" in capsys.readouterr().out
+
+
+def write_light_notebook(path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print('done')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def write_slow_notebook(path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("print('first cell done')"),
+        nbformat.v4.new_code_cell("import pathlib, time\npathlib.Path('started.txt').touch()\ntime.sleep(120)"),
+        nbformat.v4.new_code_cell("print('never reached')"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C; kill / a CI cancel
+def test_an_interrupted_run_is_marked_unfinished_never_passes_for_complete(tmp_path, stop):
+    write_slow_notebook(tmp_path / "02_slow.ipynb")
+    write_light_notebook(tmp_path / "03_after.ipynb")
+    out = tmp_path / "outputs"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    run = subprocess.Popen(
+        [sys.executable, "-m", "helpers.run_notebooks", *(str(tmp_path / n) for n in
+         ("02_slow.ipynb", "03_after.ipynb")), "--output", str(out), "--stand-in", "yes"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    started = out / "run-001" / "02_slow" / "started.txt"
+    deadline = time.monotonic() + 120
+    while not started.exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), run.communicate(timeout=60)[0] if run.poll() is not None else "timed out"
+    run.send_signal(stop)
+    printed = run.communicate(timeout=60)[0]
+    assert run.returncode != 0
+    assert "INTERRUPTED during 02_slow.ipynb" in printed and "0 of 2 notebooks finished" in printed
+    folder = out / "run-001"
+    assert not (folder / "02_slow" / "02_slow.ipynb").exists()  # nothing that looks complete
+    assert (folder / "02_slow" / "02_slow.UNFINISHED.ipynb").is_file()
+    assert not (folder / "03_after").exists()
+    mark = (folder / "UNFINISHED.txt").read_text()
+    assert "INTERRUPTED during 02_slow.ipynb" in mark and "not run 03_after.ipynb" in mark
+    assert not (folder / "summary.txt").exists()
+
+
+def test_a_finished_run_has_a_summary_and_no_unfinished_mark(tmp_path, capsys):
+    write_light_notebook(tmp_path / "01_probe.ipynb")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "02_broken.ipynb")
+    out = tmp_path / "o"
+    assert run_notebooks.main([str(tmp_path / "01_probe.ipynb"), str(tmp_path / "02_broken.ipynb"),
+                               "--output", str(out)]) == 1
+    folder = out / "run-001"
+    assert not (folder / "UNFINISHED.txt").exists()
+    summary = (folder / "summary.txt").read_text()
+    assert "ok      01_probe.ipynb" in summary and "FAILED  02_broken.ipynb" in summary
+    assert (folder / "02_broken" / "02_broken.FAILED.ipynb").is_file()
+    assert not (folder / "02_broken" / "02_broken.ipynb").exists()

@@ -7,7 +7,7 @@ import pytest
 from helpers import validation
 
 
-@pytest.mark.parametrize("value", [-0.5, math.nan, math.inf])
+@pytest.mark.parametrize("value", [-0.5, math.nan, math.inf, 30.5, 1e6])
 def test_bad_guidance(value):
     with pytest.raises(ValueError, match="guidance_scale"):
         validation.check_guidance(value)
@@ -58,3 +58,10 @@ def test_empty_prompt():
         validation.check_prompt("   ")
     with pytest.raises(TypeError, match="negative_prompt"):
         validation.check_prompt(3, "negative_prompt", allow_none=True)
+
+
+@pytest.mark.parametrize("prompt", ["a \udfff cat", "\ud83d", "cat \ud800\ud800"])
+def test_lone_surrogates_are_refused_with_their_position(prompt):
+    with pytest.raises(ValueError, match="lone surrogate"):
+        validation.check_prompt(prompt)
+    validation.check_prompt("a \U0001f408 cat")  # a whole emoji is fine
