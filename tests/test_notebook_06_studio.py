@@ -80,6 +80,11 @@ def test_ab_section_shows_a_computed_pair(executed):
 
 def test_what_you_learned_and_exercises_close_the_notebook(executed):
     _, nb, _ = executed
-    tail = "".join(nb["cells"][-1]["source"])
+    tail = "".join("".join(c["source"]) for c in nb["cells"][-2:])
     assert "## What you learned" in tail and "## Exercises" in tail
     assert "PNG carries its recipe" not in tail  # the run never saves a PNG, so it may not claim it
+
+
+def test_everything_it_writes_is_under_outputs(executed):
+    out = executed[0]
+    assert sorted(p.name for p in out.iterdir()) == ["06_studio.ipynb", "outputs"]
