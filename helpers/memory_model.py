@@ -222,6 +222,10 @@ def working_bytes(transformer_config, size: int = 1024, dtype: torch.dtype = tor
 SHARD_BYTES = {"transformer": 10 * 10**9, "vae": 10 * 10**9, "text_encoder": 5 * 10**9,
                "text_encoder_2": 5 * 10**9, "text_encoder_3": 5 * 10**9}
 CHECKPOINT_DTYPE = torch.bfloat16  # the Hub checkpoints are stored in half precision
+# MEASURED by benchmarks/gpu_check.py (NVIDIA H200, torch 2.11, each plan in a fresh process): a load onto
+# a CUDA GPU raised the process' resident memory by its largest shard plus 0.72-0.86 GiB more (the CUDA
+# libraries and context it maps in): 10.17 GiB for a 10 GB shard, 5.11 GiB for a 4.7 GB one.
+CUDA_LOAD_HOST_BYTES = int(0.86 * GiB)
 
 
 def checkpoint_read_bytes(counts: dict[str, Census], quantization: str | None, t5: str,
@@ -247,6 +251,7 @@ def host_bytes(offload: str, device: str, weights: dict[str, int], reads: dict[s
     model or sequential offload every component waits in host RAM; on the CPU, or on Apple's
     unified memory, the weights are in host RAM anyway."""
     total, shard = sum(weights.values()), max(reads.values(), default=0)
+    cuda = CUDA_LOAD_HOST_BYTES if str(device).startswith("cuda") else 0
     if device == "cpu" or device == "mps" or offload in ("model", "sequential"):
-        return {"loading": total + shard, "generating": total}
-    return {"loading": shard, "generating": 0}
+        return {"loading": total + shard + cuda, "generating": total + cuda}
+    return {"loading": shard + cuda, "generating": cuda}

@@ -103,3 +103,29 @@ def test_the_planner_predicts_the_bytes_a_real_gpu_loaded(path):
         for component, measured in row["measured_bytes"].items():
             predicted = plan.estimated_bytes[component]
             assert abs(predicted / measured - 1) < 0.01, (row["plan"], component, predicted, measured)
+
+
+@pytest.mark.parametrize("path", committed_results(), ids=lambda p: p.stem)
+def test_the_planner_covers_the_host_memory_a_real_load_took(path):
+    """Rows measured in a fresh process: what loading added to the process' resident memory must be
+    within the planner's host-RAM figure for that plan, and (without offload) close to it."""
+    from helpers import loading
+    from helpers.hardware_profiles import HardwareProfile, plan_on
+
+    meta = json.loads(path.read_text())["meta"]
+    gpu = HardwareProfile(meta["device"], "cuda", tuple(int(x) for x in meta["capability"].split(".")),
+                          meta["gpu_total_bytes"], meta["host_ram_bytes"], 0)
+    rows = [r for r in json.loads(path.read_text())["rows"]
+            if r.get("host_before_load_bytes") and r.get("host_peak_load_bytes") and r["status"] == "ok"]
+    assert rows
+    for row in rows:
+        options = {k: (v == "True" if v in ("True", "False") else v) for k, v in row["load_pipeline"].items()}
+        options.pop("fast", None)
+        if "transformer" in options:
+            options["transformer"] = loading.PREQUANTIZED
+        options["dtype"] = getattr(torch, options.get("dtype", row["dtype"]))
+        plan = plan_on(gpu, **options)
+        measured = row["host_peak_load_bytes"] - row["host_before_load_bytes"]
+        assert measured <= plan.host_bytes_needed * 1.01, (row["plan"], measured, plan.host_bytes_needed)
+        if plan.offload == "none":
+            assert plan.host_bytes_needed <= measured * 1.15, (row["plan"], measured, plan.host_bytes_needed)
