@@ -73,33 +73,6 @@ COLUMNS = {
 
 # --- measuring ------------------------------------------------------------------------------------
 
-def tensor_bytes(module) -> int:
-    """Bytes a module really holds: parameters and buffers, plus bitsandbytes' quantization state
-    (NF4 block scales `absmax`, its code book, int8 row scales), which `parameters()` does not show."""
-    import torch
-
-    seen, total = set(), 0
-
-    def add(t):
-        nonlocal total
-        if isinstance(t, torch.Tensor) and t.device.type != "meta" and id(t) not in seen:
-            seen.add(id(t))
-            total += t.numel() * t.element_size()
-
-    for tensor in list(module.parameters()) + list(module.buffers()):
-        add(tensor)
-        state = getattr(tensor, "quant_state", None)
-        if state is not None:
-            for name in ("absmax", "code", "offset"):
-                add(getattr(state, name, None))
-            nested = getattr(state, "state2", None)
-            if nested is not None:
-                add(getattr(nested, "absmax", None))
-                add(getattr(nested, "code", None))
-        add(getattr(tensor, "SCB", None))
-    return total
-
-
 class HostPeak:
     """Peak resident memory of this process inside a `with` block, from the kernel's own counter
     (VmHWM, reset by writing 5 to /proc/self/clear_refs); falls back to RSS at exit elsewhere."""
@@ -163,7 +136,7 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
     import torch
 
     import helpers
-    from helpers import loading, quantized_checkpoints
+    from helpers import loading, memory, quantized_checkpoints
     from helpers.memory import Stopwatch
 
     cuda = torch.cuda.is_available()
@@ -215,7 +188,7 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
         pipe.set_progress_bar_config(disable=True)
         if extras.get("vae_tiling"):
             pipe.vae.enable_tiling()
-        measured = {k: tensor_bytes(v) for k, v in pipe.components.items() if isinstance(v, torch.nn.Module)}
+        measured = memory.component_footprints(pipe)  # bitsandbytes' block scales included
         row["measured_bytes"] = measured
         row["predicted_over_measured"] = {
             k: round(row["predicted_bytes"][k] / measured[k], 4)

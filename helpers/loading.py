@@ -110,30 +110,10 @@ def model_id(model: str = "sd35-large", stand_in: bool | None = None) -> str:
     return preset.repo_id if preset is not None else model
 
 
-def _bytes_per_parameter(dtype: torch.dtype, quantization: str | None) -> float:
-    if quantization:
-        return memory.BYTES_PER_PARAMETER[quantization]
-    return {torch.float32: 4.0, torch.bfloat16: 2.0, torch.float16: 2.0}[dtype]
-
-
-def estimate_footprint(parameters: dict, dtype: torch.dtype, quantization=None, t5: str = "full") -> dict[str, int]:
-    """Bytes each component will take once loaded. Exact when `parameters` maps components to
-    `memory_model.Census` (what the planner uses: `Preset.census`); a rough bytes-per-parameter
-    estimate when it maps them to parameter counts."""
-    if parameters and all(isinstance(c, memory_model.Census) for c in parameters.values()):
-        return memory_model.pipeline_bytes(parameters, dtype, quantization, t5)
-    sizes = {}
-    for name, count in parameters.items():
-        if name == "transformer":
-            per = _bytes_per_parameter(dtype, quantization)
-        elif name == "text_encoder_3":
-            if t5 == "dropped":
-                continue
-            per = _bytes_per_parameter(dtype, "nf4" if t5 == "nf4" else None)
-        else:
-            per = _bytes_per_parameter(dtype, None)
-        sizes[name] = int(count * per)
-    return sizes
+def estimate_footprint(census: dict, dtype: torch.dtype, quantization=None, t5: str = "full") -> dict[str, int]:
+    """Bytes each component will take once loaded, exactly, from its `memory_model.Census` (what
+    `Preset.census` holds for the real models, counted on the meta device)."""
+    return memory_model.pipeline_bytes(census, dtype, quantization, t5)
 
 
 def accelerator_bytes(offload: str, estimated: dict[str, int], working_bytes: int) -> int:

@@ -15,7 +15,7 @@ import torch
 from . import devices, loading
 from .errors import GPUOutOfMemoryError, QuantizationNeedsGPUError
 from .generation import generate
-from .memory import GiB, PeakMemory, format_bytes
+from .memory import PeakMemory, format_bytes
 
 # name -> load_pipeline keyword arguments
 PLANS: dict[str, dict] = {
@@ -144,37 +144,3 @@ PLAN_COLUMNS = {
     "memory_kind": "measured as", "s_per_image": "s / image", "first_image_s": "first image (s)",
     "fits": "fits this GPU",
 }
-
-
-# Fastest first: no offload beats offload; a full T5 beats an NF4 T5 beats no T5 (prompt following).
-GUIDE_CANDIDATES = [
-    ("bf16", "sd35-large", None, "full"),
-    ("NF4", "sd35-large-nf4", "nf4", "full"),
-    ("NF4 with NF4 T5", "sd35-large-nf4", "nf4", "nf4"),
-    ("NF4 without T5", "sd35-large-nf4", "nf4", "dropped"),
-]
-GUIDE_COLUMNS = {"gpu": "if you have", "plan": "load", "weights_bytes": "weights", "offload": "offload", "why": "why"}
-
-
-def vram_guide(gpu_gib=(8, 12, 16, 24, 80), dtype=torch.bfloat16) -> list[dict]:
-    """For each GPU size (free GiB, plenty of host RAM), the best SD3.5 Large plan that fits, as the
-    real planner decides it: the first candidate with the least offload; "nothing fits" if none."""
-    from .hardware_profiles import CUDA_CONTEXT_BYTES, HardwareProfile, plan_on
-
-    capability = (8, 0) if dtype == torch.bfloat16 else (7, 5)
-    guide = []
-    for gib in gpu_gib:
-        profile = HardwareProfile(f"{gib} GB", "cuda", capability, int(gib * GiB) + CUDA_CONTEXT_BYTES, 1024 * GiB, 0)
-        choices = []
-        for label, preset, _quantization, t5 in GUIDE_CANDIDATES:
-            plan = plan_on(profile, preset, dtype=dtype, quantize_t5=t5 == "nf4", drop_t5=t5 == "dropped")
-            if plan.fits:
-                choices.append((["none", "model", "sequential"].index(plan.offload), label, plan))
-        if not choices:
-            guide.append({"gpu": f"{gib} GB", "plan": "nothing fits", "weights_bytes": None, "offload": "—",
-                          "why": "even NF4 without T5 needs more than this"})
-            continue
-        _, label, plan = min(choices, key=lambda c: c[0])  # first of the least offload
-        guide.append({"gpu": f"{gib} GB", "plan": label, "weights_bytes": plan.total_bytes,
-                      "offload": plan.offload, "why": plan.reason})
-    return guide

@@ -14,8 +14,6 @@ import torch
 
 GiB = 1024**3
 
-# Bytes per parameter of each precision; NF4 and int8 also store one scale per block of weights.
-BYTES_PER_PARAMETER = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.0 + 4 / 64, "nf4": 0.5 + 4 / 64}
 
 
 def format_bytes(n: float | None) -> str:

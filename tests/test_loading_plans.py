@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from helpers import loading_plans
 from helpers.loading import choose_offload, estimate_footprint
 from helpers.loading_plans import PLANS, markdown_table, measure_plan, peak_flops
 from helpers.memory import GiB
@@ -50,11 +49,3 @@ def test_peak_flops_and_table():
     table = markdown_table([{"plan": "NF4", "peak_bytes": 2 * GiB, "s": None}], {"plan": "p", "peak_bytes": "m", "s": "s"})
     assert table.splitlines()[2] == "| NF4 | 2.00 GiB | — |"
     assert set(PLANS) >= {"bf16", "NF4", "NF4 + model CPU offload", "8-bit"}
-
-
-def test_vram_guide_prefers_the_least_offload_then_the_fullest_model():
-    guide = {row["gpu"]: row for row in loading_plans.vram_guide((8, 24, 80))}
-    assert (guide["80 GB"]["plan"], guide["80 GB"]["offload"]) == ("bf16", "none")
-    assert (guide["24 GB"]["plan"], guide["24 GB"]["offload"]) == ("NF4", "none")
-    assert guide["8 GB"]["offload"] == "model" and guide["8 GB"]["plan"] == "NF4 with NF4 T5"
-    assert guide["8 GB"]["weights_bytes"] < guide["24 GB"]["weights_bytes"] < guide["80 GB"]["weights_bytes"]

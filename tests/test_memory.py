@@ -58,11 +58,6 @@ def test_stopwatch_and_format():
     assert memory.format_bytes(None) == "n/a"
 
 
-@pytest.mark.parametrize("precision,ratio", [("bf16", 0.5), ("nf4", 0.14), ("int8", 0.26)])
-def test_bytes_per_parameter_relative_to_fp32(precision, ratio):
-    assert memory.BYTES_PER_PARAMETER[precision] / memory.BYTES_PER_PARAMETER["fp32"] == pytest.approx(ratio, abs=0.01)
-
-
 class FakeCudaMemory:
     """Stands in for torch.cuda's memory counters only (no GPU here): bytes allocated and the
     peak since the last reset, per device, and which device each query named."""
