@@ -118,6 +118,7 @@ def make_recipe(pipe, prompt, negative_prompt, settings: dict) -> dict:
         "dtype": str(plan.dtype).removeprefix("torch.") if plan else str(pipe.dtype),
         "device": plan.device if plan else str(pipe.device),
         "offload": plan.offload if plan else None,
+        "fast": bool(getattr(plan, "fast", False)) if plan else None,  # compiled blocks (load_pipeline(fast=True))
         "transformer_source": plan.transformer_source if plan else None,
         "scheduler": type(pipe.scheduler).__name__,
         "prompt": prompt,

@@ -21,8 +21,9 @@ def test_fast_plan_gives_the_plain_image_within_tolerance(tiny_dir):
     pipe = helpers.load_pipeline("tiny", fast=True)
     blocks = pipe.transformer.transformer_blocks
     assert all(block._compiled_call_impl is not None for block in blocks)  # really compiled
-    fast = pixels(helpers.generate(pipe, "a red fox in the snow", seed=3))
-    assert np.abs(fast - plain).max() <= FAST_TOLERANCE
+    result = helpers.generate(pipe, "a red fox in the snow", seed=3)
+    assert np.abs(pixels(result) - plain).max() <= FAST_TOLERANCE
+    assert result.recipe["fast"] is True and pipe.load_info.plan.fast is True  # the recipe says how it ran
     # Compiling in place keeps the weights' names: save_pretrained / save_quantized still work.
     assert not any("_orig_mod" in name for name in pipe.transformer.state_dict())
     helpers.release_current_pipeline()
