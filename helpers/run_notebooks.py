@@ -49,6 +49,22 @@ def decide_stand_in() -> tuple[bool, str]:
     return False, "CUDA GPU and Hugging Face token found"
 
 
+def _ipc_kernel_manager():
+    """A kernel manager that talks to its kernel over local Unix sockets rather than TCP (ipykernel
+    warns once per kernel about unencrypted TCP, and nothing here needs a network port)."""
+    import tempfile
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+            self.ip = str(Path(tempfile.mkdtemp(prefix="sd35-kernel-")) / "ipc")
+
+    return IPCKernelManager
+
+
 def execute_notebook(path: Path, output_dir: Path, parameters: dict, timeout: int = 3600) -> Path:
     """Execute one notebook with papermill into `output_dir`; return the executed copy's path.
 
@@ -69,6 +85,7 @@ def execute_notebook(path: Path, output_dir: Path, parameters: dict, timeout: in
             kernel_name="python3",
             progress_bar=False,
             execution_timeout=timeout,
+            kernel_manager_class=_ipc_kernel_manager(),
         )
     except papermill.PapermillExecutionError:
         if running.exists():

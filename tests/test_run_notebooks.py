@@ -132,3 +132,18 @@ def test_a_finished_run_has_a_summary_and_no_unfinished_mark(tmp_path, capsys):
     assert "ok      01_probe.ipynb" in summary and "FAILED  02_broken.ipynb" in summary
     assert (folder / "02_broken" / "02_broken.FAILED.ipynb").is_file()
     assert not (folder / "02_broken" / "02_broken.ipynb").exists()
+
+
+def test_kernels_talk_over_local_sockets_and_print_no_warning(tmp_path, capfd):
+    """ipykernel warns once per kernel about unencrypted TCP; `make notebooks` must print nothing
+    beyond the banner, so kernels run over IPC (Unix sockets)."""
+    import nbformat
+
+    from helpers.run_notebooks import execute_notebook
+
+    source = tmp_path / "plain.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")]), source)
+    out = execute_notebook(source, tmp_path / "run", {})
+    assert nbformat.read(out, as_version=4).cells[0].outputs[0]["text"] == "42\n"
+    captured = capfd.readouterr()
+    assert "WARNING" not in captured.err and "TCP" not in captured.err, captured.err
