@@ -445,6 +445,9 @@ def load_pipeline(
         token = hf_token.find_token()
         if preset.gated:
             hf_token.require_access(plan.model_id, token)
+    # Checked before the previous pipeline is released: a load that cannot run here must not cost
+    # the reader the pipeline they already have.
+    check_quantization_runs_here(plan)
     if not keep_previous:
         # Release first, then measure: the previous pipeline's memory (and PyTorch's cache of it)
         # would otherwise count as used, turning "none" into an offload or a spurious refusal.
@@ -472,11 +475,7 @@ def load_pipeline(
         raise GPUOutOfMemoryError(_does_not_fit(plan, plan.total_bytes)) from e
     except RuntimeError as e:
         if "No GPU found" in str(e):
-            raise QuantizationNeedsGPUError(
-                f"{plan.preset} quantizes with bitsandbytes, and diffusers only does that on a GPU "
-                "(CUDA, or Apple MPS for 4-bit). Run this on a GPU runtime (Colab: Runtime > Change "
-                "runtime type > T4 GPU), or choose a full-precision preset such as 'sd35-medium'."
-            ) from e
+            raise QuantizationNeedsGPUError(_needs_gpu(plan)) from e
         raise
     except OSError as e:
         better = hf_token.explain_hub_error(e, plan.model_id)
@@ -496,6 +495,37 @@ def load_pipeline(
     global _current_pipeline
     _current_pipeline = pipe
     return pipe
+
+
+def _needs_gpu(plan: LoadingPlan) -> str:
+    return (
+        f"{plan.preset} quantizes with bitsandbytes, and diffusers only does that on a GPU "
+        "(CUDA, or Apple MPS for 4-bit). Run this on a GPU runtime (Colab: Runtime > Change "
+        "runtime type > T4 GPU), or choose a full-precision preset such as 'sd35-medium'."
+    )
+
+
+def check_quantization_runs_here(plan: LoadingPlan) -> None:
+    """Raise QuantizationNeedsGPUError now if diffusers would refuse this plan's bitsandbytes
+    quantization here, by asking diffusers' own quantizer the environment question it asks later."""
+    if plan.quantization not in ("nf4", "int8"):
+        return
+    from diffusers import BitsAndBytesConfig
+    from diffusers.quantizers.bitsandbytes.bnb_quantizer import (
+        BnB4BitDiffusersQuantizer,
+        BnB8BitDiffusersQuantizer,
+    )
+
+    if plan.quantization == "int8":
+        quantizer = BnB8BitDiffusersQuantizer(BitsAndBytesConfig(load_in_8bit=True))
+    else:
+        quantizer = BnB4BitDiffusersQuantizer(BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4"))
+    try:
+        quantizer.validate_environment()
+    except RuntimeError as e:
+        if "No GPU found" in str(e):
+            raise QuantizationNeedsGPUError(_needs_gpu(plan)) from e
+        raise
 
 
 def _from_pretrained(plan: LoadingPlan, token: str | None):

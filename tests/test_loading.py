@@ -264,3 +264,13 @@ def test_a_hub_id_that_does_not_fit_gets_a_suggestion_too(monkeypatch):
                                 host_bytes=64 * GiB, offload="model")
     assert not plan.fits and plan.total_bytes > 25 * GiB  # SD3.5 Large's architecture, bf16
     assert plan.would_fit is not None and plan.would_fit["model"] == "someone/sd35-large-finetune"
+
+
+def test_a_load_that_cannot_run_here_keeps_the_pipeline_you_have(tiny_dir):
+    """NF4 on a machine without a GPU is refused before the previous pipeline is released."""
+    pipe = helpers.load_pipeline("tiny")
+    with pytest.raises(helpers.QuantizationNeedsGPUError, match="only does that on a GPU"):
+        helpers.load_pipeline("sd35-large-nf4", stand_in=True)
+    assert pipe.transformer is not None
+    assert helpers.generate(pipe, "still here", num_inference_steps=1).image.size == (64, 64)
+    helpers.release_current_pipeline()
