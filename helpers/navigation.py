@@ -22,7 +22,7 @@ MARKER = "<!-- navigation -->"
 
 NOTEBOOKS = [
     ("01_quantized_loading.ipynb", "Loading SD3.5 Large in 4-bit NF4", "the blog's code run end to end, then what NF4 saves per component"),
-    ("02_loading_plans.ipynb", "Loading plans and CPU offload", "six plans measured, `offload=\"auto\"`, which plan fits your GPU"),
+    ("02_loading_plans.ipynb", "Loading plans and CPU offload", "every plan measured (the fast plan too), `offload=\"auto\"`, what fits the machines readers use"),
     ("03_quantize_once.ipynb", "Quantize once, reload fast", "save the NF4 transformer, reload it, and a plan for a free Colab T4"),
     ("04_guidance_scale.ipynb", "Tuning guidance_scale", "sweeps, CLIP-scored adherence and a recommendation per model"),
     ("05_negative_prompts.ipynb", "Negative-prompt experiments", "measured over seeds, NF4 vs bf16, positive prompting for placement"),
