@@ -1,4 +1,4 @@
-"""Notebook 02 runs top to bottom on the stand-in: the hand-written CFG loop matches pipe(...), the
+"""Notebook 04 runs top to bottom on the stand-in: the hand-written CFG loop matches pipe(...), the
 cost of guidance is counted, the sweep, curve and table, skip-layer guidance, the blog's values."""
 
 import re

@@ -1,4 +1,4 @@
-"""Notebook 03 runs headless on the stand-in and computes what its prose reports."""
+"""Notebook 05 runs headless on the stand-in and computes what its prose reports."""
 
 import csv
 import re
@@ -6,7 +6,7 @@ import re
 from notebook_harness import cell_outputs_text, run_notebook
 
 
-def test_notebook_03_runs_and_reports_measured_numbers(tiny_dir, tmp_path):
+def test_notebook_05_runs_and_reports_measured_numbers(tiny_dir, tmp_path):
     nb = run_notebook("05_negative_prompts.ipynb", tmp_path, N_SEEDS=3, GRID_GUIDANCES=[1.0, 3.5], STEPS=2, BLOG_SEEDS=2)
     text = cell_outputs_text(nb)
 

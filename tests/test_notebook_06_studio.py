@@ -1,4 +1,4 @@
-"""Notebook 04 runs top to bottom on the stand-in: the interact app, the step hook, cancelling, the
+"""Notebook 06 runs top to bottom on the stand-in: the interact app, the step hook, cancelling, the
 latent preview, the worker thread, then the studio with one scripted image and the A/B pair."""
 
 import re
