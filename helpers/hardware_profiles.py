@@ -3,7 +3,7 @@
 Each profile is what the planner asks a machine (compute capability, free accelerator memory,
 host RAM, Apple's Metal working set). `on_profile(profile)` answers those questions, and only
 those, at their one seam in `helpers.devices`, so the real planner runs unchanged as if on that
-machine. README's memory guide and notebook 01's table are `markdown(profile_plans())`.
+machine. README's memory guide and notebook 02's table are `markdown(profile_plans())`.
 """
 
 from __future__ import annotations
