@@ -428,6 +428,7 @@ def load_pipeline(
     `fast=True` applies the fast plan (`helpers.speedups.make_fast`: compiled transformer blocks,
     channels-last VAE): the first image pays the compile time, later ones run faster.
     """
+    global _current_pipeline
     if not isinstance(fast, bool):
         raise ValueError(f"fast must be True or False, not {fast!r}.")
     if transformer == PREQUANTIZED:
@@ -446,7 +447,15 @@ def load_pipeline(
         if preset.gated:
             hf_token.require_access(plan.model_id, token)
     # Checked before the previous pipeline is released: a load that cannot run here must not cost
-    # the reader the pipeline they already have.
+    # the reader the pipeline they already have. (Whether it fits is checked first when nothing is
+    # held; otherwise after the release, which frees the memory it is measured against.)
+    if keep_previous or _current_pipeline is None:
+        check_fits(plan)
+    if not plan.stand_in and hf_token.offline() and not hf_token.is_cached(plan.model_id):
+        raise FileNotFoundError(
+            f"HF_HUB_OFFLINE is set and {plan.model_id} is not in the local Hugging Face cache. "
+            "Download it once with a network connection, or use stand_in=True."
+        )
     check_quantization_runs_here(plan)
     if not keep_previous:
         # Release first, then measure: the previous pipeline's memory (and PyTorch's cache of it)
@@ -458,11 +467,6 @@ def load_pipeline(
             dtype=dtype, stand_in=stand_in, transformer=transformer,
         )
     check_fits(plan)
-    if not plan.stand_in and hf_token.offline() and not hf_token.is_cached(plan.model_id):
-        raise FileNotFoundError(
-            f"HF_HUB_OFFLINE is set and {plan.model_id} is not in the local Hugging Face cache. "
-            "Download it once with a network connection, or use stand_in=True."
-        )
     global _stand_in_announced
     if plan.stand_in and not _stand_in_announced:
         print(STAND_IN_BANNER)
@@ -492,7 +496,6 @@ def load_pipeline(
     size = PRESETS["tiny"].default_size if plan.stand_in else preset.default_size
     plan.fast = fast
     pipe.load_info = LoadInfo(plan, seconds, preset.model_card, preset.blog, size, compute_dtypes(pipe))
-    global _current_pipeline
     _current_pipeline = pipe
     return pipe
 

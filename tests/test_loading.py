@@ -274,3 +274,12 @@ def test_a_load_that_cannot_run_here_keeps_the_pipeline_you_have(tiny_dir):
     assert pipe.transformer is not None
     assert helpers.generate(pipe, "still here", num_inference_steps=1).image.size == (64, 64)
     helpers.release_current_pipeline()
+
+
+def test_an_uncached_model_offline_is_refused_before_the_pipeline_you_have_is_released(tiny_dir, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "Xy4" * 12)  # a token is there; the model is not cached
+    pipe = helpers.load_pipeline("tiny")
+    with pytest.raises(FileNotFoundError, match="not in the local Hugging Face cache"):
+        helpers.load_pipeline("sd35-medium", stand_in=False, device="cpu")
+    assert pipe.transformer is not None
+    helpers.release_current_pipeline()
