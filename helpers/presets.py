@@ -29,7 +29,7 @@ class Recommendation:
     """A recommended `guidance_scale` and `num_inference_steps`, with where it comes from."""
 
     guidance_scale: float
-    num_inference_steps: int
+    num_inference_steps: int | None  # None: the source gives a guidance value only
     source: str
 
 
@@ -74,7 +74,7 @@ PRESETS: dict[str, Preset] = {
             True,
             1024,
             _LARGE_CARD,
-            Recommendation(2.5, 28, "Stability AI blog"),
+            Recommendation(2.5, None, "Stability AI blog (guidance only)"),
             {"transformer": LARGE_TRANSFORMER, **SHARED_PARAMETERS},
             "large",
         ),
@@ -86,7 +86,7 @@ PRESETS: dict[str, Preset] = {
             True,
             1024,
             _LARGE_CARD,
-            Recommendation(7.5, 28, "Stability AI blog"),
+            Recommendation(7.5, None, "Stability AI blog (guidance only)"),
             {"transformer": LARGE_TRANSFORMER, **SHARED_PARAMETERS},
             "large",
         ),
@@ -110,7 +110,7 @@ PRESETS: dict[str, Preset] = {
             True,
             1024,
             Recommendation(4.5, 40, "model card (stabilityai/stable-diffusion-3.5-medium)"),
-            Recommendation(5.0, 40, "Stability AI blog"),
+            Recommendation(5.0, None, "Stability AI blog (guidance only)"),
             {"transformer": MEDIUM_TRANSFORMER, **SHARED_PARAMETERS},
             "medium",
         ),

@@ -17,6 +17,8 @@ def test_model_card_and_blog_values():
     for preset in PRESETS.values():
         assert preset.model_card.source
         assert preset.blog is None or "blog" in preset.blog.source.lower()
+        # The blog gives guidance values only: no steps are attributed to it.
+        assert preset.blog is None or preset.blog.num_inference_steps is None
 
 
 def test_quantization_per_preset():
