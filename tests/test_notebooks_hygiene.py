@@ -119,3 +119,15 @@ def test_every_committed_image_is_shown_in_the_readme():
     images = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "images").iterdir() if p.is_file())
     assert images, "images/ holds the README's screenshot"
     assert [i for i in images if f"]({i})" not in readme] == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda p: p.name)
+def test_grids_are_shown_downscaled(path):
+    """A grid of 1024 px tiles is thousands of pixels wide: notebooks save it at full resolution and
+    show `grids.for_display(...)` of it, never the grid itself."""
+    for cell in read(path).cells:
+        if cell.cell_type != "code":
+            continue
+        assert not re.search(r"(?<!for_)display\((helpers\.)?(image_grid|xy_grid)\(", cell.source), (path.name, cell.source[:200])
+        last = cell.source.rstrip().splitlines()[-1] if cell.source.strip() else ""
+        assert not re.match(r"^(helpers\.)?image_grid\(|^grid$", last), (path.name, last)
