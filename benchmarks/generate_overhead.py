@@ -20,13 +20,7 @@ import torch  # noqa: E402
 
 from helpers.generation import generate  # noqa: E402
 from helpers.loading import load_pipeline  # noqa: E402
-from helpers.memory import PeakMemory  # noqa: E402
-
-try:
-    from helpers.memory import kernel_peak_rss  # noqa: E402
-except ImportError:  # helpers from before the kernel's peak was used
-    def kernel_peak_rss():
-        return None
+from helpers.memory import PeakMemory, kernel_peak_rss  # noqa: E402
 
 
 def timed(fn):

@@ -33,7 +33,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 FREE_COLAB_T4_GPU_BYTES = 15 * 1000**3  # "a 15 GB card" (a T4: 15360 MiB, less the CUDA context)
-FREE_COLAB_RAM_BYTES = int(12.7 * 1000**3)
 
 # name -> load_pipeline keyword arguments (the preset is read from the random-weights folder), plus
 # three knobs of this script's own, applied after loading: "vae_tiling" (pipe.vae.enable_tiling()),
@@ -73,38 +72,6 @@ COLUMNS = {
 
 # --- measuring ------------------------------------------------------------------------------------
 
-class HostPeak:
-    """Peak resident memory of this process inside a `with` block, from the kernel's own counter
-    (VmHWM, reset by writing 5 to /proc/self/clear_refs); falls back to RSS at exit elsewhere."""
-
-    def __enter__(self):
-        self.reset = False
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-            self.reset = True
-        except OSError:
-            pass
-        return self
-
-    def __exit__(self, *exc):
-        self.peak_bytes = _status_bytes("VmHWM") if self.reset else None
-        if self.peak_bytes is None:
-            import psutil
-
-            self.peak_bytes = psutil.Process().memory_info().rss
-        return False
-
-
-def _status_bytes(key: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def gpu_name() -> str:
     import torch
 
@@ -133,6 +100,7 @@ def build_random_pipeline(folder: Path, family: str = "large", device: str = "cu
 def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
             flop_per_image: float | None, peak_flops: float | None) -> dict:
     """Load one plan, render a warm-up and a measured image, compare with the planner, release."""
+    import psutil
     import torch
 
     import helpers
@@ -166,7 +134,7 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
     row["predicted_bytes"] = dict(predicted_plan.estimated_bytes)
     row["working_allowance_bytes"] = getattr(predicted_plan, "working_bytes", loading.WORKING_MEMORY_BYTES)
     row["dtype"] = str(predicted_plan.dtype).removeprefix("torch.")
-    row["host_before_load_bytes"] = _status_bytes("VmRSS")
+    row["host_before_load_bytes"] = psutil.Process().memory_info().rss
     if cuda:
         if extras.get("cap") == "t4":
             total = torch.cuda.get_device_properties(0).total_memory
@@ -176,7 +144,7 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
         torch.cuda.reset_peak_memory_stats()
     pipe = None
     try:
-        with HostPeak() as host:
+        with memory.PeakMemory("cpu") as host:  # the process' resident memory, from the kernel's peak
             started = time.perf_counter()
             pipe = helpers.load_pipeline(**options, stand_in=True, **({"fast": True} if fast else {}))
             if cuda:
@@ -184,7 +152,9 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
             row["load_s"] = time.perf_counter() - started
         row["host_peak_load_bytes"] = host.peak_bytes
         if extras.get("cap") == "t4":
-            row["fits_free_colab_ram"] = host.peak_bytes <= FREE_COLAB_RAM_BYTES
+            from helpers.hardware_profiles import get_profile
+
+            row["fits_free_colab_ram"] = host.peak_bytes <= get_profile("free Colab T4").host_bytes  # the planner's T4
         pipe.set_progress_bar_config(disable=True)
         if extras.get("vae_tiling"):
             pipe.vae.enable_tiling()

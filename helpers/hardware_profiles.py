@@ -157,21 +157,19 @@ def markdown(rows: list[dict]) -> str:
 def requirements(models, profiles=PROFILES) -> str:
     """A notebook's prerequisites as a Markdown table: one row per machine, one column per model,
     each cell what `load_pipeline(model)` does there ("NF4, none offload" or "does not fit: try ..."),
-    computed by the real planner on each profile; nothing is loaded."""
+    from `profile_plans` (the real planner on each profile); nothing is loaded."""
     models = list(dict.fromkeys(models))
+    cells = {(row["machine"], row["model"]): row for row in profile_plans(models, profiles)}
+
+    def cell(row):
+        if row["fits"]:
+            offload = "" if row["offload"] == "none" else f", {row['offload']} offload"
+            return f"{row['plan']}{offload} ({memory.format_bytes(row['gpu_bytes'])})"
+        return f"does not fit; fits as `{row['instead']}`" if row["would_fit"] else "does not fit"
+
     lines = ["| machine | " + " | ".join(f"`{m}`" for m in models) + " |", "|---|" + "---|" * len(models)]
     for profile in profiles:
-        cells = []
-        for model in models:
-            plan = plan_on(profile, model)
-            if plan.fits:
-                offload = "" if plan.offload == "none" else f", {plan.offload} offload"
-                cells.append(f"{plan_label(plan)}{offload} ({memory.format_bytes(plan.gpu_bytes_needed)})")
-            elif plan.would_fit:
-                cells.append(f"does not fit; fits as `{loading.describe_options(plan.would_fit)}`")
-            else:
-                cells.append("does not fit")
-        lines.append(f"| {profile.name} | " + " | ".join(cells) + " |")
+        lines.append(f"| {profile.name} | " + " | ".join(cell(cells[profile.name, m]) for m in models) + " |")
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ the model does not fit), the token and gated-model checks, and one pipeline per 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -593,7 +594,7 @@ def _from_pretrained(plan: LoadingPlan, token: str | None):
         # the whole pipeline. "cuda:N" loads onto "cuda" with N as the current device.
         device_type = torch.device(plan.device).type
         index = torch.device(plan.device).index
-        with torch.cuda.device(index) if device_type == "cuda" and index is not None else _nothing():
+        with torch.cuda.device(index) if device_type == "cuda" and index is not None else contextlib.nullcontext():
             pipe = StableDiffusion3Pipeline.from_pretrained(
                 plan.model_id, dtype=plan.dtype, token=token, device_map=device_type, **kwargs
             )
@@ -604,12 +605,6 @@ def _from_pretrained(plan: LoadingPlan, token: str | None):
     elif plan.offload == "sequential":
         pipe.enable_sequential_cpu_offload(device=plan.device)
     return pipe
-
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def set_compute_dtype(model, dtype: torch.dtype) -> None:
