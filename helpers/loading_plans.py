@@ -8,7 +8,9 @@ CPU) and seconds per image, or why the plan cannot run on this machine.
 from __future__ import annotations
 
 import gc
+import json
 import re
+from pathlib import Path
 
 import torch
 
@@ -46,6 +48,14 @@ PEAK_FLOPS = (
     ("V100", 125e12),
     ("T4", 65e12),
 )
+
+
+GPU_RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+
+
+def gpu_results(folder=GPU_RESULTS) -> list[dict]:
+    """What `make gpu-check` committed: one {"meta", "rows", "path"} per GPU, from benchmarks/results."""
+    return [dict(json.loads(file.read_text()), path=file) for file in sorted(Path(folder).glob("*.json"))]
 
 
 def peak_flops(device_name: str) -> float | None:

@@ -127,21 +127,17 @@ def vram_guide_section() -> str:
     )
 
 
-GPU_RESULTS = REPO / "benchmarks" / "results"
 GPU_COLUMNS = {"plan": "plan", "status": "status", "load_s": "load (s)", "gpu_after_load_bytes": "GPU memory after load",
                "peak_allocated_bytes": "peak while generating", "s_per_image": "s / image"}
 
 
 def gpu_results_section() -> str:
     """The README's "Measured on a GPU" tables, one per results file `make gpu-check` committed."""
-    import json
-
-    from .loading_plans import markdown_table
+    from .loading_plans import gpu_results, markdown_table
 
     parts = []
-    for file in sorted(GPU_RESULTS.glob("*.json")):
-        data = json.loads(file.read_text())
-        meta, rows = data["meta"], data["rows"]
+    for data in gpu_results():
+        file, meta, rows = data["path"], data["meta"], data["rows"]
         short = [dict(r, status=r["status"].split(":")[0] if r["status"].startswith("failed") else r["status"])
                  for r in rows]
         parts.append(

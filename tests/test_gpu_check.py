@@ -63,7 +63,9 @@ def test_unknown_plan_is_refused_before_any_work(tmp_path):
 
 
 def committed_results():
-    return sorted((REPO / "benchmarks" / "results").glob("*.json"))
+    from helpers.loading_plans import gpu_results
+
+    return [data["path"] for data in gpu_results()]
 
 
 @pytest.mark.parametrize("path", committed_results(), ids=lambda p: p.stem)
