@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import re
-import struct
 import threading
 import time
 from pathlib import Path
@@ -62,25 +60,6 @@ def component_footprints(pipe) -> dict[str, int]:
         for name, component in pipe.components.items()
         if isinstance(component, torch.nn.Module)
     }
-
-
-def parameters_on_disk(folder) -> dict[str, int]:
-    """Parameter count of each component saved in a pipeline folder, read from the safetensors
-    headers alone (no weights are loaded). Quantized checkpoints are not supported here."""
-    counts: dict[str, int] = {}
-    for file in sorted(Path(folder).glob("*/*.safetensors")):
-        with open(file, "rb") as f:
-            (header_len,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(header_len))
-        n = 0
-        for name, info in header.items():
-            if name != "__metadata__":
-                numel = 1
-                for d in info["shape"]:
-                    numel *= d
-                n += numel
-        counts[file.parent.name] = counts.get(file.parent.name, 0) + n
-    return counts
 
 
 # The PeakMemory blocks open right now, in any thread: a block that resets the peak counter first

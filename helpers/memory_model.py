@@ -18,7 +18,7 @@ The same rules are checked byte for byte on the stand-in, which bitsandbytes rea
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -173,10 +173,6 @@ FULL_SIZE: dict[str, dict[str, Census]] = {
         "text_encoder": _CLIP_L, "text_encoder_2": _CLIP_G, "text_encoder_3": _T5_XXL, "vae": _VAE,
     },
 }
-
-
-def as_dict(counts: Census) -> dict:
-    return asdict(counts)
 
 
 # ---- Working memory: activations on top of the weights, from the shapes --------------------------
