@@ -31,7 +31,7 @@ test: setup browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 notebooks: setup
-	$(PY) -m helpers.run_notebooks
+	$(PY) -m tools.run_notebooks
 
 gpu-check: setup
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)

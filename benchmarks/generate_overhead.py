@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from helpers.generation import generate  # noqa: E402
-from helpers.loading import load_pipeline  # noqa: E402
-from helpers.memory import PeakMemory, kernel_peak_rss  # noqa: E402
+from helpers.generation.text_to_image import generate  # noqa: E402
+from helpers.loading.load import load_pipeline  # noqa: E402
+from helpers.measuring import PeakMemory, kernel_peak_rss  # noqa: E402
 
 
 def timed(fn):

@@ -40,7 +40,7 @@ FREE_COLAB_T4_GPU_BYTES = 15 * 1000**3  # "a 15 GB card" (a T4: 15360 MiB, less 
 # torch.cuda.set_per_process_memory_fraction). Order matters: the most informative rows first, so a
 # short budget still measures them. "{saved}" is the NF4 row's transformer, saved with save_quantized.
 # "t4": "planner" takes the load_pipeline arguments the planner chooses for the free Colab T4
-# (helpers.hardware_profiles.colab_t4_plan), with the NF4 row's saved transformer if "prequantized".
+# (helpers.loading.hardware_profiles.colab_t4_plan), with the NF4 row's saved transformer if "prequantized".
 T4_NF4_T5 = dict(model="sd35-large-nf4", offload="none", transformer="{saved}", quantize_t5=True, dtype="float16",
                  cap="t4")
 PLANS: dict[str, dict] = {
@@ -104,8 +104,11 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
     import torch
 
     import helpers
-    from helpers import loading, memory, quantized_checkpoints
-    from helpers.memory import Stopwatch
+    from helpers import measuring
+    from helpers.loading import quantized_checkpoints
+    from helpers.loading.load import release_current_pipeline
+    from helpers.loading.planner import WORKING_MEMORY_BYTES, plan_loading
+    from helpers.measuring import Stopwatch
 
     cuda = torch.cuda.is_available()
     row = {"plan": name, "status": "ok"}
@@ -113,7 +116,7 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
     if not cuda and name in NEEDS_GPU:
         return dict(row, status="not applicable: no GPU")
     if options.pop("t4", None):
-        from helpers.hardware_profiles import colab_t4_plan
+        from helpers.loading.hardware_profiles import colab_t4_plan
 
         prequantized = options.pop("prequantized", False)
         options.update(colab_t4_plan())
@@ -130,9 +133,9 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
     fast = options.pop("fast", False)
 
     # What the planner predicts for the real model (planning needs no token and reads no weights).
-    predicted_plan = loading.plan_loading(**options, stand_in=False)
+    predicted_plan = plan_loading(**options, stand_in=False)
     row["predicted_bytes"] = dict(predicted_plan.estimated_bytes)
-    row["working_allowance_bytes"] = getattr(predicted_plan, "working_bytes", loading.WORKING_MEMORY_BYTES)
+    row["working_allowance_bytes"] = getattr(predicted_plan, "working_bytes", WORKING_MEMORY_BYTES)
     row["dtype"] = str(predicted_plan.dtype).removeprefix("torch.")
     row["host_before_load_bytes"] = psutil.Process().memory_info().rss
     if cuda:
@@ -144,7 +147,7 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
         torch.cuda.reset_peak_memory_stats()
     pipe = None
     try:
-        with memory.PeakMemory("cpu") as host:  # the process' resident memory, from the kernel's peak
+        with measuring.PeakMemory("cpu") as host:  # the process' resident memory, from the kernel's peak
             started = time.perf_counter()
             pipe = helpers.load_pipeline(**options, stand_in=True, **({"fast": True} if fast else {}))
             if cuda:
@@ -152,13 +155,13 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
             row["load_s"] = time.perf_counter() - started
         row["host_peak_load_bytes"] = host.peak_bytes
         if extras.get("cap") == "t4":
-            from helpers.hardware_profiles import get_profile
+            from helpers.loading.hardware_profiles import get_profile
 
             row["fits_free_colab_ram"] = host.peak_bytes <= get_profile("free Colab T4").host_bytes  # the planner's T4
         pipe.set_progress_bar_config(disable=True)
         if extras.get("vae_tiling"):
             pipe.vae.enable_tiling()
-        measured = memory.component_footprints(pipe)  # bitsandbytes' block scales included
+        measured = measuring.component_footprints(pipe)  # bitsandbytes' block scales included
         row["measured_bytes"] = measured
         row["predicted_over_measured"] = {
             k: round(row["predicted_bytes"][k] / measured[k], 4)
@@ -202,7 +205,7 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
         if cuda:
             torch.cuda.synchronize()
             before_release = torch.cuda.memory_allocated()
-        loading.release_current_pipeline()
+        release_current_pipeline()
         if cuda:
             # What the next load_pipeline would see: the memory this one held must be free again.
             row["freed_bytes"] = before_release - torch.cuda.memory_allocated()
@@ -231,7 +234,7 @@ def _timed_generate(pipe, prompt, steps, size, row, which) -> float:
     import torch
 
     import helpers
-    from helpers.memory import Stopwatch
+    from helpers.measuring import Stopwatch
 
     def at_step(step, total, latents):
         if which == "measured" and step == total - 1 and torch.cuda.is_available():
@@ -277,7 +280,7 @@ def run_child(name: str, args, env: dict, timeout: float) -> dict:
 # --- report ---------------------------------------------------------------------------------------
 
 def markdown(meta: dict, rows: list[dict]) -> str:
-    from helpers.loading_plans import markdown_table
+    from helpers.loading.plan_benchmarks import markdown_table
 
     table = markdown_table(rows, COLUMNS)
     ratios = ["| plan | " + " | ".join(("transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae"))
@@ -331,7 +334,7 @@ def main(argv=None) -> int:
     device = gpu_name()
 
     import helpers
-    from helpers.loading_plans import LARGE_FLOP_PER_IMAGE, markdown_table, peak_flops
+    from helpers.loading.plan_benchmarks import LARGE_FLOP_PER_IMAGE, markdown_table, peak_flops
 
     flop_per_image = LARGE_FLOP_PER_IMAGE * args.steps / 28 if (cuda and args.size == 1024) else None
     peak = peak_flops(device) if cuda else None
@@ -346,7 +349,7 @@ def main(argv=None) -> int:
     meta = {"model": "offline stand-in (smoke)" if args.smoke else f"SD3.5 {args.family}, full size, random weights",
             "device": device, "steps": args.steps, "size": args.size,
             "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-            "versions": {**helpers.generation.library_versions(), "python": platform.python_version()},
+            "versions": {**helpers.generation.text_to_image.library_versions(), "python": platform.python_version()},
             "host_ram_bytes": psutil.virtual_memory().total, "flop_per_image": flop_per_image,
             "peak_flops": peak, "checks": []}
     if cuda:
@@ -362,7 +365,7 @@ def main(argv=None) -> int:
         stem.with_suffix(".md").write_text(markdown(meta, rows))
 
     if args.smoke:
-        folder = helpers.tiny.tiny_pipeline_dir()
+        folder = helpers.stand_in.tiny_pipeline_dir()
     else:
         print(f"Building full-size SD3.5 {args.family} with random weights in {args.scratch} ...", flush=True)
         folder, build_s = build_random_pipeline(args.scratch / args.family, args.family)

@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from helpers.architectures import COMPONENTS, build_component  # noqa: E402  (published full-size configs)
+from helpers.loading.architectures import COMPONENTS, build_component  # noqa: E402  (published full-size configs
 
 __all__ = ["COMPONENTS", "build_component", "save_random_pipeline", "main"]
 
@@ -36,7 +36,7 @@ def save_random_pipeline(folder: Path, family: str, device: str = "cuda") -> Pat
     interrupted build is never mistaken for a finished one (a leftover partial one is removed)."""
     import torch
 
-    from helpers import tiny
+    from helpers.stand_in import STAND_IN_MARKER, tiny_pipeline_dir
 
     if (folder / "model_index.json").is_file():
         return folder
@@ -45,7 +45,7 @@ def save_random_pipeline(folder: Path, family: str, device: str = "cuda") -> Pat
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    stand_in = tiny.tiny_pipeline_dir()
+    stand_in = tiny_pipeline_dir()
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)  # build in bf16: half the memory of fp32
     try:
@@ -63,7 +63,7 @@ def save_random_pipeline(folder: Path, family: str, device: str = "cuda") -> Pat
         src = stand_in / extra
         (shutil.copytree if src.is_dir() else shutil.copy)(src, partial / extra)
     # The marker makes helpers load this folder as "the stand-in": it is random weights.
-    (partial / tiny.STAND_IN_MARKER).write_text(f"Full-size SD3.5 {family} with random weights (benchmark).\n")
+    (partial / STAND_IN_MARKER).write_text(f"Full-size SD3.5 {family} with random weights (benchmark).\n")
     os.replace(partial, folder)
     return folder
 
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
     import torch
 
     import helpers
-    from helpers.loading_plans import (
+    from helpers.loading.plan_benchmarks import (
         LARGE_FLOP_PER_IMAGE,
         PLAN_COLUMNS,
         PLANS,
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
             else "offline stand-in (random tiny weights)" if stand_in else "SD3.5 Large")
     meta = {"model": what, "device": device_name, "steps": steps, "size": size,
             "flop_per_image": flops_per_image, "peak_flops": peak,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "versions": helpers.generation.library_versions()}
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "versions": helpers.generation.text_to_image.library_versions()}
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "loading_plans.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     columns = dict(PLAN_COLUMNS, flop_fraction="fraction of peak FLOP/s") if flops_per_image else PLAN_COLUMNS

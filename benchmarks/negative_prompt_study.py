@@ -4,7 +4,7 @@
     accelerate launch --num_processes 4 benchmarks/negative_prompt_study.py --seeds 64   # 4 GPUs
     accelerate launch --multi_gpu --num_processes 2 benchmarks/negative_prompt_study.py  # 2 CPU processes
 
-Each process generates its share of the jobs (helpers.experiments.run_study: accelerate's
+Each process generates its share of the jobs (helpers.studies.jobs.run_study: accelerate's
 split_between_processes); the main process gathers the rows into <output>/run-NNN/results.csv,
 beside one PNG per image, and prints the per-condition table and the NF4-vs-bf16 comparison.
 A fresh run-NNN folder is made every time: nothing is overwritten. Without a GPU the offline
@@ -20,16 +20,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from helpers import experiments  # noqa: E402
-from helpers.stats import format_p  # noqa: E402
+from helpers.studies.jobs import (  # noqa: E402
+    BLOG_OBJECT,
+    BLOG_PLACEMENT_PROMPT,
+    BLOG_PROMPT,
+    DEFAULT_LABELS,
+    negative_prompt_conditions,
+    plan_jobs,
+    run_study,
+)
+from helpers.studies.results import compare_negative_effect, summarize  # noqa: E402
+from helpers.studies.stats import format_p  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompt", default=experiments.BLOG_PROMPT)
-    parser.add_argument("--object", default=experiments.BLOG_OBJECT, help="what the negative prompt should remove")
-    parser.add_argument("--placement-prompt", default=experiments.BLOG_PLACEMENT_PROMPT)
-    parser.add_argument("--labels", nargs="+", default=list(experiments.DEFAULT_LABELS),
+    parser.add_argument("--prompt", default=BLOG_PROMPT)
+    parser.add_argument("--object", default=BLOG_OBJECT, help="what the negative prompt should remove")
+    parser.add_argument("--placement-prompt", default=BLOG_PLACEMENT_PROMPT)
+    parser.add_argument("--labels", nargs="+", default=list(DEFAULT_LABELS),
                         help="CLIP zero-shot labels: the object's first, then the alternatives")
     parser.add_argument("--models", nargs="+", default=["sd35-large", "sd35-large-nf4"])
     parser.add_argument("--seeds", type=int, default=16, help="number of seeds (0, 1, ... N-1)")
@@ -48,30 +57,30 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    from helpers.loading import use_stand_in
+    from helpers.loading.planner import use_stand_in
 
     args = parse_args(argv)
     stand_in = use_stand_in({"auto": None, "yes": True, "no": False}[args.stand_in])
     steps = args.steps or (4 if stand_in else 28)
     size = args.size or (64 if stand_in else 1024)
-    conditions = experiments.negative_prompt_conditions(args.prompt, args.object, args.placement_prompt)
-    jobs = experiments.plan_jobs(conditions, args.models, range(args.seeds), guidance_scale=args.guidance,
+    conditions = negative_prompt_conditions(args.prompt, args.object, args.placement_prompt)
+    jobs = plan_jobs(conditions, args.models, range(args.seeds), guidance_scale=args.guidance,
                                  num_inference_steps=steps, height=size, width=size)
-    study = experiments.run_study(jobs, args.output, labels=args.labels, stand_in=stand_in)
+    study = run_study(jobs, args.output, labels=args.labels, stand_in=stand_in)
     if study is None:  # not the main process: it has handed its rows over
         return 0
     print(f"{len(study.rows)} jobs -> {study.csv_path}")
     if stand_in:
         print("OFFLINE STAND-IN: random weights, these numbers mean nothing.")
     print(f"{'model':<18} {'condition':<32} {'n':>3}  P({args.object}) mean [95% bootstrap CI]")
-    for entry in experiments.summarize(study.rows):
+    for entry in summarize(study.rows):
         numbers = (f"{entry['mean']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}]"
                    if entry["n"] else entry["status"])
         print(f"{entry['model']:<18} {entry['condition']:<32} {entry['n']:>3}  {numbers}")
     if len(args.models) == 2:
         a, b = args.models
         for condition in conditions[1:3]:
-            c = experiments.compare_negative_effect(study.rows, a, b, condition.name)
+            c = compare_negative_effect(study.rows, a, b, condition.name)
             if c is None:
                 print(f"{b} vs {a}, {condition.name}: not measured (a model did not run here)")
             else:

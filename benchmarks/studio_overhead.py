@@ -16,9 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from helpers.latent_preview import latent_preview  # noqa: E402
-from helpers.loading import load_pipeline  # noqa: E402
-from helpers.studio import Studio, _png_bytes  # noqa: E402
+from helpers.generation.latent_preview import latent_preview  # noqa: E402
+from helpers.loading.load import load_pipeline  # noqa: E402
+from helpers.studio.view import Studio, _png_bytes  # noqa: E402
 
 
 def main(argv=None) -> None:

@@ -32,8 +32,8 @@ def main(argv=None) -> int:
         return 0
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from helpers import memory_model
-    from helpers.architectures import TRANSFORMER_CONFIGS, build_component
+    from helpers.loading import memory_model
+    from helpers.loading.architectures import TRANSFORMER_CONFIGS, build_component
 
     gib = memory_model.GiB
     free, total = torch.cuda.mem_get_info()

@@ -3,7 +3,6 @@
 Importing this package changes nothing global (no seeds, no plotting styles, no warnings filters).
 """
 
-from .clip_score import ClipScorer, clip_model_id
 from .errors import (
     GatedModelError,
     GenerationCancelled,
@@ -11,9 +10,9 @@ from .errors import (
     NonFiniteImageError,
     QuantizationNeedsGPUError,
 )
-from .generation import GenerationResult, generate, recipe_arguments
-from .grids import image_grid, xy_grid
-from .hardware_profiles import (
+from .generation.prompt_embeddings import PromptCache, PromptEmbeddings, encode_prompt
+from .generation.text_to_image import GenerationResult, generate, recipe_arguments
+from .loading.hardware_profiles import (
     PROFILES,
     HardwareProfile,
     colab_t4_plan,
@@ -22,23 +21,16 @@ from .hardware_profiles import (
     on_profile,
     profile_plans,
 )
-from .hf_token import find_token
-from .loading import (
-    LoadingPlan,
-    load_pipeline,
-    model_id,
-    plan_loading,
-    release_current_pipeline,
-    release_pipeline,
-    use_stand_in,
-)
-from .memory import PeakMemory, Stopwatch, component_footprints, format_bytes
-from .memory_model import Census, loaded_bytes, pipeline_bytes, working_bytes
-from .presets import PRESETS, Preset, Recommendation, get_preset
-from .prompt_embeddings import PromptCache, PromptEmbeddings, encode_prompt
-from .quantized_checkpoints import save_quantized
-from .studio import ABStudio, Studio, ab_studio, studio
-from .subprocess_probe import measure_in_subprocess
+from .loading.hub_access import find_token
+from .loading.load import load_pipeline, release_current_pipeline, release_pipeline
+from .loading.memory_model import Census, loaded_bytes, pipeline_bytes, working_bytes
+from .loading.planner import LoadingPlan, model_id, plan_loading, use_stand_in
+from .loading.presets import PRESETS, Preset, Recommendation, get_preset
+from .loading.quantized_checkpoints import save_quantized
+from .measuring import PeakMemory, Stopwatch, component_footprints, format_bytes
+from .studies.clip_score import ClipScorer, clip_model_id
+from .studies.grids import image_grid, xy_grid
+from .studio.view import ABStudio, Studio
 
 __all__ = [
     "ABStudio",
@@ -61,7 +53,6 @@ __all__ = [
     "Recommendation",
     "Stopwatch",
     "Studio",
-    "ab_studio",
     "clip_model_id",
     "colab_t4_plan",
     "component_footprints",
@@ -75,7 +66,6 @@ __all__ = [
     "image_grid",
     "load_pipeline",
     "loaded_bytes",
-    "measure_in_subprocess",
     "model_id",
     "on_profile",
     "pipeline_bytes",
@@ -83,7 +73,6 @@ __all__ = [
     "profile_plans",
     "recipe_arguments",
     "save_quantized",
-    "studio",
     "release_current_pipeline",
     "release_pipeline",
     "use_stand_in",

@@ -32,7 +32,7 @@ sys.path.insert(0, str(TESTS))  # for bnb_cpu_shim and notebook_harness
 @pytest.fixture(scope="session")
 def tiny_dir() -> Path:
     """The stand-in pipeline folder, built once per test session."""
-    from helpers.tiny import tiny_pipeline_dir
+    from helpers.stand_in import tiny_pipeline_dir
 
     return tiny_pipeline_dir()
 

@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from helpers.run_notebooks import NOTEBOOKS, execute_notebook
+from tools.run_notebooks import NOTEBOOKS, execute_notebook
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent

@@ -1,0 +1,133 @@
+"""Encode a prompt once, reuse it for many generations.
+
+SD3.5 runs three text encoders (CLIP-L, CLIP-G, T5-XXL) on every call. A guidance sweep or a
+slider move changes nothing about the text, so the embeddings can be computed once and passed
+to the pipeline as `prompt_embeds`/`pooled_prompt_embeds` (and their negative twins).
+Embeddings remember which text encoders made them (`source`): another pipeline's (T5 dropped,
+another model) would make an image its recipe cannot reproduce, so they are refused.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import torch
+
+from . import validation
+
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
+
+
+@dataclass(frozen=True)
+class PromptEmbeddings:
+    """The four tensors `StableDiffusion3Pipeline.encode_prompt` returns, the text behind them, and
+    `source`: which text encoders made them (`text_encoders_id` of the pipeline)."""
+
+    prompt: str
+    negative_prompt: str | None
+    prompt_embeds: torch.Tensor
+    negative_prompt_embeds: torch.Tensor
+    pooled_prompt_embeds: torch.Tensor
+    negative_pooled_prompt_embeds: torch.Tensor
+    source: str = "unknown"
+
+    def as_pipeline_kwargs(self) -> dict:
+        """Keyword arguments for the pipeline call, in place of `prompt`/`negative_prompt`."""
+        return {
+            "prompt_embeds": self.prompt_embeds,
+            "negative_prompt_embeds": self.negative_prompt_embeds,
+            "pooled_prompt_embeds": self.pooled_prompt_embeds,
+            "negative_pooled_prompt_embeds": self.negative_pooled_prompt_embeds,
+        }
+
+
+def text_encoders_id(pipe) -> str:
+    """Which text encoders `pipe` runs (class, weights folder, dtype, quantized or not; "none" for
+    a dropped one), as one line: equal lines give equal embeddings for the same text."""
+    parts = []
+    for name in TEXT_ENCODERS:
+        model = getattr(pipe, name, None)
+        if model is None:
+            parts.append(f"{name}=none")
+            continue
+        config = getattr(model, "config", None)
+        quantized = getattr(config, "quantization_config", None) is not None
+        parts.append(
+            f"{name}={type(model).__name__}({getattr(config, '_name_or_path', '?')}, "
+            f"{str(getattr(model, 'dtype', '?')).removeprefix('torch.')}{', quantized' if quantized else ''})"
+        )
+    return "; ".join(parts)
+
+
+def check_embeddings(pipe, embeddings, prompt=None, negative_prompt=None) -> None:
+    """`embeddings` must come from `encode_prompt` with this pipeline's text encoders, and agree
+    with a `prompt`/`negative_prompt` given beside them (never silently dropped)."""
+    if not isinstance(embeddings, PromptEmbeddings):
+        raise TypeError(
+            "embeddings must be the PromptEmbeddings that encode_prompt(pipe, prompt) or "
+            f"PromptCache(pipe).get(prompt) returns, not {type(embeddings).__name__}."
+        )
+    if prompt is not None and prompt != embeddings.prompt:
+        raise ValueError("prompt and embeddings disagree: pass one or the other.")
+    if negative_prompt is not None and (negative_prompt or None) != (embeddings.negative_prompt or None):
+        raise ValueError(
+            f"negative_prompt={negative_prompt!r} disagrees with the embeddings, which were encoded "
+            f"with negative_prompt={embeddings.negative_prompt!r}. Encode it with them: "
+            "encode_prompt(pipe, prompt, negative_prompt), or pass no negative_prompt."
+        )
+    here = text_encoders_id(pipe)
+    if embeddings.source != here:
+        raise ValueError(
+            "These embeddings were made by other text encoders than this pipeline's, so the "
+            "recipe could not reproduce the image. Encode the prompt with this pipeline: "
+            f"encode_prompt(pipe, prompt, negative_prompt).\n  embeddings from: {embeddings.source}\n"
+            f"  this pipeline:   {here}"
+        )
+
+
+@torch.no_grad()
+def encode_prompt(pipe, prompt: str, negative_prompt: str | None = None) -> PromptEmbeddings:
+    """Run the three text encoders once for `prompt` and `negative_prompt`.
+
+    The negative branch is always encoded (an empty negative prompt is still a text), so the
+    result works for any guidance_scale."""
+    validation.check_pipeline(pipe, "encode_prompt")
+    validation.check_prompt(prompt)
+    validation.check_prompt(negative_prompt, "negative_prompt", allow_none=True)
+    pe, npe, ppe, nppe = pipe.encode_prompt(
+        prompt=prompt,
+        prompt_2=None,
+        prompt_3=None,
+        negative_prompt=negative_prompt,
+        do_classifier_free_guidance=True,
+        device=pipe._execution_device,
+    )
+    return PromptEmbeddings(prompt, negative_prompt, pe, npe, ppe, nppe, text_encoders_id(pipe))
+
+
+class PromptCache:
+    """Embeddings per (prompt, negative prompt), for one pipeline; oldest dropped past `size`."""
+
+    def __init__(self, pipe, size: int = 16):
+        validation.check_pipeline(pipe, "PromptCache", allow_released=True)  # get() says if it was released
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+            raise ValueError(f"size must be a whole number of prompt pairs, at least 1, not {size!r}.")
+        self.pipe, self.size = pipe, int(size)
+        self._entries: dict[tuple, PromptEmbeddings] = {}
+        self.hits = self.misses = 0
+
+    def get(self, prompt: str, negative_prompt: str | None = None) -> PromptEmbeddings:
+        validation.check_prompt(prompt)
+        validation.check_prompt(negative_prompt, "negative_prompt", allow_none=True)
+        key = (prompt, negative_prompt or "")
+        if key in self._entries:
+            self.hits += 1
+            self._entries[key] = self._entries.pop(key)  # most recently used goes last
+            return self._entries[key]
+        self.misses += 1
+        embeddings = encode_prompt(self.pipe, prompt, negative_prompt)
+        self._entries[key] = embeddings
+        while len(self._entries) > self.size:
+            self._entries.pop(next(iter(self._entries)))
+        return embeddings

@@ -1,0 +1,102 @@
+"""Checks on generation arguments, run before any heavy work, one clear message per mistake."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+
+MAX_SEED = 2**63 - 1
+# Far above any useful value (SD3.5 is tuned for 3.5-4.5; A1111's CFG slider stops at 30), and low
+# enough that fp16 does not overflow into a black image.
+MAX_GUIDANCE = 30.0
+
+
+def check_prompt(prompt, name: str = "prompt", allow_none: bool = False) -> None:
+    if prompt is None and allow_none:
+        return
+    if not isinstance(prompt, str):
+        raise TypeError(f"{name} must be a string, not {type(prompt).__name__}.")
+    if name == "prompt" and not prompt.strip():
+        raise ValueError("prompt is empty: describe the image you want.")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate: no tokenizer or PNG text chunk can hold it
+        raise ValueError(
+            f"{name} holds {prompt[e.start]!r} at position {e.start}, half of a character pair that "
+            "is not text on its own (a lone surrogate, e.g. from a bad copy-paste): remove it."
+        ) from None
+
+
+def check_guidance(guidance_scale) -> None:
+    if guidance_scale is None:
+        return
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real):
+        raise TypeError(f"guidance_scale must be a number, not {type(guidance_scale).__name__}.")
+    if math.isnan(guidance_scale) or math.isinf(guidance_scale):
+        raise ValueError(f"guidance_scale must be a finite number, not {guidance_scale}.")
+    if guidance_scale < 0:
+        raise ValueError(
+            f"guidance_scale must be >= 0, not {guidance_scale}. Values <= 1 turn classifier-free "
+            "guidance off; SD3.5 Large is tuned for about 3.5, Medium 4.5, Turbo 0."
+        )
+    if guidance_scale > MAX_GUIDANCE:
+        raise ValueError(
+            f"guidance_scale={guidance_scale:g} is above {MAX_GUIDANCE:g}: far past the useful range "
+            "(SD3.5 Large is tuned for about 3.5, Medium 4.5), it over-saturates the image or, in "
+            "float16, overflows it to black. Use a value between 0 and 10."
+        )
+
+
+def check_steps(num_inference_steps) -> None:
+    if num_inference_steps is None:
+        return
+    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, numbers.Integral):
+        raise TypeError(
+            f"num_inference_steps must be a whole number, not {type(num_inference_steps).__name__}."
+        )
+    if num_inference_steps < 1:
+        raise ValueError(
+            f"num_inference_steps must be at least 1, not {num_inference_steps} "
+            "(SD3.5 Large uses 28, Medium 40, Turbo 4)."
+        )
+    if num_inference_steps > 1000:
+        raise ValueError(f"num_inference_steps={num_inference_steps} is more than the scheduler's 1000.")
+
+
+def check_seed(seed) -> None:
+    if seed is None:
+        return
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be a whole number (or None for a random one), not {type(seed).__name__}.")
+    if not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be between 0 and {MAX_SEED}, not {seed}.")
+
+
+def check_size(height, width, multiple: int = 16, largest: int | None = None) -> None:
+    """Both sides must be multiples of `multiple` (SD3: VAE factor 8 x patch size 2 = 16)."""
+    for name, value in (("height", height), ("width", width)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be a whole number of pixels, not {type(value).__name__}.")
+        if value < multiple or value % multiple:
+            nearest = max(multiple, int(value / multiple + 0.5) * multiple)  # halves round up
+            raise ValueError(
+                f"{name}={value} is not a positive multiple of {multiple}; SD3 needs multiples of "
+                f"{multiple} (try {nearest})."
+            )
+        if largest is not None and value > largest:
+            raise ValueError(f"{name}={value} is larger than this model supports ({largest} pixels).")
+
+
+def check_pipeline(pipe, caller: str = "generate", allow_released: bool = False) -> None:
+    """`pipe` must be a loaded SD3 pipeline (from `load_pipeline` or diffusers), not yet released."""
+    if pipe is None or isinstance(pipe, (str, bytes, os.PathLike)) or not hasattr(pipe, "components"):
+        given = f"{type(pipe).__name__} {str(pipe)[:80]!r}" if isinstance(pipe, (str, os.PathLike)) else type(pipe).__name__
+        raise TypeError(
+            f"{caller} needs a loaded pipeline as its first argument, not {given}. Load one first, "
+            "e.g. pipe = load_pipeline('sd35-large-nf4') (or 'tiny' for the offline stand-in)."
+        )
+    if not allow_released and getattr(pipe, "transformer", None) is None:
+        raise ValueError("This pipeline has been released (another one was loaded): load it again.")

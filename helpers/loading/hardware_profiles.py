@@ -1,0 +1,196 @@
+"""The machines readers use, and what `load_pipeline(offload="auto")` does on each.
+
+Each profile is what the planner asks a machine (compute capability, free accelerator memory,
+host RAM, Apple's Metal working set). `on_profile(profile)` answers those questions, and only
+those, at their one seam in `helpers.devices`, so the real planner runs unchanged as if on that
+machine. README's memory guide and notebook 02's table are `markdown(profile_plans())`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from unittest import mock
+
+import torch
+
+from .. import measuring
+from . import devices, planner
+
+GiB = measuring.GiB
+MiB = 1024**2
+
+# ASSUMPTIONS a GPU check measures (named so it can compare them):
+CUDA_CONTEXT_BYTES = int(0.5 * GiB)  # what the driver and PyTorch's CUDA context take before any tensor
+COLAB_HOST_IN_USE_BYTES = int(2.5 * GiB)  # Colab's own services plus a kernel with torch/diffusers imported
+DESKTOP_HOST_IN_USE_BYTES = 4 * GiB  # the OS, a browser and the kernel on a desktop or a Mac
+MPS_WORKING_SET_FRACTION = {16: 2 / 3, 64: 3 / 4}  # Metal's recommendedMaxWorkingSetSize / RAM, by GB of RAM
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """One machine: its accelerator, the memory it reports and its host RAM, in bytes."""
+
+    name: str
+    device: str  # "cuda" or "mps"
+    capability: tuple[int, int] | None  # CUDA compute capability; None on Apple Silicon
+    gpu_bytes: int  # total accelerator memory (nvidia-smi), or the unified RAM of a Mac
+    host_bytes: int  # host RAM (the same pool as gpu_bytes on a Mac)
+    host_in_use_bytes: int  # host RAM already taken before loading (ASSUMPTION, see above)
+
+    @property
+    def free_gpu_bytes(self) -> int:
+        """Free accelerator memory as `devices.free_accelerator_memory` would read it."""
+        if self.device == "mps":
+            return self.mps_working_set_bytes
+        return self.gpu_bytes - CUDA_CONTEXT_BYTES
+
+    @property
+    def mps_working_set_bytes(self) -> int:
+        gb = round(self.gpu_bytes / GiB)
+        return int(self.gpu_bytes * MPS_WORKING_SET_FRACTION.get(gb, 2 / 3 if gb <= 32 else 3 / 4))
+
+    @property
+    def host_available_bytes(self) -> int:
+        return self.host_bytes - self.host_in_use_bytes
+
+
+PROFILES: tuple[HardwareProfile, ...] = (
+    HardwareProfile("free Colab T4", "cuda", (7, 5), 15360 * MiB, int(12.7 * GiB), COLAB_HOST_IN_USE_BYTES),
+    HardwareProfile("Colab L4", "cuda", (8, 9), 23034 * MiB, 53 * GiB, COLAB_HOST_IN_USE_BYTES),
+    HardwareProfile("Colab A100 40 GB", "cuda", (8, 0), 40960 * MiB, int(83.5 * GiB), COLAB_HOST_IN_USE_BYTES),
+    HardwareProfile("RTX 3060 12 GB", "cuda", (8, 6), 12288 * MiB, 32 * GiB, DESKTOP_HOST_IN_USE_BYTES),
+    HardwareProfile("RTX 4090 24 GB", "cuda", (8, 9), 24564 * MiB, 64 * GiB, DESKTOP_HOST_IN_USE_BYTES),
+    HardwareProfile("A100 80 GB", "cuda", (8, 0), 81920 * MiB, 256 * GiB, DESKTOP_HOST_IN_USE_BYTES),
+    HardwareProfile("H100 80 GB", "cuda", (9, 0), 81559 * MiB, 256 * GiB, DESKTOP_HOST_IN_USE_BYTES),
+    HardwareProfile("Apple M2 16 GB", "mps", None, 16 * GiB, 16 * GiB, DESKTOP_HOST_IN_USE_BYTES),
+    HardwareProfile("Apple M3 Max 64 GB", "mps", None, 64 * GiB, 64 * GiB, DESKTOP_HOST_IN_USE_BYTES),
+)
+# Host-RAM sizes other than free Colab's 12.7 GB (Colab L4 53 GB, A100 83.5 GB) are typical
+# machines, not measurements: desktops 32/64 GB, servers 256 GB.
+
+
+def get_profile(name: str) -> HardwareProfile:
+    """The profile called `name` (e.g. "free Colab T4"), or a ValueError listing them."""
+    for profile in PROFILES:
+        if profile.name == name:
+            return profile
+    raise ValueError(f"Unknown hardware profile {name!r}. Use one of: {', '.join(p.name for p in PROFILES)}.")
+
+
+@contextlib.contextmanager
+def on_profile(profile: HardwareProfile):
+    """Within this block the device queries of `helpers.devices` answer as `profile` would."""
+    cuda, mps = profile.device == "cuda", profile.device == "mps"
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(mock.patch.object(torch.cuda, "is_available", lambda: cuda))
+        stack.enter_context(mock.patch.object(torch.backends.mps, "is_available", lambda: mps))
+        stack.enter_context(mock.patch.object(devices, "compute_capability",
+                                              lambda device="cuda": profile.capability if cuda else None))
+        stack.enter_context(mock.patch.object(devices, "free_accelerator_memory",
+                                              lambda device: profile.free_gpu_bytes if device != "cpu" else None))
+        stack.enter_context(mock.patch.object(devices, "host_memory_available", lambda: profile.host_available_bytes))
+        stack.enter_context(mock.patch.object(devices, "mps_recommended_memory", lambda: profile.mps_working_set_bytes))
+        yield profile
+
+
+def plan_on(profile: HardwareProfile, model: str = "sd35-large-nf4", **options) -> planner.LoadingPlan:
+    """The plan `load_pipeline(model, **options)` (offload="auto" unless given) makes on `profile`."""
+    with on_profile(profile):
+        return planner.plan_loading(model, stand_in=False, **options)
+
+
+def plan_label(plan: planner.LoadingPlan) -> str:
+    """A short name for a plan: "NF4, NF4 T5", "bf16", "NF4 (pre-quantized), no T5", ..."""
+    precision = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[plan.dtype]
+    transformer = {None: precision, "nf4": "NF4", "int8": "8-bit"}[plan.quantization]
+    if plan.transformer_source is not None:
+        transformer += " (pre-quantized)"
+    t5 = {"full": "", "nf4": ", NF4 T5", "dropped": ", no T5"}[plan.t5]
+    return transformer + t5
+
+
+def profile_plans(models=("sd35-large-nf4", "sd35-large", "sd35-medium"), profiles=PROFILES) -> list[dict]:
+    """For every profile x preset, what `load_pipeline(preset, offload="auto")` does: plan name, dtype,
+    offload, peak accelerator and host-RAM bytes, "fits" or "does not fit: ...", and `instead`: the
+    load_pipeline call that would fit (the full sentence is in `reason`)."""
+    rows = []
+    for profile in profiles:
+        for model in models:
+            plan = plan_on(profile, model)
+            rows.append({
+                "machine": profile.name,
+                "model": model,
+                "plan": plan_label(plan),
+                "dtype": str(plan.dtype).removeprefix("torch."),
+                "offload": plan.offload,
+                "gpu_bytes": plan.gpu_bytes_needed,
+                "host_bytes": plan.host_bytes_needed,
+                "result": "fits" if plan.fits else _short_problem(plan.reason),
+                "instead": "" if plan.fits else (
+                    planner.describe_options(plan.would_fit) if plan.would_fit else "nothing fits"),
+                "reason": plan.reason,
+                "fits": plan.fits,
+                "would_fit": plan.would_fit,
+            })
+    return rows
+
+
+def _short_problem(reason: str) -> str:
+    gpu, host = "free on the" in reason, "host RAM must hold" in reason
+    if gpu and host:
+        return "does not fit: GPU memory, and host RAM when offloaded"
+    return "does not fit: " + ("GPU memory" if gpu else "host RAM")
+
+
+PROFILE_COLUMNS = {"machine": "machine", "model": "load_pipeline(...)", "plan": "plan", "offload": "offload",
+                   "gpu_bytes": "GPU memory", "host_bytes": "host RAM", "result": "result",
+                   "instead": "this would fit"}
+
+
+def markdown(rows: list[dict]) -> str:
+    """The rows of `profile_plans` as a Markdown table (bytes in GiB)."""
+    from .plan_benchmarks import markdown_table
+
+    return markdown_table(rows, PROFILE_COLUMNS)
+
+
+def requirements(models, profiles=PROFILES) -> str:
+    """A notebook's prerequisites as a Markdown table: one row per machine, one column per model,
+    each cell what `load_pipeline(model)` does there ("NF4, none offload" or "does not fit: try ..."),
+    from `profile_plans` (the real planner on each profile); nothing is loaded."""
+    models = list(dict.fromkeys(models))
+    cells = {(row["machine"], row["model"]): row for row in profile_plans(models, profiles)}
+
+    def cell(row):
+        if row["fits"]:
+            offload = "" if row["offload"] == "none" else f", {row['offload']} offload"
+            return f"{row['plan']}{offload} ({measuring.format_bytes(row['gpu_bytes'])})"
+        return f"does not fit; fits as `{row['instead']}`" if row["would_fit"] else "does not fit"
+
+    lines = ["| machine | " + " | ".join(f"`{m}`" for m in models) + " |", "|---|" + "---|" * len(models)]
+    for profile in profiles:
+        lines.append(f"| {profile.name} | " + " | ".join(cell(cells[profile.name, m]) for m in models) + " |")
+    return "\n".join(lines)
+
+
+def fitting_plan(profile: HardwareProfile, model: str = "sd35-large-nf4", transformer: str | None = None) -> dict:
+    """The `load_pipeline` keyword arguments of the plan that fits `profile` for `model`: the model's
+    own plan when it fits, else the planner's "this would" plan. A pre-quantized transformer in it
+    is `transformer` (a `save_quantized` folder or Hub id) when given, else a placeholder."""
+    plan = plan_on(profile, model)
+    if plan.fits:
+        kwargs = dict(model=model, offload=plan.offload, dtype=plan.dtype)
+    elif plan.would_fit is None:
+        raise ValueError(f"No plan of this collection fits {profile.name} for {model}: {plan.reason}")
+    else:
+        kwargs = dict(plan.would_fit)
+    if transformer is not None and kwargs.get("transformer") == planner.PREQUANTIZED:
+        kwargs["transformer"] = str(transformer)
+    return kwargs
+
+
+def colab_t4_plan(transformer: str | None = None) -> dict:
+    """The exact `load_pipeline` keyword arguments for SD3.5 Large on a free Colab T4 (sm_75,
+    15 GB, 12.7 GB RAM), as the planner computes them; see `fitting_plan`."""
+    return fitting_plan(get_profile("free Colab T4"), "sd35-large-nf4", transformer)

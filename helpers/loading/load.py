@@ -1,0 +1,303 @@
+"""`load_pipeline`: one call that loads any SD3.5 preset the way its lesson teaches.
+
+The code path is the one a reader would write by hand (and notebook 01 shows by hand):
+`SD3Transformer2DModel.from_pretrained(..., quantization_config=BitsAndBytesConfig(...))` passed
+into `StableDiffusion3Pipeline.from_pretrained`. On top of it: the plan (`planner.plan_loading`),
+the token and gated-model checks, and one pipeline per kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import GPUOutOfMemoryError, QuantizationNeedsGPUError
+from ..generation.pipeline_lock import stop_generations
+from . import devices, hub_access, quantized_checkpoints
+from .planner import PREQUANTIZED, LoadingPlan, _does_not_fit, _resolve_preset, check_fits, plan_loading
+from .presets import PRESETS, Recommendation
+
+STAND_IN_BANNER = (
+    "=" * 78 + "\n"
+    "OFFLINE STAND-IN: random weights, images are noise.\n"
+    "This run proves the code, not the pictures. With a GPU and a Hugging Face token the same\n"
+    "cells load the real Stable Diffusion 3.5 (pass stand_in=False to insist on it).\n" + "=" * 78
+)
+
+_current_pipeline = None  # the one pipeline this kernel keeps; loading another releases it
+_stand_in_announced = False  # the banner prints once per kernel, not on every load
+
+@dataclass
+class LoadInfo:
+    """Attached to every pipeline `load_pipeline` returns, as `pipe.load_info`."""
+
+    plan: LoadingPlan
+    seconds: float
+    recommended: Recommendation
+    blog: Recommendation | None
+    default_size: int
+    compute_dtypes: dict = field(default_factory=dict)  # 4-bit component -> dtype its maths really use
+
+
+def load_pipeline(
+    model: str = "sd35-large-nf4",
+    *,
+    device: str = "auto",
+    offload="auto",
+    drop_t5: bool = False,
+    quantize_t5: bool = False,
+    dtype="auto",
+    stand_in: bool | None = None,
+    keep_previous: bool = False,
+    transformer: str | None = None,
+    fast: bool = False,
+):
+    """Load a `StableDiffusion3Pipeline` for a preset ("sd35-large-nf4", "tiny", ...), a Hub id or
+    a local folder, and return it with `pipe.load_info` (the plan, load seconds, recommendations).
+
+    Every option is checked before any weights are read. Unless `keep_previous=True`, the
+    pipeline this function returned last is released first (its GPU memory freed), since two
+    SD3.5 Large pipelines rarely fit together. `transformer=` loads a pre-quantized transformer
+    (a `save_quantized` folder or Hub id) instead of quantizing the model's bf16 one.
+    `fast=True` applies the fast plan (`helpers.speedups.make_fast`: compiled transformer blocks,
+    channels-last VAE): the first image pays the compile time, later ones run faster.
+    """
+    global _current_pipeline
+    if not isinstance(fast, bool):
+        raise ValueError(f"fast must be True or False, not {fast!r}.")
+    if transformer == PREQUANTIZED:
+        raise ValueError(
+            f"transformer={PREQUANTIZED!r} stands for a pre-quantized transformer in a suggested plan: "
+            "pass the folder save_quantized wrote (or a Hub id of one) instead."
+        )
+    plan = plan_loading(  # every option checked, before anything is released or read
+        model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
+        dtype=dtype, stand_in=stand_in, transformer=transformer,
+    )
+    preset = _resolve_preset(model)
+    token = None
+    if not plan.stand_in:
+        token = hub_access.find_token()
+        if preset.gated:
+            hub_access.require_access(plan.model_id, token)
+    # Checked before the previous pipeline is released: a load that cannot run here must not cost
+    # the reader the pipeline they already have. (Whether it fits is checked first when nothing is
+    # held; otherwise after the release, which frees the memory it is measured against.)
+    if keep_previous or _current_pipeline is None:
+        check_fits(plan)
+    if not plan.stand_in and hub_access.offline() and not hub_access.is_cached(plan.model_id):
+        raise FileNotFoundError(
+            f"HF_HUB_OFFLINE is set and {plan.model_id} is not in the local Hugging Face cache. "
+            "Download it once with a network connection, or use stand_in=True."
+        )
+    check_quantization_runs_here(plan)
+    if not keep_previous:
+        # Release first, then measure: the previous pipeline's memory (and PyTorch's cache of it)
+        # would otherwise count as used, turning "none" into an offload or a spurious refusal.
+        release_current_pipeline()
+        devices.release_cached_memory(plan.device)
+        plan = plan_loading(
+            model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
+            dtype=dtype, stand_in=stand_in, transformer=transformer,
+        )
+    check_fits(plan)
+    global _stand_in_announced
+    if plan.stand_in and not _stand_in_announced:
+        print(STAND_IN_BANNER)
+        _stand_in_announced = True
+
+    started = time.perf_counter()
+    try:
+        pipe = _from_pretrained(plan, token)
+    except torch.OutOfMemoryError as e:
+        raise GPUOutOfMemoryError(_does_not_fit(plan, plan.total_bytes)) from e
+    except RuntimeError as e:
+        if "No GPU found" in str(e):
+            raise QuantizationNeedsGPUError(_needs_gpu(plan)) from e
+        raise
+    except OSError as e:
+        better = hub_access.explain_hub_error(e, plan.model_id)
+        if better is not None:
+            raise better from None  # `from None`: the Hub's error text may echo request headers
+        raise
+    if fast:
+        from .fast_plan import make_fast
+
+        make_fast(pipe)
+    seconds = time.perf_counter() - started
+    # The stand-in keeps the preset's guidance and steps (what the lesson teaches) but renders at its
+    # own small size, so a CPU runs every notebook in seconds.
+    size = PRESETS["tiny"].default_size if plan.stand_in else preset.default_size
+    plan.fast = fast
+    pipe.load_info = LoadInfo(plan, seconds, preset.model_card, preset.blog, size, compute_dtypes(pipe))
+    _current_pipeline = pipe
+    return pipe
+
+
+def _needs_gpu(plan: LoadingPlan) -> str:
+    return (
+        f"{plan.preset} quantizes with bitsandbytes, and diffusers only does that on a GPU "
+        "(CUDA, or Apple MPS for 4-bit). Run this on a GPU runtime (Colab: Runtime > Change "
+        "runtime type > T4 GPU), or choose a full-precision preset such as 'sd35-medium'."
+    )
+
+
+def check_quantization_runs_here(plan: LoadingPlan) -> None:
+    """Raise QuantizationNeedsGPUError now if diffusers would refuse this plan's bitsandbytes
+    quantization here, by asking diffusers' own quantizer the environment question it asks later."""
+    if plan.quantization not in ("nf4", "int8"):
+        return
+    from diffusers import BitsAndBytesConfig
+    from diffusers.quantizers.bitsandbytes.bnb_quantizer import (
+        BnB4BitDiffusersQuantizer,
+        BnB8BitDiffusersQuantizer,
+    )
+
+    if plan.quantization == "int8":
+        quantizer = BnB8BitDiffusersQuantizer(BitsAndBytesConfig(load_in_8bit=True))
+    else:
+        quantizer = BnB4BitDiffusersQuantizer(BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4"))
+    try:
+        quantizer.validate_environment()
+    except RuntimeError as e:
+        if "No GPU found" in str(e):
+            raise QuantizationNeedsGPUError(_needs_gpu(plan)) from e
+        raise
+
+
+def _from_pretrained(plan: LoadingPlan, token: str | None):
+    """The diffusers calls themselves: the same ones notebook 01 writes out by hand."""
+    from diffusers import BitsAndBytesConfig, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    kwargs = {}
+    saved_t5 = None
+    if plan.transformer_source is not None:
+        # Pre-quantized: the quantization config is read from the saved config.json.
+        source, subfolder = quantized_checkpoints.transformer_folder(plan.transformer_source)
+        kwargs["transformer"] = SD3Transformer2DModel.from_pretrained(
+            source, subfolder=subfolder, dtype=plan.dtype, token=token
+        )
+        # The 4-bit maths would follow the saved config's compute dtype, not `dtype`: apply it.
+        set_compute_dtype(kwargs["transformer"], plan.dtype)
+        if subfolder and (Path(source) / "text_encoder_3" / "config.json").is_file():
+            saved_t5 = source
+    elif plan.quantization == "nf4":
+        kwargs["transformer"] = SD3Transformer2DModel.from_pretrained(
+            plan.model_id,
+            subfolder="transformer",
+            quantization_config=BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=plan.dtype
+            ),
+            dtype=plan.dtype,
+            token=token,
+        )
+    elif plan.quantization == "int8":
+        kwargs["transformer"] = SD3Transformer2DModel.from_pretrained(
+            plan.model_id,
+            subfolder="transformer",
+            quantization_config=BitsAndBytesConfig(load_in_8bit=True),
+            dtype=plan.dtype,
+            token=token,
+        )
+    if plan.t5 == "dropped":
+        # A pipeline saved with T5 still lists it; both entries must be None to skip it.
+        kwargs.update(text_encoder_3=None, tokenizer_3=None)
+    elif plan.t5 == "nf4" and saved_t5 is not None:
+        from transformers import T5EncoderModel
+
+        kwargs["text_encoder_3"] = T5EncoderModel.from_pretrained(
+            saved_t5, subfolder="text_encoder_3", dtype=plan.dtype
+        )
+        set_compute_dtype(kwargs["text_encoder_3"], plan.dtype)
+    elif plan.t5 == "nf4":
+        from transformers import BitsAndBytesConfig as TransformersBnbConfig
+        from transformers import T5EncoderModel
+
+        kwargs["text_encoder_3"] = T5EncoderModel.from_pretrained(
+            plan.model_id,
+            subfolder="text_encoder_3",
+            quantization_config=TransformersBnbConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=plan.dtype
+            ),
+            dtype=plan.dtype,
+            token=token,
+        )
+    if plan.offload == "none":
+        # Straight to the device (diffusers accepts "cuda", "mps" or "cpu" here): host RAM never holds
+        # the whole pipeline. "cuda:N" loads onto "cuda" with N as the current device.
+        device_type = torch.device(plan.device).type
+        index = torch.device(plan.device).index
+        with torch.cuda.device(index) if device_type == "cuda" and index is not None else contextlib.nullcontext():
+            pipe = StableDiffusion3Pipeline.from_pretrained(
+                plan.model_id, dtype=plan.dtype, token=token, device_map=device_type, **kwargs
+            )
+    else:
+        pipe = StableDiffusion3Pipeline.from_pretrained(plan.model_id, dtype=plan.dtype, token=token, **kwargs)
+    if plan.offload == "model":
+        pipe.enable_model_cpu_offload(device=plan.device)
+    elif plan.offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=plan.device)
+    return pipe
+
+
+def set_compute_dtype(model, dtype: torch.dtype) -> None:
+    """Make every bitsandbytes 4-bit layer of `model` compute in `dtype` (and its config say so).
+    A reloaded pre-quantized model otherwise computes in the dtype it was saved with."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.compute_dtype = dtype
+    quantizer = getattr(model, "hf_quantizer", None)
+    config = getattr(quantizer, "quantization_config", None)
+    if config is not None and hasattr(config, "bnb_4bit_compute_dtype"):
+        config.bnb_4bit_compute_dtype = dtype
+
+
+def compute_dtypes(pipe) -> dict[str, str]:
+    """The dtype each 4-bit component of `pipe` really computes in, e.g. {"transformer": "float16"}."""
+    quantized = {name: c for name, c in pipe.components.items()
+                 if isinstance(c, torch.nn.Module) and quantized_checkpoints.is_quantized(c)}
+    if not quantized:
+        return {}
+    import bitsandbytes as bnb
+
+    found = {}
+    for name, component in quantized.items():
+        kinds = {str(m.compute_dtype).removeprefix("torch.") for m in component.modules()
+                 if isinstance(m, bnb.nn.Linear4bit) and m.compute_dtype is not None}
+        if kinds:
+            found[name] = ", ".join(sorted(kinds))
+    return found
+
+
+def release_pipeline(pipe) -> None:
+    """Free a pipeline's memory: drop offload hooks and every model component, then empty caches.
+
+    A generation running on it in the background (the studio) is cancelled and waited for first.
+    The pipeline object is left empty; load a new one to generate again."""
+    if pipe is None:
+        return
+    stop_generations(pipe)  # a studio generating on it stops first: never empty a pipeline mid-run
+    if hasattr(pipe, "remove_all_hooks"):
+        pipe.remove_all_hooks()
+    for name, component in list(pipe.components.items()):
+        if isinstance(component, torch.nn.Module):
+            setattr(pipe, name, None)
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if torch.backends.mps.is_available():  # Apple Silicon keeps its own cache too
+        torch.mps.empty_cache()
+
+
+def release_current_pipeline() -> None:
+    """Release the pipeline `load_pipeline` returned last, if any."""
+    global _current_pipeline
+    pipe, _current_pipeline = _current_pipeline, None
+    release_pipeline(pipe)

@@ -1,0 +1,352 @@
+"""Seed x condition x model image experiments as a batch job, on one device or several.
+
+One job is one image: a condition (prompt and negative prompt), a model preset and a seed.
+`run_study` splits the jobs between the processes `accelerate launch --num_processes N` starts
+(one plain process works too), generates each image, asks CLIP how likely it shows the object,
+saves it as a PNG in a fresh run folder and gathers one CSV row per job on the main process.
+Notebook 05 and benchmarks/negative_prompt_study.py both call it: one code path.
+Every job is checked before the first image; each finished row is written at once (to
+finished-rows-process-N.csv), so an interrupted study keeps its work and `resume=` finishes it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import QuantizationNeedsGPUError
+from ..generation import validation
+from ..output_folders import fresh_run_dir
+from .results import COLUMNS, RECIPE_FIELDS, RESULTS_CSV, read_results, write_results
+
+JOBS_JSON = "jobs.json"
+# Each process appends its rows here the moment they are made (what an interrupted study keeps).
+FINISHED_ROWS_CSV = "finished-rows-process-{}.csv"
+JOB_KEYS = ("job_id", "model", "condition", "prompt", "negative_prompt", "seed", "guidance_scale",
+            "num_inference_steps", "height", "width")
+# The example of Stability AI's SD3.5 prompting guide: a prompt, what a negative prompt should
+# remove, and a positive prompt that fills the scene instead (its structured lines).
+BLOG_PROMPT = "Children's birthday party"
+BLOG_OBJECT = "birthday cake"
+BLOG_PLACEMENT_PROMPT = "\n".join([
+    "Three children sitting at a dining table",
+    "There is a white table cloth on the table",
+    "There are balloons in the background",
+    "The kids are wearing party hats",
+    "The background is a sunny day at a park",
+])
+# CLIP zero-shot labels: the object, and the scene without naming the object (CLIP's text encoder
+# largely ignores "no"/"without", so "a party without a cake" would still point at cakes).
+DEFAULT_LABELS = ("a photo of a birthday cake", "a photo of a children's party")
+@dataclass(frozen=True)
+class Condition:
+    """One way of prompting: a name for tables, the prompt and the negative prompt (None: none)."""
+
+    name: str
+    prompt: str
+    negative_prompt: str | None = None
+
+
+def negative_prompt_conditions(prompt: str, object_name: str, placement_prompt: str) -> list[Condition]:
+    """The blog's four conditions: no negative; "No <object>"; "<object>"; a positive prompt that
+    places everything else (and so leaves no room for the object), without a negative."""
+    for name, value in (("prompt", prompt), ("object_name", object_name), ("placement_prompt", placement_prompt)):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{name} must be a non-empty string, not {value!r}.")
+    return [
+        Condition("no negative", prompt, None),
+        Condition(f'negative "No {object_name}"', prompt, f"No {object_name}"),
+        Condition(f'negative "{object_name}"', prompt, object_name),
+        Condition("placement prompt", placement_prompt, None),
+    ]
+
+
+def check_model(model) -> None:
+    """`model` must be a preset name, a local pipeline folder or a Hub id ("owner/name")."""
+    from ..loading.presets import PRESETS, get_preset
+
+    if isinstance(model, str) and model in PRESETS:
+        return
+    if isinstance(model, str) and model and (
+        Path(model).is_dir() or (model.count("/") == 1 and not model.startswith((".", "/", "~")))
+    ):
+        return
+    get_preset(model)  # raises the "Unknown model preset ..., use one of" error
+
+
+def plan_jobs(conditions, models, seeds, *, guidance_scale: float, num_inference_steps: int,
+              height: int, width: int) -> list[dict]:
+    """Every (model, condition, seed) combination as a job dict with a unique `job_id`.
+
+    Models vary slowest, so each process loads as few pipelines as possible. Every argument is
+    checked here, before any image: a typo fails now, not after hours of earlier images."""
+    conditions, models, seeds = list(conditions), list(models), list(seeds)
+    for name, values in (("conditions", conditions), ("models", models), ("seeds", seeds)):
+        if not values:
+            raise ValueError(f"{name} is empty: the study needs at least one.")
+    for condition in conditions:
+        if not isinstance(condition, Condition):
+            raise TypeError(f"conditions must be Condition(name, prompt, negative_prompt), not {type(condition).__name__}.")
+    for model in models:
+        check_model(model)
+    for seed in seeds:
+        validation.check_seed(seed)
+        if seed is None:
+            raise ValueError("seeds must be whole numbers; None (a random seed) cannot be paired across conditions.")
+    seeds = [int(seed) for seed in seeds]  # checked whole numbers: nothing is truncated
+    for name, values in (("models", models), ("seeds", seeds)):
+        if len(set(values)) != len(values):
+            raise ValueError(f"{name} has duplicates: {values}.")
+    names = [c.name for c in conditions]
+    if len(set(names)) != len(names):
+        raise ValueError(f"condition names must be unique: {names}.")
+    _check_settings(guidance_scale, num_inference_steps, height, width)
+    jobs = []
+    for model in models:
+        for condition in conditions:
+            for seed in seeds:
+                jobs.append(dict(
+                    job_id=len(jobs), model=model, condition=condition.name, prompt=condition.prompt,
+                    negative_prompt=condition.negative_prompt, seed=seed,
+                    guidance_scale=float(guidance_scale), num_inference_steps=int(num_inference_steps),
+                    height=int(height), width=int(width),
+                ))
+    check_jobs(jobs)
+    return jobs
+
+
+def _check_settings(guidance_scale, num_inference_steps, height, width) -> None:
+    for name, value in (("guidance_scale", guidance_scale), ("num_inference_steps", num_inference_steps),
+                        ("height", height), ("width", width)):
+        if value is None:
+            raise ValueError(f"{name} must be given: every image of a study uses the same value.")
+    validation.check_guidance(guidance_scale)
+    validation.check_steps(num_inference_steps)
+    validation.check_size(height, width)
+
+
+def check_jobs(jobs) -> list[dict]:
+    """Check every job before the first image: its keys, model, prompts, settings and seed; unique
+    job ids, and no image twice (the same model, condition and seed would count as n=2)."""
+    jobs = list(jobs)
+    if not jobs:
+        raise ValueError("jobs must be a non-empty list (use plan_jobs).")
+    for job in jobs:
+        if not isinstance(job, dict):
+            raise TypeError(f"each job must be a dict as plan_jobs makes, not {type(job).__name__}.")
+        missing = [key for key in JOB_KEYS if key not in job]
+        if missing:
+            raise ValueError(f"job {job.get('job_id', '?')} lacks {', '.join(missing)} (use plan_jobs).")
+        try:
+            check_model(job["model"])
+            validation.check_prompt(job["prompt"])
+            validation.check_prompt(job["negative_prompt"], "negative_prompt", allow_none=True)
+            validation.check_seed(job["seed"])
+            if job["seed"] is None:
+                raise ValueError("seed must be a whole number, not None.")
+            _check_settings(job["guidance_scale"], job["num_inference_steps"], job["height"], job["width"])
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"job {job['job_id']}: {e}") from None
+    ids = [job["job_id"] for job in jobs]
+    if len(set(ids)) != len(ids):
+        raise ValueError("jobs must have unique job_id values (use plan_jobs).")
+    images = [(job["model"], job["condition"], job["seed"]) for job in jobs]
+    if len(set(images)) != len(images):
+        raise ValueError("jobs repeat a (model, condition, seed): the same image would count twice.")
+    return jobs
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "x"
+
+
+def image_name(job: dict) -> str:
+    """The PNG file name of a job: its id, model, condition and seed."""
+    return f"{job['job_id']:04d}_{_slug(job['model'])}_{_slug(job['condition'])}_seed{job['seed']}.png"
+
+
+def save_png(image, path: Path, recipe: dict) -> None:
+    """Save `image` as a PNG carrying its recipe; refuse to overwrite an existing file.
+
+    Encoded in memory first: a failed save (bad image, full disk) leaves no partial file."""
+    from ..generation.png_metadata import png_bytes, write_new_file
+
+    write_new_file(path, png_bytes(image, {"recipe": json.dumps(recipe)}))
+
+
+def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str = "auto",
+             clip_model: str | None = None, process: int = 0) -> list[dict]:
+    """Generate, save and CLIP-score `jobs` in this process; one result row per job, each also
+    appended to run_dir/finished-rows-process-N.csv the moment it is made.
+
+    A model that cannot load here because it needs a GPU (NF4 on a CPU machine) gives rows with
+    status "needs a GPU" and no score, instead of stopping the study. A job whose PNG is already
+    there (made just before an interruption) is scored from that file, not made again."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from ..generation.text_to_image import generate
+    from ..loading.load import load_pipeline, release_current_pipeline
+    from ..loading.planner import use_stand_in
+    from .clip_score import ClipScorer, clip_model_id
+
+    labels = list(labels)
+    stand_in = use_stand_in(stand_in)
+    clip_model = clip_model or clip_model_id(stand_in)
+    scorer = None
+    rows = []
+    finished = Path(run_dir) / FINISHED_ROWS_CSV.format(process)
+    by_model: dict[str, list[dict]] = {}
+    for job in jobs:
+        by_model.setdefault(job["model"], []).append(job)
+    # One bar over every image of the study, instead of one per image from the pipeline.
+    bar = tqdm(total=len(jobs), desc=f"images (process {process})" if process else "images", unit="image")
+    for model, model_jobs in by_model.items():
+        try:
+            pipe = load_pipeline(model, stand_in=stand_in, device=device)
+        except QuantizationNeedsGPUError as e:
+            for job in model_jobs:
+                rows.append(_row(job, "needs a GPU", labels, process, note=f"{type(e).__name__}: {str(e).split('. ')[0]}"))
+                append_row(rows[-1], finished)
+            bar.update(len(model_jobs))
+            continue
+        pipe.set_progress_bar_config(disable=True)
+        if scorer is None:
+            scorer = ClipScorer.load(clip_model, device=device)
+        for job in model_jobs:
+            name = image_name(job)
+            path = Path(run_dir) / name
+            if path.exists():
+                with Image.open(path) as saved:
+                    image, recipe, seconds = saved.convert("RGB"), json.loads(saved.text["recipe"]), math.nan
+            else:
+                result = generate(
+                    pipe, job["prompt"], negative_prompt=job["negative_prompt"], seed=job["seed"],
+                    guidance_scale=job["guidance_scale"], num_inference_steps=job["num_inference_steps"],
+                    height=job["height"], width=job["width"],
+                )
+                image, recipe, seconds = result.image, result.recipe, result.seconds
+                save_png(image, path, recipe)
+            p_object = float(scorer.zero_shot([image], labels)[0, 0])
+            rows.append(_row(job, "ok", labels, process, p_object=p_object, image=name,
+                             seconds=seconds, recipe=recipe, clip_model=clip_model))
+            append_row(rows[-1], finished)
+            bar.update(1)
+        release_current_pipeline()
+    bar.close()
+    return rows
+
+
+def append_row(row: dict, path) -> None:
+    """Append one result row to a CSV (header first when the file is new), flushed at once."""
+    path = Path(path)
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def finished_rows(run_dir) -> dict[int, dict]:
+    """job_id -> row of every image finished in a run folder (status "ok" with its PNG there)."""
+    done = {}
+    for path in sorted(Path(run_dir).glob(FINISHED_ROWS_CSV.format("*"))):
+        for row in read_results(path):
+            if row["status"] == "ok" and (Path(run_dir) / row["image"]).is_file():
+                done[row["job_id"]] = row
+    return done
+
+
+def _row(job, status, labels, process, *, p_object=float("nan"), image="", seconds=float("nan"),
+         recipe=None, clip_model="", note="") -> dict:
+    recipe = recipe or {}
+    row = dict(job, status=status, p_object=p_object, label_object=labels[0],
+               label_other=" | ".join(labels[1:]), image=image, seconds=seconds, process=process,
+               clip_model=clip_model, versions=json.dumps(recipe.get("versions", {})), note=note)
+    row.update({k: recipe.get(k, "") for k in RECIPE_FIELDS})
+    return row
+
+
+@dataclass
+class StudyResult:
+    """What `run_study` returns on the main process: the run folder and the gathered rows."""
+
+    run_dir: Path
+    rows: list[dict]
+
+    @property
+    def csv_path(self) -> Path:
+        return self.run_dir / RESULTS_CSV
+
+
+def run_study(jobs, root, *, labels, stand_in: bool | None = None, clip_model: str | None = None,
+              resume=None) -> StudyResult | None:
+    """Run `jobs` split across every process of this launch; gather and write the table.
+
+    The same call works in a notebook (one process) and under `accelerate launch --num_processes N`.
+    Without GPUs the processes talk over gloo (`PartialState(cpu=True)`): plain `PartialState()`
+    would treat each CPU process as a lone rank 0 and every process would do every job. Returns
+    the StudyResult on the main process and None on the others.
+
+    Every job is checked before the first image. Rows are written as they are made; a study that
+    stops (interrupted, out of memory) keeps them, and `resume=<its run folder>` with the same
+    jobs makes only the missing images, then writes results.csv."""
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list, gather_object
+
+    jobs = check_jobs(jobs)
+    labels = list(labels)
+    if len(labels) < 2:
+        raise ValueError(f"labels needs the object's label and at least one alternative, not {labels!r}.")
+    if resume is not None:
+        _check_resumable(Path(resume), jobs)
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if state.is_main_process:
+        if resume is None:
+            run_dir = fresh_run_dir(root)
+            (run_dir / JOBS_JSON).write_text(json.dumps(jobs, indent=1))
+            done = {}
+        else:
+            run_dir, done = Path(resume), finished_rows(resume)
+        shared = [(str(run_dir), sorted(done))]
+    else:
+        shared = [None]
+    folder, done_ids = broadcast_object_list(shared)[0]
+    run_dir = Path(folder)
+    left = [job for job in jobs if job["job_id"] not in set(done_ids)]
+    device = str(state.device) if state.device.type == "cuda" else "auto"
+    with state.split_between_processes(left) as mine:
+        try:
+            rows = run_jobs(mine, run_dir, labels=labels, stand_in=stand_in, device=device,
+                            clip_model=clip_model, process=state.process_index)
+        except BaseException as e:
+            e.add_note(
+                f"The images finished so far are kept in {run_dir} (finished-rows-process-*.csv). "
+                f"Finish the study with run_study(jobs, root, labels=..., resume={str(run_dir)!r})."
+            )
+            raise
+    rows = gather_object(rows)
+    if not state.is_main_process:
+        return None
+    rows = sorted(list(done.values()) + rows, key=lambda row: row["job_id"])
+    write_results(rows, run_dir / RESULTS_CSV)
+    return StudyResult(run_dir, rows)
+
+
+def _check_resumable(run_dir: Path, jobs: list[dict]) -> None:
+    """`run_dir` must be an unfinished run of these very jobs."""
+    saved = run_dir / JOBS_JSON
+    if not saved.is_file():
+        raise FileNotFoundError(f"resume={str(run_dir)!r} is not a study's run folder (no {JOBS_JSON}).")
+    if json.loads(saved.read_text()) != json.loads(json.dumps(jobs)):
+        raise ValueError(f"resume: these jobs differ from the ones in {saved}; pass the same jobs to finish that study.")
+    if (run_dir / RESULTS_CSV).exists():
+        raise FileExistsError(f"{run_dir / RESULTS_CSV} exists: that study finished already.")

@@ -1,0 +1,127 @@
+"""helpers.hardware_profiles: the real planner on each machine readers use (only the device
+queries answered for it), checked against the exact memory model."""
+
+import pytest
+import torch
+
+import helpers
+from helpers.loading import hardware_profiles, memory_model
+from helpers.loading.hardware_profiles import (
+    PROFILES,
+    colab_t4_plan,
+    get_profile,
+    on_profile,
+    plan_on,
+    profile_plans,
+)
+from helpers.loading.planner import PREQUANTIZED, accelerator_bytes
+
+MODELS = ("sd35-large-nf4", "sd35-large", "sd35-large-8bit", "sd35-medium", "sd35-large-turbo")
+T5_OPTIONS = ({}, {"quantize_t5": True}, {"drop_t5": True})
+
+
+def _exact_peaks(profile, plan):
+    """(accelerator bytes, host bytes) of `plan` recomputed here from the meta-built counts."""
+    preset = helpers.PRESETS[plan.preset]
+    counts = memory_model.FULL_SIZE[preset.family]
+    weights = memory_model.pipeline_bytes(counts, plan.dtype, plan.quantization, plan.t5)
+    working = memory_model.working_bytes(preset.family, 1024, plan.dtype, plan.kernel)
+    gpu = accelerator_bytes(plan.offload, weights, working)
+    reads = memory_model.checkpoint_read_bytes(counts, plan.quantization, plan.t5,
+                                               prequantized=plan.transformer_source is not None)
+    host = max(memory_model.host_bytes(plan.offload, profile.device, weights, reads).values())
+    return gpu, host
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=[p.name for p in PROFILES])
+def test_every_profile_gets_a_plan_that_fits_or_says_what_would(profile):
+    for model in MODELS:
+        for t5 in T5_OPTIONS:
+            if profile.device == "mps" and model == "sd35-large-8bit":
+                with pytest.raises(ValueError, match="CUDA"):
+                    plan_on(profile, model, **t5)
+                continue
+            plan = plan_on(profile, model, **t5)
+            gpu, host = _exact_peaks(profile, plan)
+            if profile.capability is not None and profile.capability < (8, 0):
+                assert plan.dtype == torch.float16  # no bf16 below sm_80
+            if plan.quantization or plan.t5 == "nf4":
+                assert plan.offload != "sequential"
+            if profile.device == "mps":
+                assert plan.offload == "none"  # unified memory: offloading saves nothing
+            if plan.fits:
+                assert gpu <= profile.free_gpu_bytes and host <= profile.host_available_bytes, plan.reason
+                continue
+            assert plan.reason.startswith("does not fit")
+            assert gpu > profile.free_gpu_bytes or host > profile.host_available_bytes
+            if plan.would_fit is not None:
+                assert "this would: load_pipeline(" in plan.reason
+                options = dict(plan.would_fit)
+                suggestion = plan_on(profile, **options)
+                assert suggestion.fits, (plan.reason, suggestion.reason)
+
+
+def test_free_colab_t4_runs_sd35_large_in_nf4_within_15_gb_and_12_7_gb_of_ram():
+    t4 = get_profile("free Colab T4")
+    assert t4.capability == (7, 5) and t4.host_bytes == int(12.7 * hardware_profiles.GiB)
+    kwargs = colab_t4_plan(transformer="/content/drive/MyDrive/sd35-large-nf4")
+    assert kwargs["model"] == "sd35-large-nf4" and kwargs["dtype"] == torch.float16
+    assert kwargs.get("drop_t5") or kwargs.get("quantize_t5")
+    if "transformer" in kwargs:  # plan it as "a pre-quantized transformer" (the folder is the reader's)
+        kwargs["transformer"] = PREQUANTIZED
+    plan = plan_on(t4, **kwargs)
+    assert plan.fits, plan.reason
+    gpu, host = _exact_peaks(t4, plan)
+    assert gpu <= t4.free_gpu_bytes < 15 * 1024**3
+    assert host <= t4.host_available_bytes < 12.7 * 1024**3
+
+
+def test_default_nf4_on_a_t4_does_not_fit_and_names_the_plan_that_would():
+    plan = plan_on(get_profile("free Colab T4"), "sd35-large-nf4")
+    assert not plan.fits and plan.dtype == torch.float16
+    assert "host RAM" in plan.reason and "this would: load_pipeline('sd35-large-nf4'" in plan.reason
+
+
+def test_load_pipeline_refuses_before_reading_weights(monkeypatch):
+    # On a T4 with a token: refused with the plan that would fit, before any file is looked for.
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "Zq7" * 12)
+    with on_profile(get_profile("free Colab T4")):
+        with pytest.raises(helpers.GPUOutOfMemoryError, match="this would: load_pipeline") as info:
+            helpers.load_pipeline("sd35-large", stand_in=False)
+    assert "host RAM" in str(info.value) or "free on the cuda" in str(info.value)
+
+
+def test_table_has_every_profile_and_reads_as_markdown():
+    rows = profile_plans()
+    assert {row["machine"] for row in rows} == {p.name for p in PROFILES}
+    table = hardware_profiles.markdown(rows)
+    assert table.splitlines()[0].startswith("| machine |")
+    assert len(table.splitlines()) == len(rows) + 2
+    t4 = [row for row in rows if row["machine"] == "free Colab T4"]
+    assert all(row["dtype"] == "float16" for row in t4)
+    nf4 = next(row for row in t4 if row["model"] == "sd35-large-nf4")
+    assert nf4["result"].startswith("does not fit") and nf4["instead"].startswith("load_pipeline('sd35-large-nf4'")
+
+
+def test_on_profile_restores_the_real_machine():
+    with on_profile(get_profile("H100 80 GB")):
+        assert torch.cuda.is_available() and helpers.loading.devices.compute_capability("cuda") == (9, 0)
+    assert not torch.cuda.is_available()
+    assert helpers.loading.devices.free_accelerator_memory("cpu") is None
+    with pytest.raises(ValueError, match="Unknown hardware profile"):
+        get_profile("TPU v5")
+
+
+def test_requirements_table_is_the_planner_on_every_profile():
+    from helpers.loading import hardware_profiles
+
+    table = hardware_profiles.requirements(["sd35-large-nf4", "sd35-medium"])
+    lines = table.splitlines()
+    assert lines[0] == "| machine | `sd35-large-nf4` | `sd35-medium` |"
+    assert len(lines) == 2 + len(hardware_profiles.PROFILES)
+    t4 = next(line for line in lines if line.startswith("| free Colab T4 |"))
+    # The T4 cell names exactly the plan the planner says fits (the one notebook 03 uses).
+    assert hardware_profiles.plan_on(hardware_profiles.get_profile("free Colab T4"), "sd35-large-nf4").fits is False
+    assert "drop_t5=True" in t4 and "float16" in t4
+    h100 = next(line for line in lines if line.startswith("| H100 80 GB |"))
+    assert "does not fit" not in h100

@@ -1,0 +1,111 @@
+"""helpers.memory_model: exact bytes, checked against full-size meta builds and, byte for byte,
+against the stand-in as bitsandbytes really quantizes it on CPU."""
+
+import itertools
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, BitsAndBytesConfig, SD3Transformer2DModel
+from transformers import BitsAndBytesConfig as TransformersBnbConfig
+from transformers import CLIPTextModelWithProjection, T5EncoderModel
+
+import helpers
+from helpers import measuring
+from helpers.loading import memory_model
+from helpers.loading.planner import plan_loading
+from helpers.measuring import GiB
+
+DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+@pytest.fixture(scope="module")
+def meta_counts():
+    """Every component of both families counted on the meta device (no memory, no weights)."""
+    return {family: memory_model.meta_census(family) for family in ("large", "medium")}
+
+
+def test_full_size_counts_are_the_meta_built_architectures(meta_counts):
+    assert meta_counts == memory_model.FULL_SIZE
+    large = meta_counts["large"]
+    assert abs(large["transformer"].parameters - 8.1e9) / 8.1e9 < 0.01
+    assert abs(large["text_encoder_3"].parameters - 4.76e9) / 4.76e9 < 0.01
+    assert large["text_encoder_3"].kept_fp32 == 24 * 4096 * 10240  # T5's 24 `wo` layers
+
+
+@pytest.mark.parametrize(
+    "model, dtype, t5, offload",
+    list(itertools.product(["sd35-large", "sd35-large-nf4", "sd35-large-8bit", "sd35-medium", "sd35-large-turbo"],
+                           DTYPES, ["full", "nf4", "dropped"], ["auto"])),
+)
+def test_planner_estimates_match_the_meta_built_counts(meta_counts, model, dtype, t5, offload):
+    """Every preset x dtype x quantization x T5 option: the plan's bytes vs the meta build's."""
+    preset = helpers.PRESETS[model]
+    plan = plan_loading(model, stand_in=False, dtype=dtype, offload=offload,
+                                quantize_t5=t5 == "nf4", drop_t5=t5 == "dropped")
+    expected = memory_model.pipeline_bytes(meta_counts[preset.family], dtype, preset.quantization, t5)
+    assert set(plan.estimated_bytes) == set(expected)
+    for name, size in expected.items():
+        assert abs(plan.estimated_bytes[name] - size) <= 0.01 * size, name
+
+
+def test_t5_in_nf4_keeps_wo_unquantized_and_fp32_under_fp16():
+    t5 = memory_model.FULL_SIZE["large"]["text_encoder_3"]
+    assert memory_model.loaded_bytes(t5, torch.bfloat16, "nf4") / GiB == pytest.approx(4.02, abs=0.01)
+    assert memory_model.loaded_bytes(t5, torch.float16, "nf4") / GiB == pytest.approx(5.89, abs=0.01)
+    assert memory_model.loaded_bytes(t5, torch.float16) / GiB == pytest.approx(10.75, abs=0.01)
+    assert memory_model.loaded_bytes(t5, torch.bfloat16) / GiB == pytest.approx(8.87, abs=0.01)
+
+
+def test_nf4_transformer_counts_its_block_scales():
+    transformer = memory_model.FULL_SIZE["large"]["transformer"]
+    with_scales = memory_model.loaded_bytes(transformer, torch.bfloat16, "nf4")
+    absmax = 4 * transformer.linear_blocks
+    assert absmax / GiB == pytest.approx(0.47, abs=0.01)
+    assert with_scales - absmax > transformer.linear_weights // 2
+
+
+def _load(name, folder, dtype, quantization):
+    """One stand-in component loaded the way load_pipeline loads it."""
+    if name == "transformer":
+        config = {None: None, "nf4": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                        bnb_4bit_compute_dtype=dtype),
+                  "int8": BitsAndBytesConfig(load_in_8bit=True)}[quantization]
+        return SD3Transformer2DModel.from_pretrained(folder, subfolder=name, quantization_config=config, dtype=dtype)
+    if name == "text_encoder_3":
+        config = None if quantization is None else TransformersBnbConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+        return T5EncoderModel.from_pretrained(folder, subfolder=name, quantization_config=config, dtype=dtype)
+    if name == "vae":
+        return AutoencoderKL.from_pretrained(folder, subfolder=name, dtype=dtype)
+    return CLIPTextModelWithProjection.from_pretrained(folder, subfolder=name, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rule_matches_the_stand_in_byte_for_byte(bnb_cpu, tiny_dir, dtype):
+    """The same rules, on the stand-in really quantized by bitsandbytes: not one byte off."""
+    counts = memory_model.folder_census(tiny_dir)
+    cases = [("transformer", q) for q in (None, "nf4", "int8")] + [("text_encoder_3", q) for q in (None, "nf4")]
+    cases += [("text_encoder", None), ("text_encoder_2", None), ("vae", None)]
+    for name, quantization in cases:
+        module = _load(name, tiny_dir, dtype, quantization)
+        assert measuring.module_bytes(module) == memory_model.loaded_bytes(counts[name], dtype, quantization), (
+            name, quantization)
+
+
+def test_working_memory_grows_with_the_math_kernel_and_the_image():
+    flash = memory_model.working_bytes("large", 1024, torch.float16, "flash")
+    math = memory_model.working_bytes("large", 1024, torch.float16, "math")
+    small = memory_model.working_bytes("large", 512, torch.float16, "flash")
+    # The math kernel holds 2 x 38 heads x (4096 + 333)^2 attention scores, their softmax, temporaries.
+    assert math > flash and math >= 2 * 2 * 2 * 38 * 4429**2 * 2
+    assert small < flash
+    assert flash > memory_model.ACCELERATOR_OVERHEAD_BYTES
+
+
+def test_host_bytes_offloaded_plans_keep_everything_in_host_ram():
+    weights = {"transformer": 4 * GiB, "text_encoder_3": 6 * GiB}
+    reads = {"transformer": 9 * GiB, "text_encoder_3": 5 * GiB}
+    cuda = memory_model.CUDA_LOAD_HOST_BYTES  # the CUDA libraries a GPU load maps in (measured)
+    assert memory_model.host_bytes("none", "cuda", weights, reads) == {"loading": 9 * GiB + cuda, "generating": cuda}
+    assert memory_model.host_bytes("model", "cuda", weights, reads)["generating"] == 10 * GiB + cuda
+    assert memory_model.host_bytes("none", "mps", weights, reads)["generating"] == 10 * GiB

@@ -1,0 +1,77 @@
+"""Bootstrap intervals and the paired sign-flip test, checked against cases with known answers."""
+
+import math
+
+import numpy as np
+import pytest
+
+from helpers.studies.stats import (
+    bootstrap_mean_ci,
+    format_p,
+    paired_comparison,
+    sign_flip_p_value,
+    smallest_possible_p_value,
+)
+
+
+def test_bootstrap_interval_contains_the_mean_and_narrows_with_more_data():
+    rng = np.random.default_rng(1)
+    small = rng.normal(0.3, 0.1, size=8)
+    large = rng.normal(0.3, 0.1, size=800)
+    mean_s, low_s, high_s = bootstrap_mean_ci(small)
+    mean_l, low_l, high_l = bootstrap_mean_ci(large)
+    assert low_s <= mean_s <= high_s and low_l <= mean_l <= high_l
+    assert high_l - low_l < (high_s - low_s) / 3
+    # 95% interval of a mean of 800 draws with sd 0.1: about +-1.96 * 0.1 / sqrt(800) = +-0.0069.
+    assert (high_l - low_l) / 2 == pytest.approx(1.96 * 0.1 / math.sqrt(800), rel=0.15)
+
+
+def test_bootstrap_is_reproducible_and_degenerate_cases_are_points():
+    assert bootstrap_mean_ci([1, 2, 3, 4]) == bootstrap_mean_ci([1, 2, 3, 4])
+    assert bootstrap_mean_ci([0.5]) == (0.5, 0.5, 0.5)
+    assert bootstrap_mean_ci([0.2, 0.2, 0.2]) == pytest.approx((0.2, 0.2, 0.2))
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="empty"):
+        bootstrap_mean_ci([])
+    with pytest.raises(ValueError, match="NaN"):
+        bootstrap_mean_ci([0.1, float("nan")])
+    with pytest.raises(ValueError, match="confidence"):
+        bootstrap_mean_ci([1, 2], confidence=95)
+    with pytest.raises(ValueError, match="one b per a"):
+        paired_comparison([1, 2, 3], [1, 2])
+
+
+def test_exact_sign_flip_p_values():
+    # All 5 differences positive: only the all-positive and all-negative patterns reach |mean|.
+    assert sign_flip_p_value([1, 2, 3, 4, 5]) == pytest.approx(2 / 32)
+    assert smallest_possible_p_value(5) == pytest.approx(2 / 32)
+    # Symmetric differences: the observed mean is 0, every pattern reaches it.
+    assert sign_flip_p_value([1, -1, 2, -2]) == 1.0
+    # d = (1, 1, -4), |sum| = 2: every pattern |±1 ±1 ±4| is 2 or more, so p = 1.
+    assert sign_flip_p_value([1, 1, -4]) == 1.0
+    # d = (1, 2, 4), |sum| = 7: only ±(1 + 2 + 4) reach 7 of the 8 patterns; 4 + 2 - 1 = 5 does not.
+    assert sign_flip_p_value([1, 2, 4]) == pytest.approx(2 / 8)
+
+
+def test_monte_carlo_sign_flips_agree_with_the_normal_approximation_for_many_pairs():
+    rng = np.random.default_rng(2)
+    d = rng.normal(0.0, 1.0, size=40)
+    d = d - d.mean() + d.std(ddof=1) / math.sqrt(40) * 1.96  # z of about 1.96
+    assert sign_flip_p_value(d) == pytest.approx(0.05, abs=0.02)
+
+
+def test_paired_comparison_sees_a_consistent_shift_and_not_noise():
+    rng = np.random.default_rng(3)
+    a = rng.uniform(0.2, 0.8, size=16)
+    shifted = paired_comparison(a, a - 0.1 + rng.normal(0, 0.01, size=16))
+    assert shifted.significant and shifted.ci_high < 0 and shifted.p_value < 0.001
+    assert shifted.a_higher == 16 and shifted.b_higher == 0 and shifted.n == 16
+    noise = paired_comparison(a, a + rng.normal(0, 0.05, size=16) * np.tile([1, -1], 8))
+    assert noise.p_value > 0.05 and not noise.significant
+
+
+def test_format_p():
+    assert format_p(0.0312) == "p = 0.031"
+    assert format_p(0.0001) == "p < 0.001"

@@ -1,0 +1,466 @@
+"""The studio driven from Python on the stand-in: the same widgets and thread the browser uses."""
+
+import io
+import re
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import helpers
+from helpers.generation.png_metadata import parse_a1111_parameters, read_png_recipe
+from helpers.studio.view import ABStudio, Studio, pixel_difference, size_choices
+
+
+def _wait(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def studio(tiny_pipe, tmp_path):
+    s = Studio(tiny_pipe, save_dir=tmp_path / "saved")
+    yield s
+    s.cancel()
+    s.wait_idle(30)
+
+
+def _click_and_wait(s):
+    s.generate_button.click()
+    s.wait_idle(30)
+
+
+def test_defaults_come_from_the_preset(studio, tiny_pipe):
+    rec = tiny_pipe.load_info.recommended
+    assert (studio.guidance.value, studio.steps.value) == (rec.guidance_scale, rec.num_inference_steps)
+    assert studio.size.value == (64, 64)
+    assert all(w % 16 == 0 and h % 16 == 0 for _, (w, h) in studio.size.options)
+    assert studio.guidance.continuous_update is False and studio.steps.continuous_update is False
+
+
+def test_size_choices_are_multiples_within_the_limit():
+    options = size_choices(1024, 16, largest=1536)
+    assert options[0] == ("1024x1024", (1024, 1024))
+    assert ("1280x768", (1280, 768)) in options
+    assert all(w % 16 == 0 and h % 16 == 0 and max(w, h) <= 1536 for _, (w, h) in options)
+
+
+def test_generate_shows_the_same_image_as_generate(studio, tiny_pipe):
+    studio.seed.value = 7
+    _click_and_wait(studio)
+    assert studio.last_error is None, studio.message.value
+    plain = helpers.generate(tiny_pipe, studio.prompt.value, negative_prompt="", seed=7)
+    assert studio.current.image.tobytes() == plain.image.tobytes()
+    shown = Image.open(io.BytesIO(studio.image.value))
+    assert studio.image.format == "png" and shown.size == (64, 64)
+    assert "<td>7</td>" in studio.recipe_view.value
+    assert studio.progress.value == studio.steps.value
+
+
+def test_live_preview_updates_every_step(studio, monkeypatch):
+    import importlib
+
+    studio_module = importlib.import_module("helpers.studio.view")
+    encoded, real = [], studio_module._png_bytes
+    monkeypatch.setattr(studio_module, "_png_bytes", lambda image, format="PNG": encoded.append(format) or real(image, format))
+    frames = []
+    studio.image.observe(lambda change: frames.append(studio.image.format), names="value")
+    studio.steps.value = 5
+    _click_and_wait(studio)
+    # One JPEG preview per step. The widget only fires when a frame's bytes differ from the last
+    # one (the stand-in's 8x8 px preview can repeat on its final step), so count the encodes.
+    assert encoded.count("JPEG") == 5 and "jpeg" in frames and frames[-1] == "png"
+
+
+def test_slider_back_to_a_rendered_value_is_a_cache_hit(studio):
+    _click_and_wait(studio)
+    studio.guidance.value = 5.0
+    _click_and_wait(studio)
+    assert studio.generations == 2
+    assert (studio.prompts.misses, studio.prompts.hits) == (1, 1)  # text encoders ran once
+    first = studio.history[1]
+    studio.guidance.value = 3.5
+    assert studio.request() == "cached"
+    assert studio.generations == 2 and studio.cache_hits == 1
+    assert studio.current is first and not studio.busy
+
+
+def test_auto_generate_on_slider_release(studio):
+    studio.auto.value = True
+    studio.steps.value = 3
+    studio.wait_idle(30)
+    assert studio.generations == 1 and studio.current.recipe["num_inference_steps"] == 3
+
+
+def test_cancel_stops_within_one_step_and_the_studio_stays_usable(studio):
+    studio.steps.value = 40
+
+    def cancel_at_two(change):
+        if change["new"] == 2:
+            studio.cancel_button.click()
+
+    studio.progress.observe(cancel_at_two, names="value")
+    _click_and_wait(studio)
+    assert studio.progress.value == 2
+    assert studio.current is None and "Cancelled" in studio.message.value
+    studio.progress.unobserve(cancel_at_two, names="value")
+    studio.steps.value = 2
+    _click_and_wait(studio)
+    assert studio.current is not None and studio.message.value == ""
+
+
+def test_requests_while_running_do_not_pile_up_latest_wins(studio):
+    go = threading.Event()
+
+    def hold_first_step(change):
+        if change["new"] == 1 and not go.is_set():
+            assert go.wait(10)
+
+    studio.progress.observe(hold_first_step, names="value")
+    assert studio.request() == "started"
+    _wait(lambda: studio.progress.value == 1)
+    for g in (4.0, 5.0, 6.0):
+        studio.guidance.value = g
+        assert studio.request() == "queued"
+    go.set()
+    studio.wait_idle(30)
+    assert studio.generations == 2
+    assert sorted(key[2] for key in studio.cache) == [3.5, 6.0]
+
+
+def test_history_click_restores_parameters(studio):
+    studio.seed.value = 1
+    _click_and_wait(studio)
+    studio.seed.value, studio.guidance.value, studio.steps.value = 2, 6.0, 3
+    _click_and_wait(studio)
+    assert len(studio.history_strip.children) == 2
+    older_button = studio.history_strip.children[1].children[2]
+    older_button.click()
+    assert (studio.seed.value, studio.guidance.value, studio.steps.value) == (1, 3.5, 4)
+    assert studio.current is studio.history[1] and studio.generations == 2
+
+
+def test_unlocked_seed_draws_a_new_one_each_time(studio):
+    studio.seed_lock.value = False
+    _click_and_wait(studio)
+    _click_and_wait(studio)
+    seeds = [r.recipe["seed"] for r in studio.history]
+    assert len(set(seeds)) == 2 and studio.seed.value == seeds[0]
+
+
+def test_save_round_trips_the_recipe_and_never_overwrites(studio):
+    assert studio.save() is None and "Nothing to save" in studio.message.value
+    studio.negative_prompt.value = "blurry"
+    _click_and_wait(studio)
+    first, second = studio.save(), studio.save()
+    assert first != second and first.exists() and second.exists()
+    parameters, recipe = read_png_recipe(second)
+    assert recipe["seed"] == studio.current.recipe["seed"] and recipe["negative_prompt"] == "blurry"
+    parsed = parse_a1111_parameters(parameters)
+    assert parsed["prompt"] == studio.prompt.value and parsed["negative_prompt"] == "blurry"
+    assert (parsed["CFG scale"], parsed["Steps"], parsed["Size"]) == ("3.5", "4", "64x64")
+    with Image.open(first) as back:
+        assert back.tobytes() == studio.current.image.convert(back.mode).tobytes()
+
+
+def test_bad_input_is_shown_in_the_widget_and_logged(studio):
+    studio.prompt.value = "   "
+    studio.generate_button.click()  # must not raise: the error lands in the widget
+    assert not studio.busy
+    assert "ValueError" in studio.message.value and "prompt is empty" in studio.message.value
+    assert isinstance(studio.last_error, ValueError)
+    assert "Traceback" in "".join(o["text"] for o in studio.log.outputs)
+    studio.prompt.value = "a cat"
+    _click_and_wait(studio)
+    assert studio.current is not None and studio.message.value == ""
+
+
+def test_error_in_the_worker_is_shown_and_the_studio_survives(studio, tiny_pipe):
+    helpers.release_current_pipeline()  # what loading another model does to this one
+    _click_and_wait(studio)
+    assert "released" in studio.message.value and studio.current is None
+    assert isinstance(studio.last_error, ValueError)
+    assert "released" in studio.progress_label.value and not studio.busy
+
+
+# --- A/B mode: two sides, one set of controls --------------------------------------------------
+
+
+@pytest.fixture
+def ab(tiny_pipe, tmp_path):
+    s = ABStudio(tiny_pipe, prompt="Children's birthday party", negative_prompt_a="No birthday cake",
+                  negative_prompt_b="birthday cake", save_dir=tmp_path / "saved")
+    yield s
+    s.cancel()
+    s.wait_idle(30)
+
+
+def _click_pair(s):
+    s.generate_button.click()
+    s.wait_idle(30)
+    assert s.last_error is None and s.a.last_error is None and s.b.last_error is None, s.b.message.value
+
+
+def test_ab_sides_share_seed_and_settings_and_differ_in_the_negative(ab, tiny_pipe):
+    ab.a.seed_lock.value = False  # a fresh random seed, drawn once for both sides
+    _click_pair(ab)
+    a, b = ab.a.current.recipe, ab.b.current.recipe
+    assert a["seed"] == b["seed"] == ab.a.seed.value
+    assert (a["negative_prompt"], b["negative_prompt"]) == ("No birthday cake", "birthday cake")
+    assert {k: v for k, v in a.items() if k != "negative_prompt"} == {k: v for k, v in b.items() if k != "negative_prompt"}
+    plain = helpers.generate(tiny_pipe, "Children's birthday party", negative_prompt="birthday cake", seed=a["seed"])
+    assert ab.b.current.image.tobytes() == plain.image.tobytes()
+    assert "birthday cake" in ab.b.recipe_view.value
+
+
+def test_ab_equal_negatives_give_byte_identical_images(ab):
+    ab.b.negative_prompt.value = ab.a.negative_prompt.value
+    _click_pair(ab)
+    assert ab.a.current.image.tobytes() == ab.b.current.image.tobytes()
+    assert ab.difference == 0.0 and "byte-identical" in ab.summary.value
+
+
+def test_ab_different_negatives_matter_only_with_guidance(ab):
+    _click_pair(ab)  # guidance 3.5: the negative prompt steers
+    a, b = ab.a.current.image, ab.b.current.image
+    assert a.tobytes() != b.tobytes()
+    expected = np.abs(np.asarray(a, dtype=float) - np.asarray(b, dtype=float)).mean()
+    assert ab.difference == pytest.approx(expected) and ab.difference > 0
+    assert f"{expected:.2f}" in ab.summary.value
+    ab.a.guidance.value = 1.0  # no classifier-free guidance: the negative branch is never used
+    _click_pair(ab)
+    assert ab.a.current.recipe["guidance_scale"] == ab.b.current.recipe["guidance_scale"] == 1.0
+    assert ab.a.current.image.tobytes() == ab.b.current.image.tobytes() and ab.difference == 0.0
+
+
+def test_ab_two_pipelines_side_by_side(tiny_pipe):
+    bf16 = helpers.load_pipeline("tiny", dtype=torch.bfloat16, keep_previous=True)
+    try:
+        assert tiny_pipe.transformer is not None  # keep_previous: the first pipeline is still there
+        s = ABStudio(tiny_pipe, bf16, negative_prompt_a="blurry")
+        assert s.b.negative_prompt not in s.widget.children[0].children  # one negative box for both
+        _click_pair(s)
+        a, b = s.a.current.recipe, s.b.current.recipe
+        assert (a["dtype"], b["dtype"]) == ("float32", "bfloat16")
+        assert a["seed"] == b["seed"] and a["negative_prompt"] == b["negative_prompt"] == "blurry"
+        assert s.difference == pytest.approx(pixel_difference(s.a.current.image, s.b.current.image))
+        assert "bfloat16" in s.b.recipe_view.value and "pipelines differ" in s.summary_markdown()
+    finally:
+        helpers.release_pipeline(bf16)
+
+
+def test_ab_two_pipelines_and_two_negatives_is_refused(tiny_pipe):
+    with pytest.raises(ValueError, match="not both"):
+        ABStudio(tiny_pipe, tiny_pipe, negative_prompt_b="cake")
+
+
+def test_ab_cancel_stops_both(ab):
+    ab.a.steps.value = 40
+
+    def cancel_at_two(change):
+        if change["new"] == 2:
+            ab.cancel_button.click()
+
+    ab.a.progress.observe(cancel_at_two, names="value")
+    ab.generate_button.click()
+    ab.wait_idle(30)
+    assert ab.a.progress.value == 2 and ab.b.progress.value == 0  # B never ran a step
+    assert ab.a.current is None and ab.b.current is None and ab.difference is None
+    assert "Cancelled" in ab.a.message.value and not ab.busy
+    ab.a.progress.unobserve(cancel_at_two, names="value")
+    ab.a.steps.value = 2
+    _click_pair(ab)
+    assert ab.a.current is not None and ab.b.current is not None
+
+
+def test_ab_cached_pair_is_shown_at_once(ab):
+    _click_pair(ab)
+    ab.a.guidance.value = 5.0
+    _click_pair(ab)
+    ab.a.guidance.value = 3.5
+    assert ab.request() == ("cached", "cached") and not ab.busy
+    assert ab.a.generations == ab.b.generations == 2 and ab.difference > 0
+
+
+def test_ab_errors_are_shown_in_the_widget(ab, tiny_pipe):
+    ab.a.prompt.value = "  "
+    ab.generate_button.click()  # must not raise
+    assert not ab.busy and isinstance(ab.last_error, ValueError)
+    assert all("prompt is empty" in side.message.value for side in (ab.a, ab.b))
+    assert "Traceback" in "".join(o["text"] for o in ab.a.log.outputs)
+    ab.a.prompt.value = "a cake"
+    helpers.release_current_pipeline()  # the worker's error, on both sides
+    ab.generate_button.click()
+    ab.wait_idle(30)
+    assert all("released" in side.message.value for side in (ab.a, ab.b)) and not ab.busy
+    assert ab.summary_markdown() == "No finished A/B pair yet."
+
+
+# --- hardening (issue 13) ------------------------------------------------------------------------
+
+
+def _hold_steps(s, seconds):
+    """Slow every denoising step down (the stand-in is too quick to cancel or release mid-run)."""
+    s.progress.observe(lambda change: time.sleep(seconds), names="value")
+
+
+def _shown_image(s) -> Image.Image:
+    return Image.open(io.BytesIO(s.image.value))
+
+
+def test_cancel_shows_the_image_save_writes(studio):
+    studio.seed.value = 3
+    _click_and_wait(studio)
+    finished = studio.current
+    studio.steps.value, studio.seed.value = 40, 1234
+    studio.progress.observe(lambda change: change["new"] == 2 and studio.cancel_button.click(), names="value")
+    _click_and_wait(studio)
+    assert studio.progress.value == 2 and studio.current is finished
+    shown = _shown_image(studio)  # not the half-finished preview: the image Save writes, with its recipe
+    assert studio.image.format == "png" and shown.tobytes() == finished.image.tobytes()
+    assert "<td>3</td>" in studio.recipe_view.value and "1234" not in studio.recipe_view.value
+    with Image.open(studio.save()) as saved:
+        assert saved.convert("RGB").tobytes() == shown.convert("RGB").tobytes()
+
+
+def test_cancel_of_the_first_image_shows_no_preview_and_saves_nothing(studio):
+    placeholder = studio.image.value
+    studio.steps.value = 40
+    studio.progress.observe(lambda change: change["new"] == 2 and studio.cancel_button.click(), names="value")
+    _click_and_wait(studio)
+    assert studio.current is None and studio.image.value == placeholder
+    assert studio.save() is None and "Nothing to save" in studio.message.value
+
+
+def test_cancel_message_says_cancelled_once(studio):
+    studio.steps.value = 40
+    studio.progress.observe(lambda change: change["new"] == 2 and studio.cancel_button.click(), names="value")
+    _click_and_wait(studio)
+    text = re.sub("<[^>]+>", "", studio.message.value)
+    assert text.count("Cancelled") + text.count("cancelled") == 1, text
+    assert "step 2 of 40" in text
+
+
+def test_a_placeholder_reserves_the_image_space_before_the_first_image(studio):
+    shown = _shown_image(studio)  # a real image: no broken-image icon, the same box as the image to come
+    assert shown.size == studio.size.value and studio.image.format == "png"
+    studio.size.value = (80, 48)  # the placeholder follows the chosen shape until an image exists
+    assert _shown_image(studio).size == (80, 48)
+
+
+def test_history_shows_whole_seeds(studio):
+    studio.seed.value = 2**63 - 1  # the largest seed
+    _click_and_wait(studio)
+    caption = studio.history_strip.children[0].children[1]
+    assert str(2**63 - 1) in caption.value and "overflow-wrap:anywhere" in caption.value.replace(" ", "")
+
+
+def test_double_click_runs_the_image_once(studio):
+    go = threading.Event()
+    studio.progress.observe(lambda change: change["new"] == 1 and not go.is_set() and go.wait(10), names="value")
+    studio.generate_button.click()
+    _wait(lambda: studio.progress.value == 1)
+    studio.generate_button.click()  # the same request again while it runs: not queued a second time
+    assert studio.request() == "running"
+    go.set()
+    studio.wait_idle(30)
+    assert studio.generations == 1 and studio.request() == "cached"
+
+
+def test_generate_after_cancel_runs_again(studio):
+    studio.steps.value = 40
+    cancelled = threading.Event()
+
+    def cancel_then_regenerate(change):
+        if change["new"] == 2 and not cancelled.is_set():
+            cancelled.set()
+            studio.cancel_button.click()
+            assert studio.request() == "queued"  # the running one is being cancelled: this one counts
+
+    studio.progress.observe(cancel_then_regenerate, names="value")
+    _click_and_wait(studio)
+    assert studio.generations == 1 and studio.current.recipe["num_inference_steps"] == 40
+
+
+def test_ab_double_click_runs_the_pair_once(ab):
+    go = threading.Event()
+    ab.a.progress.observe(lambda change: change["new"] == 1 and not go.is_set() and go.wait(10), names="value")
+    ab.generate_button.click()
+    _wait(lambda: ab.a.progress.value == 1)
+    ab.generate_button.click()
+    go.set()
+    ab.wait_idle(30)
+    assert ab.a.generations == ab.b.generations == 1
+
+
+class _Stop(BaseException):
+    """Not an Exception: what KeyboardInterrupt or SystemExit look like to the worker."""
+
+
+def test_worker_dying_of_a_base_exception_leaves_the_studio_usable(studio):
+    def die(change):
+        if change["new"] == 1:
+            raise _Stop("killed mid-run")
+
+    studio.progress.observe(die, names="value")
+    studio.generate_button.click()
+    waited = threading.Thread(target=studio.wait_idle, kwargs={"timeout": 5}, daemon=True)
+    waited.start()
+    waited.join(20)
+    assert not waited.is_alive(), "wait_idle ignored its timeout"
+    assert not studio.busy and "_Stop" in studio.message.value and isinstance(studio.last_error, _Stop)
+    studio.progress.unobserve(die, names="value")
+    _click_and_wait(studio)
+    assert studio.current is not None and studio.message.value == ""
+
+
+def test_wait_idle_honours_its_timeout(studio):
+    go = threading.Event()
+    studio.progress.observe(lambda change: change["new"] == 1 and not go.is_set() and go.wait(10), names="value")
+    studio.generate_button.click()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        studio.wait_idle(timeout=0.2)
+    assert time.monotonic() - started < 5
+    go.set()
+
+
+def test_loading_another_pipeline_mid_generation_stops_it_and_says_so(studio):
+    studio.steps.value = 40
+    _hold_steps(studio, 0.02)
+    studio.generate_button.click()
+    _wait(lambda: studio.progress.value >= 2)
+    helpers.load_pipeline("tiny")  # releases the studio's pipeline while it generates
+    studio.wait_idle(30)
+    assert not studio.busy and studio.current is None
+    assert "TypeError" not in studio.message.value and not isinstance(studio.last_error, TypeError)
+    assert "pipeline was released" in studio.message.value, studio.message.value
+    studio.generate_button.click()  # and every later request says the same, before any work
+    assert not studio.busy and "pipeline was released" in studio.message.value
+
+
+@pytest.mark.parametrize("option, value, error", [
+    ("cache_size", -1, ValueError), ("history_size", -1, ValueError), ("cache_size", 2.5, TypeError),
+    ("history_size", True, TypeError), ("preview", "yes", TypeError),
+])
+def test_bad_options_are_refused_up_front(tiny_pipe, option, value, error):
+    with pytest.raises(error, match=option):
+        Studio(tiny_pipe, **{option: value})
+
+
+@pytest.mark.parametrize("pipe", ["tiny", None])
+def test_a_studio_needs_a_pipeline(pipe):
+    with pytest.raises(TypeError, match="load_pipeline"):
+        Studio(pipe)
+
+
+def test_a_released_pipeline_is_refused_up_front(tiny_pipe):
+    helpers.release_pipeline(tiny_pipe)
+    with pytest.raises(ValueError, match="released"):
+        Studio(tiny_pipe)

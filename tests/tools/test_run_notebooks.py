@@ -1,0 +1,149 @@
+"""The README's main job: every notebook executed headlessly, stand-in announced loudly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tools import run_notebooks
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_finds_the_numbered_notebooks_in_order(tmp_path):
+    for name in ("02_b.ipynb", "01_a.ipynb", "draft.ipynb"):
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in run_notebooks.notebook_paths(tmp_path)] == ["01_a.ipynb", "02_b.ipynb"]
+    assert run_notebooks.notebook_paths()  # the repository has notebooks
+
+
+def test_no_gpu_means_stand_in():
+    stand_in, why = run_notebooks.decide_stand_in()
+    assert stand_in and "GPU" in why
+
+
+def write_probe_notebook(path):
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("STAND_IN = None")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        params,
+        nbformat.v4.new_code_cell(
+            "import helpers\nfrom pathlib import Path\n"
+            "Path('figure.txt').write_text(repr(STAND_IN))\nprint('stand-in:', STAND_IN)"
+        ),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_main_runs_notebooks_into_the_output_folder(tmp_path, capsys):
+    source = tmp_path / "01_probe.ipynb"
+    write_probe_notebook(source)
+    out = tmp_path / "outputs"
+    assert run_notebooks.main([str(source), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "OFFLINE STAND-IN" in printed and "1 of 1 notebooks ran" in printed
+    run = out / "run-001"
+    executed = json.loads((run / "01_probe" / "01_probe.ipynb").read_text())
+    text = "".join("".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+    assert "stand-in: True" in text
+    assert (run / "01_probe" / "figure.txt").read_text() == "True"  # files land beside the notebook
+    first_run = (run / "01_probe" / "01_probe.ipynb").read_bytes()
+    assert run_notebooks.main([str(source), "--output", str(out)]) == 0
+    assert (out / "run-002" / "01_probe" / "01_probe.ipynb").is_file()  # a second run gets its own folder
+    assert (run / "01_probe" / "01_probe.ipynb").read_bytes() == first_run  # and the first is untouched
+
+
+def test_a_failing_notebook_fails_the_job(tmp_path, capsys):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "01_broken.ipynb")
+    assert run_notebooks.main([str(tmp_path / "01_broken.ipynb"), "--output", str(tmp_path / "o")]) == 1
+    assert "FAILED  01_broken.ipynb" in capsys.readouterr().out
+
+
+def write_light_notebook(path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print('done')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def write_slow_notebook(path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("print('first cell done')"),
+        nbformat.v4.new_code_cell("import pathlib, time\npathlib.Path('started.txt').touch()\ntime.sleep(120)"),
+        nbformat.v4.new_code_cell("print('never reached')"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C; kill / a CI cancel
+def test_an_interrupted_run_is_marked_unfinished_never_passes_for_complete(tmp_path, stop):
+    write_slow_notebook(tmp_path / "02_slow.ipynb")
+    write_light_notebook(tmp_path / "03_after.ipynb")
+    out = tmp_path / "outputs"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    run = subprocess.Popen(
+        [sys.executable, "-m", "helpers.run_notebooks", *(str(tmp_path / n) for n in
+         ("02_slow.ipynb", "03_after.ipynb")), "--output", str(out), "--stand-in", "yes"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    started = out / "run-001" / "02_slow" / "started.txt"
+    deadline = time.monotonic() + 120
+    while not started.exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), run.communicate(timeout=60)[0] if run.poll() is not None else "timed out"
+    run.send_signal(stop)
+    printed = run.communicate(timeout=60)[0]
+    assert run.returncode != 0
+    assert "INTERRUPTED during 02_slow.ipynb" in printed and "0 of 2 notebooks finished" in printed
+    folder = out / "run-001"
+    assert not (folder / "02_slow" / "02_slow.ipynb").exists()  # nothing that looks complete
+    assert (folder / "02_slow" / "02_slow.UNFINISHED.ipynb").is_file()
+    assert not (folder / "03_after").exists()
+    mark = (folder / "UNFINISHED.txt").read_text()
+    assert "INTERRUPTED during 02_slow.ipynb" in mark and "not run 03_after.ipynb" in mark
+    assert not (folder / "summary.txt").exists()
+
+
+def test_a_finished_run_has_a_summary_and_no_unfinished_mark(tmp_path, capsys):
+    write_light_notebook(tmp_path / "01_probe.ipynb")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("raise RuntimeError('boom')")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "02_broken.ipynb")
+    out = tmp_path / "o"
+    assert run_notebooks.main([str(tmp_path / "01_probe.ipynb"), str(tmp_path / "02_broken.ipynb"),
+                               "--output", str(out)]) == 1
+    folder = out / "run-001"
+    assert not (folder / "UNFINISHED.txt").exists()
+    summary = (folder / "summary.txt").read_text()
+    assert "ok      01_probe.ipynb" in summary and "FAILED  02_broken.ipynb" in summary
+    assert (folder / "02_broken" / "02_broken.FAILED.ipynb").is_file()
+    assert not (folder / "02_broken" / "02_broken.ipynb").exists()
+
+
+def test_kernels_talk_over_local_sockets_and_print_no_warning(tmp_path, capfd):
+    """ipykernel warns once per kernel about unencrypted TCP; `make notebooks` must print nothing
+    beyond the banner, so kernels run over IPC (Unix sockets)."""
+    import nbformat
+
+    from tools.run_notebooks import execute_notebook
+
+    source = tmp_path / "plain.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")]), source)
+    out = execute_notebook(source, tmp_path / "run", {})
+    assert nbformat.read(out, as_version=4).cells[0].outputs[0]["text"] == "42\n"
+    captured = capfd.readouterr()
+    assert "WARNING" not in captured.err and "TCP" not in captured.err, captured.err

@@ -1,0 +1,172 @@
+"""Run every notebook headlessly (the README's main job): `python -m tools.run_notebooks`.
+
+Each notebook in notebooks/ is executed top to bottom with papermill into a fresh folder
+outputs/run-NNN/ (ignored by git; an earlier run's results are never overwritten), with its
+parameters cell set for this machine: the real SD3.5 models when there is a
+CUDA GPU and a Hugging Face token, otherwise the offline stand-in, announced loudly.
+
+Only a notebook that ran to its end carries its own name: it executes as NAME.UNFINISHED.ipynb
+and is renamed when done (NAME.FAILED.ipynb when a cell failed). The run folder holds
+UNFINISHED.txt until the run ends, when summary.txt replaces it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from helpers.output_folders import fresh_run_dir
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+DEFAULT_OUTPUT = REPO / "outputs"
+UNFINISHED_MARK = "UNFINISHED.txt"
+SUMMARY = "summary.txt"
+
+
+def notebook_paths(folder: Path = NOTEBOOKS) -> list[Path]:
+    """The numbered notebooks, in reading order."""
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def decide_stand_in() -> tuple[bool, str]:
+    """(stand_in, why): real models need a CUDA GPU and a Hugging Face token."""
+    import torch
+
+    from helpers.loading.hub_access import find_token
+
+    if os.environ.get("SD35_STAND_IN", "").strip() in ("1", "true", "yes"):
+        return True, "SD35_STAND_IN=1 asks for it"
+    if not torch.cuda.is_available():
+        return True, "no CUDA GPU on this machine"
+    if find_token() is None:
+        return True, "no Hugging Face token (set HF_TOKEN or run `hf auth login`)"
+    return False, "CUDA GPU and Hugging Face token found"
+
+
+def _ipc_kernel_manager():
+    """A kernel manager that talks to its kernel over local Unix sockets rather than TCP (ipykernel
+    warns once per kernel about unencrypted TCP, and nothing here needs a network port)."""
+    import tempfile
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+            self.ip = str(Path(tempfile.mkdtemp(prefix="sd35-kernel-")) / "ipc")
+
+    return IPCKernelManager
+
+
+def execute_notebook(path: Path, output_dir: Path, parameters: dict, timeout: int = 3600) -> Path:
+    """Execute one notebook with papermill into `output_dir`; return the executed copy's path.
+
+    The kernel starts in `output_dir`, so images a notebook saves land beside it. The copy is
+    written as NAME.UNFINISHED.ipynb and takes its own name only once every cell has run
+    (NAME.FAILED.ipynb when one failed): an interrupted run can never pass for a finished one."""
+    import papermill
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    out = output_dir / path.name
+    running = output_dir / f"{path.stem}.UNFINISHED.ipynb"
+    try:
+        papermill.execute_notebook(
+            str(path),
+            str(running),
+            parameters=parameters,
+            cwd=str(output_dir),
+            kernel_name="python3",
+            progress_bar=False,
+            execution_timeout=timeout,
+            kernel_manager_class=_ipc_kernel_manager(),
+        )
+    except papermill.PapermillExecutionError:
+        if running.exists():
+            os.replace(running, output_dir / f"{path.stem}.FAILED.ipynb")
+        raise
+    os.replace(running, out)
+    return out
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: all in notebooks/)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
+                        help="where run-NNN folders of executed notebooks go")
+    parser.add_argument("--stand-in", choices=("auto", "yes", "no"), default="auto")
+    args = parser.parse_args(argv)
+
+    if args.stand_in == "auto":
+        stand_in, why = decide_stand_in()
+    else:
+        stand_in, why = args.stand_in == "yes", f"--stand-in {args.stand_in}"
+    if stand_in:
+        print("#" * 78)
+        print(f"# OFFLINE STAND-IN ({why}): random weights, images are noise.")
+        print("# Every notebook runs end to end, but no picture means anything.")
+        print("#" * 78, flush=True)
+    else:
+        print(f"Real SD3.5 models ({why}).", flush=True)
+
+    paths = [Path(p).resolve() for p in args.notebooks] or notebook_paths()
+    if not paths:
+        print(f"No notebooks found in {NOTEBOOKS}.", file=sys.stderr)
+        return 1
+    # The kernels import `helpers` from this checkout.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    run_dir = fresh_run_dir(args.output)
+    mark = run_dir / UNFINISHED_MARK
+    mark.write_text("This run has not finished: it is still running, or it was stopped. A notebook\n"
+                    "named *.UNFINISHED.ipynb stopped part-way; only NAME.ipynb ran to its end.\n")
+    # `kill` and CI cancellations stop a run like Ctrl-C does: reported, and marked unfinished.
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signals need it
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if in_main_thread else None
+    failed, done, lines = [], [], []
+    try:
+        for path in paths:
+            started = time.perf_counter()
+            out_dir = run_dir / path.stem
+            try:
+                out = execute_notebook(path, out_dir, {"STAND_IN": stand_in})
+            except Exception as e:  # report every notebook, then fail at the end
+                failed.append(path.name)
+                lines.append(f"FAILED  {path.name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                print(lines[-1], flush=True)
+                continue
+            done.append(path.name)
+            shown = out.relative_to(REPO) if out.is_relative_to(REPO) else out
+            lines.append(f"ok      {path.name} in {time.perf_counter() - started:.0f} s -> {shown}")
+            print(lines[-1], flush=True)
+    except KeyboardInterrupt:
+        stopped = paths[len(done) + len(failed)].name
+        not_run = [p.name for p in paths[len(done) + len(failed) + 1:]]
+        lines += [f"INTERRUPTED during {stopped}: its executed copy is {Path(stopped).stem}.UNFINISHED.ipynb"]
+        lines += [f"not run {name}" for name in not_run]
+        mark.write_text(mark.read_text() + "\n".join(lines) + "\n")
+        print(lines[-1 - len(not_run)], flush=True)
+        print(f"INTERRUPTED: {len(done)} of {len(paths)} notebooks finished; the run in {run_dir} is "
+              f"marked unfinished ({UNFINISHED_MARK}).", flush=True)
+        return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    lines.append(f"{len(paths) - len(failed)} of {len(paths)} notebooks ran; outputs in {run_dir}")
+    (run_dir / SUMMARY).write_text("\n".join(lines) + "\n")
+    mark.unlink()
+    print(lines[-1])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
