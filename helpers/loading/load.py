@@ -19,8 +19,8 @@ import torch
 from ..errors import GPUOutOfMemoryError, QuantizationNeedsGPUError
 from ..generation.pipeline_lock import stop_generations
 from . import devices, hub_access, quantized_checkpoints
-from .planner import PREQUANTIZED, LoadingPlan, _does_not_fit, _resolve_preset, check_fits, plan_loading
-from .presets import PRESETS, Recommendation
+from .planner import PREQUANTIZED, LoadingPlan, _does_not_fit, check_fits, plan_loading
+from .presets import PRESETS, Recommendation, resolve_preset
 
 STAND_IN_BANNER = (
     "=" * 78 + "\n"
@@ -79,7 +79,7 @@ def load_pipeline(
         model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
         dtype=dtype, stand_in=stand_in, transformer=transformer,
     )
-    preset = _resolve_preset(model)
+    preset = resolve_preset(model)
     token = None
     if not plan.stand_in:
         token = hub_access.find_token()

@@ -18,7 +18,7 @@ from .. import stand_in as stand_in_pipeline
 from ..errors import GPUOutOfMemoryError
 from ..measuring import format_bytes
 from . import architectures, devices, memory_model, quantized_checkpoints
-from .presets import PRESETS, Preset, get_preset
+from .presets import PRESETS, get_preset, resolve_preset
 
 OFFLOAD_CHOICES = ("auto", "none", "model", "sequential", True, False)
 # Working memory of SD3.5 Large at 1024x1024 in bf16 with flash attention: the allowance used when
@@ -203,10 +203,10 @@ def plan_loading(
     would (`load_pipeline` raises with both before reading any weights)."""
     if drop_t5 and quantize_t5:
         raise ValueError("drop_t5=True and quantize_t5=True contradict each other: choose one.")
-    preset = _resolve_preset(model)
+    preset = resolve_preset(model)
     _normalise_offload(offload)
     if transformer is not None and transformer != PREQUANTIZED:  # PREQUANTIZED: "what if", planning only
-        _check_transformer_source(transformer)
+        quantized_checkpoints.check_transformer_source(transformer)
     device = devices.pick_device(device)
     if not (dtype == "auto" or (isinstance(dtype, torch.dtype) and dtype in (torch.float32, torch.bfloat16, torch.float16))):
         raise ValueError(f"dtype must be 'auto', torch.float32, torch.bfloat16 or torch.float16, not {dtype!r}.")
@@ -309,11 +309,11 @@ def _what_would_fit(preset, device, options, stand_in, failed: LoadingPlan) -> d
         for change in ({},) + _ALTERNATIVES:
             if model == options["model"] and not change:
                 continue
-            if change.get("transformer") and _resolve_preset(model).quantization != "nf4":
+            if change.get("transformer") and resolve_preset(model).quantization != "nf4":
                 continue
             trial = dict(options, model=model, offload="auto", dtype=failed.dtype, **change)
             transformer = trial.pop("transformer", None)
-            plan = _plan(_resolve_preset(model), device, trial, stand_in, failed.free_bytes,
+            plan = _plan(resolve_preset(model), device, trial, stand_in, failed.free_bytes,
                          failed.host_bytes_available, transformer)
             if plan.fits:
                 if transformer is not None:
@@ -351,35 +351,6 @@ def _folder_census(folder) -> tuple[dict, dict]:
         config = json.loads((Path(folder) / "transformer" / "config.json").read_text())
         _CENSUS_CACHE[key] = (memory_model.folder_census(folder), config)
     return _CENSUS_CACHE[key]
-
-
-def _check_transformer_source(transformer) -> str | None:
-    """Validate `transformer=` before loading; return the quantization saved in it, if known."""
-    if not isinstance(transformer, (str, Path)) or not str(transformer):
-        raise ValueError(f"transformer must be a folder or a Hub id, not {transformer!r}.")
-    folder, subfolder = quantized_checkpoints.transformer_folder(transformer)
-    looks_like_repo = str(transformer).count("/") == 1 and not str(transformer).startswith((".", "/", "~"))
-    if not (Path(folder) / (subfolder or "") / "config.json").is_file() and (
-        Path(transformer).exists() or not looks_like_repo
-    ):
-        raise ValueError(
-            f"transformer={str(transformer)!r} is neither a folder with a saved transformer "
-            "(config.json, or transformer/config.json as save_quantized writes) nor a Hub id."
-        )
-    return quantized_checkpoints.saved_quantization(transformer)
-
-
-def _resolve_preset(model: str) -> Preset:
-    """A preset by name; a Hub id or local folder becomes an ad-hoc full-precision preset."""
-    if not isinstance(model, str) or not model:
-        raise ValueError(f"model must be a preset name, a Hub id or a folder, not {model!r}.")
-    if model in PRESETS:
-        return PRESETS[model]
-    looks_like_repo = model.count("/") == 1 and not model.startswith((".", "/"))
-    if Path(model).is_dir() or looks_like_repo:
-        base = PRESETS["sd35-large"]
-        return Preset(model, model, model, None, False, base.default_size, base.model_card)
-    return get_preset(model)  # raises the "unknown preset" error
 
 
 def check_fits(plan: LoadingPlan) -> None:

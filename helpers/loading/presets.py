@@ -7,6 +7,7 @@ recommended `guidance_scale`/steps: the model card's, and the values Stability A
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 LARGE = "stabilityai/stable-diffusion-3.5-large"
 MEDIUM = "stabilityai/stable-diffusion-3.5-medium"
@@ -149,3 +150,16 @@ def get_preset(name: str) -> Preset:
             f"Unknown model preset {name!r}. Use one of: {known}; or a Hub id such as "
             f"'{LARGE}', or a local folder saved with save_pretrained."
         ) from None
+
+
+def resolve_preset(model: str) -> Preset:
+    """A preset by name; a Hub id or local folder becomes an ad-hoc full-precision preset."""
+    if not isinstance(model, str) or not model:
+        raise ValueError(f"model must be a preset name, a Hub id or a folder, not {model!r}.")
+    if model in PRESETS:
+        return PRESETS[model]
+    looks_like_repo = model.count("/") == 1 and not model.startswith((".", "/"))
+    if Path(model).is_dir() or looks_like_repo:
+        base = PRESETS["sd35-large"]
+        return Preset(model, model, model, None, False, base.default_size, base.model_card)
+    return get_preset(model)  # raises the "unknown preset" error

@@ -76,3 +76,19 @@ def saved_quantization(source) -> str | None:
 def folder_bytes(folder) -> int:
     """Bytes of every file under `folder` (its size on disk, ignoring filesystem blocks)."""
     return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+
+
+def check_transformer_source(transformer) -> str | None:
+    """Validate `transformer=` before loading; return the quantization saved in it, if known."""
+    if not isinstance(transformer, (str, Path)) or not str(transformer):
+        raise ValueError(f"transformer must be a folder or a Hub id, not {transformer!r}.")
+    folder, subfolder = transformer_folder(transformer)
+    looks_like_repo = str(transformer).count("/") == 1 and not str(transformer).startswith((".", "/", "~"))
+    if not (Path(folder) / (subfolder or "") / "config.json").is_file() and (
+        Path(transformer).exists() or not looks_like_repo
+    ):
+        raise ValueError(
+            f"transformer={str(transformer)!r} is neither a folder with a saved transformer "
+            "(config.json, or transformer/config.json as save_quantized writes) nor a Hub id."
+        )
+    return saved_quantization(transformer)

@@ -13,7 +13,7 @@ import pytest
 
 from tools import run_notebooks
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_finds_the_numbered_notebooks_in_order(tmp_path):
@@ -95,7 +95,7 @@ def test_an_interrupted_run_is_marked_unfinished_never_passes_for_complete(tmp_p
     out = tmp_path / "outputs"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     run = subprocess.Popen(
-        [sys.executable, "-m", "helpers.run_notebooks", *(str(tmp_path / n) for n in
+        [sys.executable, "-m", "tools.run_notebooks", *(str(tmp_path / n) for n in
          ("02_slow.ipynb", "03_after.ipynb")), "--output", str(out), "--stand-in", "yes"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
