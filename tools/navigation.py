@@ -114,14 +114,14 @@ def readme_table() -> str:
 
 def vram_guide_section() -> str:
     """The README's memory guide: what `load_pipeline(offload="auto")` does on common machines
-    (helpers.hardware_profiles), computed by the real planner."""
+    (helpers.loading.hardware_profiles), computed by the real planner."""
     from helpers.loading.hardware_profiles import markdown, profile_plans
 
     return (
         "What `load_pipeline(model, offload=\"auto\")` does on the machines readers use, decided by the\n"
-        "real planner with only its device queries answered for each machine (`helpers.hardware_profiles`).\n"
+        "real planner with only its device queries answered for each machine (`helpers/loading/hardware_profiles.py`).\n"
         "Weights are exact (every component counted at full size on PyTorch's `meta` device,\n"
-        "`helpers.memory_model`); working memory and host-RAM peaks rest on assumptions named there, which\n"
+        "`helpers/loading/memory_model.py`); working memory and host-RAM peaks rest on assumptions named there, which\n"
         "a GPU run measures. GPU memory and host RAM are the plan's peaks; notebook 02 measures your own.\n\n"
         + markdown(profile_plans())
     )
@@ -146,6 +146,7 @@ def gpu_results_section() -> str:
             f"bitsandbytes {meta['versions']['bitsandbytes']}); details and the planner comparison in "
             f"[{file.with_suffix('.md').relative_to(REPO)}]({file.with_suffix('.md').relative_to(REPO)}):\n\n"
             + markdown_table(short, GPU_COLUMNS)
+            + (f"\n\n{meta['runs']}" if meta.get("runs") else "")  # what "[run 1]" and "skipped" rows mean
         )
     return "\n\n".join(parts) or "No GPU results are committed yet: run `make gpu-check` on a CUDA GPU."
 
