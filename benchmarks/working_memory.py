@@ -1,4 +1,4 @@
-"""Measure the working memory that helpers.memory_model assumes, on a CUDA GPU.
+"""Measure the working memory that helpers.loading.memory_model assumes, on a CUDA GPU.
 
     python benchmarks/working_memory.py [--family large] [--size 1024]
 

@@ -179,7 +179,7 @@ def save_tiny_pipeline(folder) -> Path:
     pipe.save_pretrained(folder)
     (folder / STAND_IN_MARKER).write_text(
         "Offline stand-in for Stable Diffusion 3.5: random weights, images are noise.\n"
-        "Built by helpers/tiny.py; same components and file layout as the real models.\n"
+        "Built by helpers/stand_in.py; same components and file layout as the real models.\n"
     )
     return folder
 

@@ -1,7 +1,7 @@
 """SD3.5's full-size architectures, from the published configs, built with or without weights.
 
 `build_component("transformer", "large")` inside `with torch.device("meta"):` gives the real
-module tree at full size with no memory and no weights: what `helpers.memory_model` counts to
+module tree at full size with no memory and no weights: what `helpers.loading.memory_model` counts to
 know every component's exact bytes, and what benchmarks/loading_plans.py fills with random weights.
 """
 

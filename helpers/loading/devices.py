@@ -2,7 +2,7 @@
 
 Every question the planner asks about the machine goes through one function here
 (`compute_capability`, `free_accelerator_memory`, `host_memory_available`,
-`mps_recommended_memory`), so a test or `helpers.hardware_profiles` can put the real planner
+`mps_recommended_memory`), so a test or `helpers.loading.hardware_profiles` can put the real planner
 on any machine by replacing just these.
 """
 

@@ -2,7 +2,7 @@
 
 Each profile is what the planner asks a machine (compute capability, free accelerator memory,
 host RAM, Apple's Metal working set). `on_profile(profile)` answers those questions, and only
-those, at their one seam in `helpers.devices`, so the real planner runs unchanged as if on that
+those, at their one seam in `helpers.loading.devices`, so the real planner runs unchanged as if on that
 machine. README's memory guide and notebook 02's table are `markdown(profile_plans())`.
 """
 
@@ -80,7 +80,7 @@ def get_profile(name: str) -> HardwareProfile:
 
 @contextlib.contextmanager
 def on_profile(profile: HardwareProfile):
-    """Within this block the device queries of `helpers.devices` answer as `profile` would."""
+    """Within this block the device queries of `helpers.loading.devices` answer as `profile` would."""
     cuda, mps = profile.device == "cuda", profile.device == "mps"
     with contextlib.ExitStack() as stack:
         stack.enter_context(mock.patch.object(torch.cuda, "is_available", lambda: cuda))

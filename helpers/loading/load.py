@@ -64,7 +64,7 @@ def load_pipeline(
     pipeline this function returned last is released first (its GPU memory freed), since two
     SD3.5 Large pipelines rarely fit together. `transformer=` loads a pre-quantized transformer
     (a `save_quantized` folder or Hub id) instead of quantizing the model's bf16 one.
-    `fast=True` applies the fast plan (`helpers.speedups.make_fast`: compiled transformer blocks,
+    `fast=True` applies the fast plan (`helpers.loading.fast_plan.make_fast`: compiled transformer blocks,
     channels-last VAE): the first image pays the compile time, later ones run faster.
     """
     global _current_pipeline

@@ -151,7 +151,7 @@ def meta_census(family: str) -> dict[str, Census]:
     return counts
 
 
-# census() of the published architectures (helpers.architectures) built on `meta`;
+# census() of the published architectures (helpers.loading.architectures) built on `meta`;
 # tests/test_memory_model.py rebuilds them and fails if they drift.
 _CLIP_L = Census(linear_weights=84934656, linear_layers=72, linear_rows=82944,
                  linear_blocks=1327104, kept_fp32=0, other=38715648, fixed_bytes=616)

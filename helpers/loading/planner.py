@@ -29,7 +29,7 @@ WORKING_MEMORY_BYTES = memory_model.working_bytes("large", 1024, torch.bfloat16,
 @dataclass
 class LoadingPlan:
     """What `load_pipeline` will do, decided before any weights are read. Bytes are exact for the
-    weights (helpers.memory_model) and rest on named assumptions for working memory and host RAM."""
+    weights (helpers.loading.memory_model) and rest on named assumptions for working memory and host RAM."""
 
     preset: str
     model_id: str
@@ -49,7 +49,7 @@ class LoadingPlan:
     fits: bool = True  # False: neither the accelerator nor host RAM can hold this plan
     kernel: str | None = None  # SDPA attention kernel the device gets with this dtype
     would_fit: dict | None = None  # when it does not fit: load_pipeline kwargs of a plan that would
-    fast: bool = False  # load_pipeline(fast=True): compiled transformer blocks (helpers.speedups)
+    fast: bool = False  # load_pipeline(fast=True): compiled transformer blocks (helpers.loading.fast_plan)
 
     @property
     def total_bytes(self) -> int:

@@ -40,7 +40,7 @@ class Preset:
 
     name: str
     title: str
-    repo_id: str | None  # None: the offline stand-in, built locally by helpers.tiny
+    repo_id: str | None  # None: the offline stand-in, built locally by helpers.stand_in
     quantization: str | None  # None (full precision), "nf4" or "int8"; applies to the transformer
     gated: bool
     default_size: int  # pixels, square

@@ -4,7 +4,7 @@ CLIP embeds images and texts in one space. The CLIP score (Hessel et al., 2021) 
 100 x cosine(image, text), floored at 0: higher means the image follows the prompt more closely.
 Zero-shot classification softmaxes CLIP's scaled similarities over a list of labels.
 On real runs the scorer is openai/clip-vit-large-patch14; offline it is a tiny random CLIP
-(helpers.tiny.tiny_clip_dir), loaded the same way, whose scores mean nothing.
+(helpers.stand_in.tiny_clip_dir), loaded the same way, whose scores mean nothing.
 """
 
 from __future__ import annotations

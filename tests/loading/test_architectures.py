@@ -1,4 +1,4 @@
-"""helpers.architectures: the published full-size configs, built on meta, and a saved folder's."""
+"""helpers.loading.architectures: the published full-size configs, built on meta, and a saved folder's."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""helpers.hardware_profiles: the real planner on each machine readers use (only the device
+"""helpers.loading.hardware_profiles: the real planner on each machine readers use (only the device
 queries answered for it), checked against the exact memory model."""
 
 import pytest

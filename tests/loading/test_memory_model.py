@@ -1,4 +1,4 @@
-"""helpers.memory_model: exact bytes, checked against full-size meta builds and, byte for byte,
+"""helpers.loading.memory_model: exact bytes, checked against full-size meta builds and, byte for byte,
 against the stand-in as bitsandbytes really quantizes it on CPU."""
 
 import itertools

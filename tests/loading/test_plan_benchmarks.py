@@ -1,4 +1,4 @@
-"""helpers.loading_plans: each plan really loads and renders on the stand-in, or says why not."""
+"""helpers.loading.plan_benchmarks: each plan really loads and renders on the stand-in, or says why not."""
 
 import pytest
 import torch
