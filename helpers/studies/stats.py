@@ -73,9 +73,9 @@ class PairedComparison:
     def significant(self) -> bool:
         """True when the sign-flip test rejects "no difference" at the 1 - confidence level.
 
-        The verdict comes from the exact test, not from the bootstrap interval: with few pairs
-        (under about 10) a percentile bootstrap interval is too narrow and can exclude 0 when the
-        test cannot."""
+        The verdict comes from the exact test, not from the bootstrap interval: with few pairs the
+        interval can exclude 0 where the test cannot reach significance at all (3 pairs that all
+        moved by the same amount: the interval is that point, p = 0.25)."""
         return self.p_value < 1 - self.confidence
 
 

@@ -92,4 +92,5 @@ def test_describe_and_verdict_read_the_comparison_and_the_reachable_floor():
     # Three seeds cannot reach p < 0.05: even a consistent shift is "no significant change".
     three = paired_comparison(a[:3], a[:3] - 0.2)
     assert three.p_value == pytest.approx(0.25) and verdict(three, "fell", "rose") == "no significant change"
+    assert three.ci_high < 0  # while the bootstrap interval excludes 0: the verdict is the test's
     assert describe(three).endswith("the smallest p 3 seeds can reach: 0.250)")
