@@ -73,9 +73,9 @@ class PairedComparison:
     def significant(self) -> bool:
         """True when the sign-flip test rejects "no difference" at the 1 - confidence level.
 
-        The verdict comes from the exact test, not from the bootstrap interval: with few pairs
-        (under about 10) a percentile bootstrap interval is too narrow and can exclude 0 when the
-        test cannot."""
+        The verdict comes from the exact test, not from the bootstrap interval: with few pairs the
+        interval can exclude 0 where the test cannot reach significance at all (3 pairs that all
+        moved by the same amount: the interval is that point, p = 0.25)."""
         return self.p_value < 1 - self.confidence
 
 
@@ -106,3 +106,20 @@ def smallest_possible_p_value(n: int) -> float:
 def format_p(p: float) -> str:
     """A p-value for prose: 'p = 0.031', or 'p < 0.001'."""
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if not math.isnan(p) else "p = n/a"
+
+
+def describe(comparison: PairedComparison) -> str:
+    """A paired comparison in one line of prose: the mean change of b - a, its interval, the test's
+    p-value, the number of seeds and the smallest p that many seeds can reach at all."""
+    c = comparison
+    return (f"{c.mean_difference:+.3f} ({c.confidence:.0%} CI [{c.ci_low:+.3f}, {c.ci_high:+.3f}], "
+            f"{format_p(c.p_value)}, {c.n} seeds; the smallest p {c.n} seeds can reach: "
+            f"{smallest_possible_p_value(c.n):.3f})")
+
+
+def verdict(comparison: PairedComparison, lower: str, higher: str, neither: str = "no significant change") -> str:
+    """`lower` or `higher` (by the sign of the mean change) when the sign-flip test is significant,
+    `neither` otherwise: the verdict never comes from the point estimate alone."""
+    if not comparison.significant:
+        return neither
+    return lower if comparison.mean_difference < 0 else higher

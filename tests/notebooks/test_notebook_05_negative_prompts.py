@@ -3,33 +3,43 @@
 import csv
 import re
 
-from notebook_harness import cell_outputs_text, run_notebook
+from notebook_harness import REPO, cell_outputs_text, run_notebook
+
+P = r"p = ([\d.]+)"
 
 
 def test_notebook_05_runs_and_reports_measured_numbers(tiny_dir, tmp_path):
-    nb = run_notebook("05_negative_prompts.ipynb", tmp_path, N_SEEDS=3, GRID_GUIDANCES=[1.0, 3.5], STEPS=2, BLOG_SEEDS=2)
+    nb = run_notebook("05_negative_prompts.ipynb", tmp_path, N_SEEDS=3, GRID_GUIDANCES=[1.0, 3.5], STEPS=2, BLOG_SEEDS=6)
     text = cell_outputs_text(nb)
 
-    # The planner's answer on every hardware profile heads the notebook, not a hand-written "about 12 GB".
-    from helpers.loading import hardware_profiles
-
-    assert hardware_profiles.requirements(["sd35-large", "sd35-large-nf4"]) in text
+    # It opens with the teaching: the planner's table lives in the README, one link away, not in the notebook.
+    title = "".join(nb["cells"][1]["source"])
+    assert "(../README.md#how-much-gpu-memory-you-need)" in title
+    assert "\n## How much GPU memory you need\n" in (REPO / "README.md").read_text()
+    assert not any("hardware_profiles" in "".join(c["source"]) for c in nb["cells"])
     # Everything it wrote is under outputs/ (ignored by git), beside the executed notebook.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["05_negative_prompts.ipynb", "outputs"]
-    # Section 3: the blog's three examples ran at the blog's settings, each verdict computed from paired seeds.
+
+    # Section 3: the blog's three examples at the blog's settings, plus bf16 at the NF4 example's guidance
+    # (the blog's guidance differs between its NF4 and bf16 pictures); each verdict comes from the paired
+    # sign-flip test, printed with the smallest p its 6 seeds can reach (< 0.05, so "yes" is possible).
     blog_rows = {
         "bf16, placement": "sd35-large, guidance 7.5, placement prompt vs the plain prompt | P('a photo of a birthday cake')",
         "bf16, elves": 'sd35-large, guidance 2.5, "No green grass" vs none | P(\'a photo of green grass\')',
+        "bf16, object removal": 'sd35-large, guidance 10, "No birthday cake" vs none | P(\'a photo of a birthday cake\')',
         "NF4, object removal": 'sd35-large-nf4, guidance 10, "No birthday cake" vs none | P(\'a photo of a birthday cake\')',
     }
     for name, settings in blog_rows.items():
-        row = re.search(rf"^\| {re.escape(name)} \| \"[^|]+\" \| {re.escape(settings)}: [+-]\d\.\d{{3}} \(95% CI \[[+-][\d.]+, [+-][\d.]+\], "
-                        rf"p = [\d.]+, 2 seeds\) \| (.+) \|$", text, re.M)
+        row = re.search(rf"^\| {re.escape(name)} \| [^|]+ \| {re.escape(settings)}: ([+-]\d\.\d{{3}}) \(95% CI "
+                        rf"\[[+-][\d.]+, [+-][\d.]+\], {P}, 6 seeds; the smallest p 6 seeds can reach: 0\.031\) \| (.+) \|$",
+                        text, re.M)
         assert row, name
-        assert row.group(1) == "**no significant change**"  # with 2 seeds the sign-flip p cannot go below 0.5
+        mean, p, verdict = float(row.group(1)), float(row.group(2)), row.group(3)
+        assert p >= 0.031
+        expected = "**no significant change**" if p >= 0.05 else "object **receded**" if mean < 0 else "object **grew**"
+        assert verdict == expected, (name, mean, p, verdict)
     blog_grids = [c for c in nb["cells"] if "run_blog_example(pipe" in "".join(c["source"])]
-    assert sum("image/png" in o.get("data", {}) for o in blog_grids[0]["outputs"]) == 3
-    assert "With 2 seeds the sign-flip test cannot go below p = 0.500." in text
+    assert sum("image/png" in o.get("data", {}) for o in blog_grids[0]["outputs"]) == 4
 
     # Section 1: the guidance-1 check was computed and found the images identical.
     assert "At guidance 1 the two images are **identical**" in text
@@ -38,17 +48,36 @@ def test_notebook_05_runs_and_reports_measured_numbers(tiny_dir, tmp_path):
     for model in ("sd35-large", "sd35-large-nf4"):
         for condition in conditions:
             assert f"| {model} | {condition} | 3 | 0." in text, (model, condition)
-    # Each condition was compared with "no negative", paired by seed, in sentences built from numbers.
-    assert text.count("compared with no negative: change ") == 2 * 3
+    # Each condition was compared with "no negative", paired by seed; 3 seeds cannot reach p < 0.05,
+    # so every verdict is "not significant" and says why (the floor, 0.250).
+    changes = re.findall(r"^- \*\*sd35-large(?:-nf4)?\*\*, .+: (.+) P\(birthday cake\) compared with no negative: "
+                         r"change .+; the smallest p 3 seeds can reach: 0\.250\)\.$", text, re.M)
+    assert changes == ["did **not significantly change**"] * (2 * 3)
     # The interval figure was saved, and the NF4-vs-bf16 verdict was written from the numbers.
     figure = tmp_path / "outputs" / "figures" / "negative_prompt_p_object.png"
     assert figure.is_file() and figure.stat().st_size > 5000
-    assert text.count("NF4 minus bf16, paired over 3 seeds") == 2
+    nf4_lines = re.findall(r"NF4 minus bf16, paired over seeds: .+, 3 seeds; the smallest p 3 seeds can reach: "
+                           r"0\.250\): \*\*no significant difference\*\* between NF4 and bf16\.$", text, re.M)
+    assert len(nf4_lines) == 2
     assert "not measured on this machine" not in text
-    assert "With 3 seeds the test cannot go below p = 0.250" in text
     assert "Stand-in: random weights" in text and "meaningless" in text
+
+    # The closing table collects every computed answer; its sentence counts the significant tests in it.
+    summary = re.search(r"^\| section \| question \| this run's answer \|\n\|---\|---\|---\|\n((?:\|.*\|\n)+)\n"
+                        r"On this run, \*\*(\d+) of (\d+)\*\* paired comparisons were significant at p < 0\.05", text, re.M)
+    assert summary
+    answers = [line.split(" | ") for line in summary.group(1).strip().splitlines()]
+    assert [a[0] for a in answers] == ["| 1"] * 2 + ["| 3"] * 4 + ["| 4"] * (6 + 2)
+    assert answers[0][2] == "no (identical pixels) |"  # guidance 1
+    tested = answers[2:]
+    not_significant = sum(a[2].startswith(("**no significant", "did **not", "**no significant difference")) for a in tested)
+    assert int(summary.group(3)) == len(tested) == 12
+    assert int(summary.group(2)) == len(tested) - not_significant
     tail = "".join("".join(c["source"]) for c in nb["cells"][-2:])
     assert "## What you learned" in tail and "## Exercises" in tail
+    # Every exercise says what it needs.
+    exercises = re.findall(r"^\d+\. (.*)$", "".join(nb["cells"][-1]["source"]), re.M)
+    assert len(exercises) == 3 and all(re.match(r"\*\*\((GPU|stand-in|any machine)", e) for e in exercises)
 
     # The study's table: every job once, every image on disk, nothing outside the run folder.
     (run_dir,) = (tmp_path / "outputs" / "negative_prompt_study").glob("run-*")

@@ -83,6 +83,20 @@ def test_what_you_learned_and_exercises_close_the_notebook(executed):
     tail = "".join("".join(c["source"]) for c in nb["cells"][-2:])
     assert "## What you learned" in tail and "## Exercises" in tail
     assert "PNG carries its recipe" not in tail  # the run never saves a PNG, so it may not claim it
+    exercises = re.findall(r"^\d+\. (.*)$", "".join(nb["cells"][-1]["source"]), re.M)
+    assert len(exercises) == 3 and all(re.match(r"\*\*\((GPU|stand-in)", e) for e in exercises), exercises
+
+
+def test_opens_with_the_teaching_and_cites_the_blog_only_for_what_it_says(executed):
+    _, nb, _ = executed
+    title = "".join(nb["cells"][1]["source"])
+    assert "(../README.md#how-much-gpu-memory-you-need)" in title  # the planner's table is one link away
+    every_source = "\n".join("".join(c["source"]) for c in nb["cells"])
+    assert "hardware_profiles" not in every_source
+    # The blog's speed table gives 7 s per SD3.5 L image on an H100 and no step count: cited, and no steps invented.
+    cited = source_of(nb, "inference-speed table")
+    assert "README.md#stable-diffusion-35-inference-speeds" in cited and "7 s per SD3.5 L image" in cited
+    assert not re.search(r"7 s (for|per|in) \d+ steps", every_source)
 
 
 def test_everything_it_writes_is_under_outputs(executed):

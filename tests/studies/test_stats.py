@@ -7,10 +7,12 @@ import pytest
 
 from helpers.studies.stats import (
     bootstrap_mean_ci,
+    describe,
     format_p,
     paired_comparison,
     sign_flip_p_value,
     smallest_possible_p_value,
+    verdict,
 )
 
 
@@ -75,3 +77,20 @@ def test_paired_comparison_sees_a_consistent_shift_and_not_noise():
 def test_format_p():
     assert format_p(0.0312) == "p = 0.031"
     assert format_p(0.0001) == "p < 0.001"
+
+
+def test_describe_and_verdict_read_the_comparison_and_the_reachable_floor():
+    rng = np.random.default_rng(5)
+    a = rng.uniform(0.2, 0.8, size=6)
+    lowered = paired_comparison(a, a - 0.2)  # every seed lower: p is the floor 2 / 2**6
+    assert lowered.p_value == pytest.approx(2 / 64)
+    text = describe(lowered)
+    assert text.startswith("-0.200 (95% CI [-0.200, -0.200], p = 0.031, 6 seeds;")
+    assert text.endswith("the smallest p 6 seeds can reach: 0.031)")
+    assert verdict(lowered, "fell", "rose") == "fell"
+    assert verdict(paired_comparison(a, a + 0.2), "fell", "rose") == "rose"
+    # Three seeds cannot reach p < 0.05: even a consistent shift is "no significant change".
+    three = paired_comparison(a[:3], a[:3] - 0.2)
+    assert three.p_value == pytest.approx(0.25) and verdict(three, "fell", "rose") == "no significant change"
+    assert three.ci_high < 0  # while the bootstrap interval excludes 0: the verdict is the test's
+    assert describe(three).endswith("the smallest p 3 seeds can reach: 0.250)")
