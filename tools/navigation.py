@@ -3,8 +3,8 @@
 `NOTEBOOKS` is the single source of truth for titles, Colab badges and prev/next links (as in
 the Python Data Science Handbook's tools). `python -m tools.navigation` rewrites every
 notebook's first cell, its set-up cell (`SETUP_CELL`, the same in every notebook) and the README's
-generated sections (the notebook table and the GPU memory guide, computed by the same code
-notebook 02 runs); the tests fail when any of them is stale.
+generated sections (the notebook table and the GPU memory guide, computed by the same planner
+notebook 02 runs on the reader's machine); the tests fail when any of them is stale.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ MARKER = "<!-- navigation -->"
 
 NOTEBOOKS = [
     ("01_quantized_loading.ipynb", "Loading SD3.5 Large in 4-bit NF4", "the blog's code run end to end, then what NF4 saves per component"),
-    ("02_loading_plans.ipynb", "Loading plans and CPU offload", "every plan measured (the fast plan too), `offload=\"auto\"`, what fits the machines readers use"),
-    ("03_quantize_once.ipynb", "Quantize once, reload fast", "save the NF4 transformer, reload it, and a plan for a free Colab T4"),
+    ("02_loading_plans.ipynb", "Loading plans and CPU offload", "every plan measured, the diffusers calls under them (`pipe.to`, CPU offload, per-block compile), the blog's speeds beside a GPU's, `offload=\"auto\"` on your machine"),
+    ("03_quantize_once.ipynb", "Quantize once, reload fast", "`save_pretrained` the NF4 transformer, `from_pretrained(folder)` it back, and a plan for a free Colab T4"),
     ("04_guidance_scale.ipynb", "Tuning guidance_scale", "sweeps, CLIP-scored adherence and a recommendation per model"),
     ("05_negative_prompts.ipynb", "Negative-prompt experiments", "measured over seeds, NF4 vs bf16, positive prompting for placement"),
     ("06_studio.ipynb", "The interactive studio", "sliders, live preview, cancel, cache, history and PNG recipes"),

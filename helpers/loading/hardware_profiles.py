@@ -3,7 +3,8 @@
 Each profile is what the planner asks a machine (compute capability, free accelerator memory,
 host RAM, Apple's Metal working set). `on_profile(profile)` answers those questions, and only
 those, at their one seam in `helpers.loading.devices`, so the real planner runs unchanged as if on that
-machine. README's memory guide and notebook 02's table are `markdown(profile_plans())`.
+machine. README's memory guide is `markdown(profile_plans())`; notebook 02 shows
+`markdown(this_machine_plans())`, the same planner on the reader's own machine.
 """
 
 from __future__ import annotations
@@ -114,26 +115,36 @@ def profile_plans(models=("sd35-large-nf4", "sd35-large", "sd35-medium"), profil
     """For every profile x preset, what `load_pipeline(preset, offload="auto")` does: plan name, dtype,
     offload, peak accelerator and host-RAM bytes, "fits" or "does not fit: ...", and `instead`: the
     load_pipeline call that would fit (the full sentence is in `reason`)."""
+    return [plan_row(profile.name, model, plan_on(profile, model)) for profile in profiles for model in models]
+
+
+def this_machine_plans(models=("sd35-large-nf4", "sd35-large", "sd35-medium")) -> list[dict]:
+    """The rows of `profile_plans` for the machine this runs on: the real planner on its own device
+    queries (the real models' sizes, never the stand-in's), machine named "this machine (<device>)"."""
     rows = []
-    for profile in profiles:
-        for model in models:
-            plan = plan_on(profile, model)
-            rows.append({
-                "machine": profile.name,
-                "model": model,
-                "plan": plan_label(plan),
-                "dtype": str(plan.dtype).removeprefix("torch."),
-                "offload": plan.offload,
-                "gpu_bytes": plan.gpu_bytes_needed,
-                "host_bytes": plan.host_bytes_needed,
-                "result": "fits" if plan.fits else _short_problem(plan.reason),
-                "instead": "" if plan.fits else (
-                    planner.describe_options(plan.would_fit) if plan.would_fit else "nothing fits"),
-                "reason": plan.reason,
-                "fits": plan.fits,
-                "would_fit": plan.would_fit,
-            })
+    for model in models:
+        plan = planner.plan_loading(model, stand_in=False)
+        rows.append(plan_row(f"this machine ({plan.device})", model, plan))
     return rows
+
+
+def plan_row(machine: str, model: str, plan: planner.LoadingPlan) -> dict:
+    """One row of `profile_plans`: what `plan` (for `model` on `machine`) loads, and whether it fits."""
+    return {
+        "machine": machine,
+        "model": model,
+        "plan": plan_label(plan),
+        "dtype": str(plan.dtype).removeprefix("torch."),
+        "offload": plan.offload,
+        "gpu_bytes": plan.gpu_bytes_needed,
+        "host_bytes": plan.host_bytes_needed,
+        "result": "fits" if plan.fits else _short_problem(plan.reason),
+        "instead": "" if plan.fits else (
+            planner.describe_options(plan.would_fit) if plan.would_fit else "nothing fits"),
+        "reason": plan.reason,
+        "fits": plan.fits,
+        "would_fit": plan.would_fit,
+    }
 
 
 def _short_problem(reason: str) -> str:

@@ -103,6 +103,19 @@ def test_table_has_every_profile_and_reads_as_markdown():
     assert nf4["result"].startswith("does not fit") and nf4["instead"].startswith("load_pipeline('sd35-large-nf4'")
 
 
+def test_this_machine_rows_are_the_planner_on_this_machines_own_answers():
+    """Notebook 02's own-machine table: on a machine answering as the RTX 4090 profile does, the rows
+    are that profile's rows (same planner, same queries), named for this machine's device."""
+    profile = get_profile("RTX 4090 24 GB")
+    with on_profile(profile):
+        mine = hardware_profiles.this_machine_plans()
+    theirs = profile_plans(profiles=[profile])
+    assert [row["machine"] for row in mine] == ["this machine (cuda)"] * 3
+    assert [dict(row, machine=None) for row in mine] == [dict(row, machine=None) for row in theirs]
+    here = hardware_profiles.this_machine_plans(("sd35-large",))  # this CI machine: no GPU
+    assert here[0]["machine"] == "this machine (cpu)" and here[0]["gpu_bytes"] is None
+
+
 def test_on_profile_restores_the_real_machine():
     with on_profile(get_profile("H100 80 GB")):
         assert torch.cuda.is_available() and helpers.loading.devices.compute_capability("cuda") == (9, 0)

@@ -1,7 +1,19 @@
-"""Notebook 03 saves the NF4 transformer, reloads it byte-identically and loads the T4 plan."""
+"""Notebook 03 saves the NF4 transformer with `save_pretrained`, reloads it with
+`SD3Transformer2DModel.from_pretrained(folder)` byte-identically, measures both loads in-process,
+and loads the T4 plan."""
+
+import ast
 
 import pytest
 from notebook_harness import cell_outputs_text, run_notebook
+
+
+def source(cell) -> str:
+    return "".join(cell["source"])  # a list of lines in the executed notebook's JSON
+
+
+def code_cells(nb) -> list[str]:
+    return [source(c) for c in nb["cells"] if c["cell_type"] == "code" and not source(c).startswith("# Set-up")]
 
 
 @pytest.fixture(scope="module")
@@ -11,11 +23,34 @@ def executed(tmp_path_factory, tiny_dir):
 
 
 def test_prequantized_reload_is_byte_identical_and_measured(executed):
+    import json
+
     out, nb = executed
     text = cell_outputs_text(nb)
     assert "the images are **byte-identical**" in text
+    assert ("| transformer | status | load (s) | host RAM peak above the start | read from disk | in memory |"
+            in text)
     assert "| reload pre-quantized | ok |" in text and "| quantize on load | ok |" in text
-    assert (out / "outputs" / "sd35-large-nf4-quantized" / "transformer" / "config.json").is_file()
+    assert "Reloading the pre-quantized transformer took" in text and "less from disk." in text
+    saved = out / "outputs" / "sd35-large-nf4-quantized" / "transformer"
+    config = json.loads((saved / "config.json").read_text())["quantization_config"]
+    assert config["load_in_4bit"] and config["bnb_4bit_quant_type"] == "nf4"
+    assert f"{config['bnb_4bit_quant_type']!r}" in text  # the cell printed the saved config
+    assert "diffusion_pytorch_model.safetensors:" in text  # and the files it wrote
+
+
+def test_the_two_raw_calls_are_in_the_cells_and_measured_in_process(executed):
+    _, nb = executed
+    cells = code_cells(nb)
+    calls = {ast.unparse(n) for cell in cells for n in ast.walk(ast.parse(cell)) if isinstance(n, ast.Call)}
+    assert "transformer.save_pretrained(folder)" in calls
+    assert "SD3Transformer2DModel.from_pretrained(folder, subfolder=subfolder, dtype=dtype)" in calls
+    # Each load is timed and its host-memory peak taken in this process, right where it is called;
+    # the repository's subprocess tooling is not for notebooks.
+    timed = [c for c in cells if "SD3Transformer2DModel.from_pretrained(" in c]
+    assert len(timed) == 2
+    assert all('helpers.Stopwatch(device) as took, helpers.PeakMemory("cpu") as host:' in c for c in timed)
+    assert not any("tools" in c or "subprocess" in c for c in cells)
 
 
 def test_t4_plan(executed):
