@@ -21,7 +21,7 @@ def executed(tmp_path_factory, tiny_dir):
 def test_opens_with_the_teaching_and_links_the_memory_table(executed):
     """No requirements table before the teaching: one line links the README's table, which is the
     planner's answer on every hardware profile (tools.navigation writes it; its own test checks it)."""
-    from tools.navigation import REPO
+    from tools.navigation import REPO, SETUP_MARKER
 
     _, nb, _ = executed
     intro = "".join(nb["cells"][1]["source"])
@@ -29,8 +29,10 @@ def test_opens_with_the_teaching_and_links_the_memory_table(executed):
     assert "\n## How much GPU memory you need\n" in (REPO / "README.md").read_text()
     code = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
     assert "requirements(" not in code
-    first_section = next(i for i, c in enumerate(nb["cells"]) if "".join(c["source"]).startswith("## "))
-    assert first_section == 4  # navigation, title, parameters, set-up, then the teaching
+    sources = ["".join(c["source"]) for c in nb["cells"]]
+    set_up = next(i for i, s in enumerate(sources) if s.startswith(SETUP_MARKER))
+    first_section = next(i for i, s in enumerate(sources) if s.startswith("## "))
+    assert first_section == set_up + 1  # straight from the set-up to the teaching
     assert "".join(nb["cells"][first_section]["source"]).startswith("## What classifier-free guidance does")
 
 
