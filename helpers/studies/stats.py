@@ -148,4 +148,3 @@ def smallest_possible_p_value(n: int) -> float:
 def format_p(p: float) -> str:
     """A p-value for prose: 'p = 0.031', or 'p < 0.001'."""
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if not math.isnan(p) else "p = n/a"
-

@@ -110,4 +110,3 @@ def test_paired_comparison_sees_a_consistent_shift_and_not_noise():
 def test_format_p():
     assert format_p(0.0312) == "p = 0.031"
     assert format_p(0.0001) == "p < 0.001"
-
