@@ -39,9 +39,84 @@ def test_blog_code_runs_in_nf4_and_shows_its_image(executed):
     assert re.search(r"64x64 px, 2 steps, guidance 7\.5, NF4 transformer, [\d.]+ s on cpu", text)
     assert (out / "outputs" / "blog_code_image.png").stat().st_size > 100
     assert len(image_outputs(nb)) >= 2  # the image, then the footprint chart
-    m = re.search(r"(\d+) of the transformer's (\d+) Linear layers are Linear4bit", text)
-    assert m and int(m.group(1)) > 0
     assert "quantization block size: 64 weights share one scale" in text
+
+
+def markdown_source(nb, heading):
+    return next("".join(c["source"]) for c in nb["cells"] if "".join(c["source"]).startswith(heading))
+
+
+def test_nf4_prose_says_exactly_what_the_count_shows(executed):
+    """Every Linear layer is 4-bit (diffusers skips none), and the prose names exactly the tensor kinds
+    the cell found still in bf16, no more, no fewer."""
+    _, nb = executed
+    text = cell_outputs_text(nb)
+    m = re.search(r"(\d+) of the transformer's (\d+) Linear layers are Linear4bit", text)
+    assert m and int(m.group(1)) == int(m.group(2)) > 0
+    assert "_keep_in_fp32_modules: None · llm_int8_skip_modules: None" in text
+    kinds = re.findall(r"(\w+\.\w+) \([\d,]+ values\)", re.search(r"still bf16: (.*)", text).group(1))
+    prose = markdown_source(nb, "## What quantization did to the transformer")
+    assert "**every** `nn.Linear`" in prose
+    named = set(re.findall(r"`([A-Z]\w*\.\w+)`", prose))  # `Module.tensor`, not `nn.Linear`
+    assert set(kinds) == named and len(kinds) == len(set(kinds)) >= 4
+    from helpers import PRESETS
+
+    count = PRESETS["sd35-large"].census["transformer"]  # the full-size model: every Linear counted, none kept
+    assert count.kept_fp32 == 0
+    assert f"the weights of all {count.linear_layers} Linear layers in 4 bits" in text
+    assert f"the {count.other / 1e6:.1f} million values that are not Linear weights" in text
+
+
+def test_values_are_attributed_to_their_sources(executed):
+    """The blog's code gives no steps: steps come from the model card, guidance from the blog, and
+    diffusers' defaults are read from the installed pipeline's signature."""
+    import inspect
+
+    from diffusers import StableDiffusion3Pipeline
+
+    from helpers import PRESETS
+
+    _, nb = executed
+    text = cell_outputs_text(nb)
+    defaults = inspect.signature(StableDiffusion3Pipeline.__call__).parameters
+    card, blog = PRESETS["sd35-large-nf4"].model_card, PRESETS["sd35-large-nf4"].blog
+    assert "**num_inference_steps = 2** (set above)." in text
+    assert f"**guidance_scale = {blog.guidance_scale:g}** (the blog, for NF4 Large)." in text
+    assert (f"Each source's values: the model card {card.num_inference_steps} steps at guidance {card.guidance_scale:g}; "
+            f"the blog guidance {blog.guidance_scale:g} (its code sets no steps); diffusers' defaults "
+            f"{defaults['num_inference_steps'].default} steps, guidance {defaults['guidance_scale'].default:g}.") in text
+    assert blog.num_inference_steps is None  # the blog gives guidance only
+    parameters = "".join(nb["cells"][2]["source"])
+    assert "as in the blog" not in parameters
+
+
+def test_free_colab_t4_warning_comes_before_the_blog_code_and_holds(executed):
+    """The T4 warning: measured host peak (committed GPU check) above what the T4 profile leaves, the
+    fp16 T5 larger than bf16, and the planner's T4 plan, all shown before anything loads."""
+    import torch
+
+    from helpers import colab_t4_plan, format_bytes
+    from helpers.loading import hardware_profiles, plan_benchmarks
+    from helpers.loading.planner import describe_options
+
+    _, nb = executed
+    text = cell_outputs_text(nb)
+    row = next(row for r in plan_benchmarks.gpu_results() for row in r["rows"]
+               if row["plan"] == "NF4 + model CPU offload" and "host_peak_load_bytes" in row)
+    t4 = hardware_profiles.get_profile("free Colab T4")
+    assert row["host_peak_load_bytes"] > t4.host_available_bytes  # "runs out of host RAM" holds
+    on_t4 = hardware_profiles.plan_on(t4, "sd35-large-nf4", offload="model")
+    big = hardware_profiles.plan_on(hardware_profiles.get_profile("A100 80 GB"), "sd35-large-nf4")
+    assert on_t4.dtype == torch.float16
+    assert on_t4.estimated_bytes["text_encoder_3"] > big.estimated_bytes["text_encoder_3"]  # "larger" holds
+    assert f"host RAM peaked at **{format_bytes(row['host_peak_load_bytes'])}** while loading" in text
+    assert f"leaves about **{format_bytes(t4.host_available_bytes)}** of its RAM" in text
+    assert f"T5-XXL alone takes {format_bytes(on_t4.estimated_bytes['text_encoder_3'])} against" in text
+    assert f"`{describe_options(colab_t4_plan())}`" in text
+    sources = ["".join(c["source"]) for c in nb["cells"]]
+    warning = next(i for i, s in enumerate(sources) if "On a free Colab T4 the blog's code runs out" in s)
+    first_load = next(i for i, s in enumerate(sources) if "SD3Transformer2DModel.from_pretrained(" in s)
+    assert warning < first_load
 
 
 def test_without_a_gpu_the_same_code_runs_in_bf16(executed_without_gpu):
@@ -51,7 +126,7 @@ def test_without_a_gpu_the_same_code_runs_in_bf16(executed_without_gpu):
     assert "torch.nn.modules.linear.Linear layers, bf16" in text
     assert re.search(r"64x64 px, 2 steps, guidance 7\.5, bf16 transformer, [\d.]+ s on cpu", text)
     assert (out / "outputs" / "blog_code_image.png").stat().st_size > 100
-    assert "NF4 pipeline (needs a GPU: not loaded)" in text
+    assert "NF4 pipeline (needs a GPU: not loaded)" in text and "| bf16 (measured) |" in text
 
 
 def test_footprint_table_and_computed_prose(executed):
@@ -67,6 +142,13 @@ def test_footprint_table_and_computed_prose(executed):
     assert 3.3 < exact < 4.0  # under 4x: block scales and the layers bitsandbytes leaves in bf16
     assert "8.1 billion parameters (published count)" in text and f"{exact:.2f}x smaller" in text
     assert "GPU memory for SD3.5 Large with an NF4 transformer" in text
+    # No second, full bf16 pipeline just for the table: the planner's exact count is its bf16 column.
+    assert "| bf16 (the planner's exact count) | NF4 pipeline (measured) |" in text
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    footprint_cell = next(s for s in code if "footprint_rows" in s)
+    assert "from_pretrained" not in footprint_cell and "psutil" not in footprint_cell
+    # Pipelines are built only by the dtype demo and by the blog's step 2.
+    assert sum("StableDiffusion3Pipeline.from_pretrained(" in s for s in code) == 2
     assert text.count("OFFLINE STAND-IN: random weights") == 1
     assert (out / "outputs" / "figures" / "footprint_bf16_vs_nf4.png").stat().st_size > 1000
 
