@@ -105,6 +105,7 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
 
     import helpers
     from helpers import measuring
+    from helpers.errors import GPUOutOfMemoryError
     from helpers.loading import quantized_checkpoints
     from helpers.loading.load import release_current_pipeline
     from helpers.loading.planner import WORKING_MEMORY_BYTES, plan_loading
@@ -195,7 +196,7 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
             row["flop_fraction"] = flop_per_image / seconds / peak_flops
     except Exception as e:  # one failing plan must not stop the others: record it
         message = str(e).splitlines()[0][:300] if str(e) else ""
-        out_of_memory = isinstance(e, (torch.OutOfMemoryError, helpers.GPUOutOfMemoryError))
+        out_of_memory = isinstance(e, (torch.OutOfMemoryError, GPUOutOfMemoryError))
         stage = "generating" if "load_s" in row else "loading"
         row["status"] = (f"out of GPU memory while {stage}" if out_of_memory
                          else f"failed: {type(e).__name__}: {message}")

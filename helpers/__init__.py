@@ -1,81 +1,46 @@
-"""Shared helpers for the Stable Diffusion 3.5 notebooks.
+"""What the notebooks share: the names they call, and nothing else (the map is helpers/README.md).
 
+Each name is taught in a notebook: loading in 01-03, measuring in 01-03, generating in 04-06,
+grids in 04-06, the studio in 06. Everything else is imported from its module, where it lives:
+`helpers.loading`, `helpers.generation`, `helpers.studies`, `helpers.studio`, `helpers.stand_in`.
 Importing this package changes nothing global (no seeds, no plotting styles, no warnings filters).
 """
 
-from .errors import (
-    GatedModelError,
-    GenerationCancelled,
-    GPUOutOfMemoryError,
-    NonFiniteImageError,
-    QuantizationNeedsGPUError,
-)
-from .generation.prompt_embeddings import PromptCache, PromptEmbeddings, encode_prompt
-from .generation.text_to_image import GenerationResult, generate, recipe_arguments
-from .loading.hardware_profiles import (
-    PROFILES,
-    HardwareProfile,
-    colab_t4_plan,
-    fitting_plan,
-    get_profile,
-    on_profile,
-    profile_plans,
-)
+from .errors import QuantizationNeedsGPUError
+from .generation.prompt_embeddings import PromptCache
+from .generation.text_to_image import generate
+from .loading.hardware_profiles import colab_t4_plan
 from .loading.hub_access import find_token
 from .loading.load import load_pipeline, release_current_pipeline, release_pipeline
-from .loading.memory_model import Census, loaded_bytes, pipeline_bytes, working_bytes
-from .loading.planner import LoadingPlan, model_id, plan_loading, use_stand_in
-from .loading.presets import PRESETS, Preset, Recommendation, get_preset
-from .loading.quantized_checkpoints import save_quantized
+from .loading.planner import model_id, plan_loading, use_stand_in
+from .loading.presets import PRESETS, get_preset
 from .measuring import PeakMemory, Stopwatch, component_footprints, format_bytes
-from .studies.clip_score import ClipScorer, clip_model_id
-from .studies.grids import image_grid, xy_grid
-from .studio.view import ABStudio, Studio
+from .studies.grids import image_grid
+from .studio import ABStudio, Studio
 
 __all__ = [
-    "ABStudio",
-    "ClipScorer",
+    # loading (notebooks 01-03)
     "PRESETS",
-    "PROFILES",
-    "GatedModelError",
-    "GenerationCancelled",
-    "GenerationResult",
-    "GPUOutOfMemoryError",
-    "HardwareProfile",
-    "Census",
-    "LoadingPlan",
-    "NonFiniteImageError",
-    "PeakMemory",
-    "Preset",
-    "PromptCache",
-    "PromptEmbeddings",
     "QuantizationNeedsGPUError",
-    "Recommendation",
-    "Stopwatch",
-    "Studio",
-    "clip_model_id",
     "colab_t4_plan",
-    "component_footprints",
-    "encode_prompt",
     "find_token",
-    "fitting_plan",
-    "format_bytes",
-    "generate",
     "get_preset",
-    "get_profile",
-    "image_grid",
     "load_pipeline",
-    "loaded_bytes",
     "model_id",
-    "on_profile",
-    "pipeline_bytes",
     "plan_loading",
-    "profile_plans",
-    "recipe_arguments",
-    "save_quantized",
     "release_current_pipeline",
     "release_pipeline",
     "use_stand_in",
-    "working_bytes",
-    "xy_grid",
+    # measuring (01-03)
+    "PeakMemory",
+    "Stopwatch",
+    "component_footprints",
+    "format_bytes",
+    # generating (04-06)
+    "PromptCache",
+    "generate",
+    "image_grid",
+    # the studio (04, 06)
+    "ABStudio",
+    "Studio",
 ]

@@ -9,6 +9,7 @@ from diffusers import StableDiffusion3Pipeline
 
 import helpers
 from helpers.errors import GenerationCancelled, NonFiniteImageError
+from helpers.generation.text_to_image import recipe_arguments
 
 
 def raw_diffusers_image(folder, seed, **kwargs):
@@ -48,7 +49,7 @@ def test_recipe_reproduces_the_image_and_is_plain_json(tiny_pipe):
     assert recipe["quantization"] is None and recipe["dtype"] == "float32"
     assert recipe["versions"]["diffusers"] == "0.42.1"
     assert isinstance(recipe["seed"], int)  # a random seed is drawn and recorded
-    again = helpers.generate(tiny_pipe, **helpers.recipe_arguments(recipe))
+    again = helpers.generate(tiny_pipe, **recipe_arguments(recipe))
     assert again.image.tobytes() == first.image.tobytes()
 
 

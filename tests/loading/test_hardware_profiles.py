@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import helpers
+from helpers.errors import GPUOutOfMemoryError
 from helpers.loading import hardware_profiles, memory_model
 from helpers.loading.hardware_profiles import (
     PROFILES,
@@ -86,7 +87,7 @@ def test_load_pipeline_refuses_before_reading_weights(monkeypatch):
     # On a T4 with a token: refused with the plan that would fit, before any file is looked for.
     monkeypatch.setenv("HF_TOKEN", "hf_" + "Zq7" * 12)
     with on_profile(get_profile("free Colab T4")):
-        with pytest.raises(helpers.GPUOutOfMemoryError, match="this would: load_pipeline") as info:
+        with pytest.raises(GPUOutOfMemoryError, match="this would: load_pipeline") as info:
             helpers.load_pipeline("sd35-large", stand_in=False)
     assert "host RAM" in str(info.value) or "free on the cuda" in str(info.value)
 
