@@ -84,7 +84,7 @@ def test_what_you_learned_and_exercises_close_the_notebook(executed):
     assert "## What you learned" in tail and "## Exercises" in tail
     assert "PNG carries its recipe" not in tail  # the run never saves a PNG, so it may not claim it
     exercises = re.findall(r"^\d+\. (.*)$", "".join(nb["cells"][-1]["source"]), re.M)
-    assert len(exercises) == 3 and all(re.match(r"\*\*\((GPU|stand-in)", e) for e in exercises), exercises
+    assert len(exercises) == 3 and all(re.match(r"\*\((GPU|Stand-in)", e) for e in exercises), exercises
 
 
 def test_opens_with_the_teaching_and_cites_the_blog_only_for_what_it_says(executed):

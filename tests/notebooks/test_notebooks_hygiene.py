@@ -49,8 +49,11 @@ def test_layout(path):
 def test_ends_with_two_or_three_exercises(path):
     sections = [c.source for c in read(path).cells[-2:] if c.cell_type == "markdown" and c.source.startswith("## Exercises")]
     assert sections, f"{path.name}: end with an '## Exercises' section (d2l style)"
-    items = re.findall(r"^\d+\. ", sections[0], re.M)
+    items = re.findall(r"^\d+\. (.*)$", sections[0], re.M)
     assert 2 <= len(items) <= 3, f"{path.name}: two or three numbered exercises, not {len(items)}"
+    # Each says first what it needs, in one style: "*(GPU ...)*", "*(Stand-in or GPU ...)*", "*(Any machine ...)*".
+    unlabelled = [e[:60] for e in items if not re.match(r"\*\((GPU|Stand-in|Any machine)\b[^)]*\)\*", e)]
+    assert unlabelled == [], f"{path.name}: exercises that do not say what they need: {unlabelled}"
 
 
 def test_setup_cell_is_the_generated_one_everywhere():
