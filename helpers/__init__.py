@@ -30,7 +30,8 @@ from .loading.quantized_checkpoints import save_quantized
 from .measuring import PeakMemory, Stopwatch, component_footprints, format_bytes
 from .studies.clip_score import ClipScorer, clip_model_id
 from .studies.grids import image_grid, xy_grid
-from .studio.view import ABStudio, Studio
+from .studio.ab import ABStudio
+from .studio.view import Studio
 
 __all__ = [
     "ABStudio",
