@@ -15,7 +15,7 @@ import numpy as np
 
 from ..generation.text_to_image import GenerationResult
 from .engine import StudioEngine
-from .view import DEFAULT_PROMPT, Studio, _guarded, _wide
+from .view import DEFAULT_PROMPT, Studio, full_width, guarded
 
 
 def pixel_difference(image_a, image_b) -> float:
@@ -73,7 +73,7 @@ class ABStudio:
             negatives.append(b.negative_prompt)
         controls = widgets.VBox([
             a.prompt, *negatives,
-            _wide(a.guidance), _wide(a.steps),
+            full_width(a.guidance), full_width(a.steps),
             widgets.HBox([a.seed, a.random_seed_button, a.seed_lock, a.size]),
             widgets.HBox([self.generate_button, self.cancel_button, self.auto]),
             *(widgets.HBox([widgets.Label(name, layout=widgets.Layout(width="20px")), side.progress, side.progress_label])
@@ -162,7 +162,7 @@ class ABStudio:
 
     def _guarded(self, handler):
         """Wrap a widget callback: an exception is shown in both panels and logged, never lost."""
-        return _guarded(handler, self._report)
+        return guarded(handler, self._report)
 
     def _on_setting_change(self, change) -> None:
         if self.auto.value and not self.a._restoring:

@@ -66,13 +66,13 @@ def _placeholder_png(width: int, height: int) -> bytes:
     return _png_bytes(Image.new("L", (width, height), PLACEHOLDER_GREY))
 
 
-def _wide(slider):
+def full_width(slider):
     """A slider on a row of its own: guidance has 101 values in 0.1 steps, each needs pixels to drag to."""
     slider.layout.width = "98%"
     return slider
 
 
-def _guarded(handler, report):
+def guarded(handler, report):
     """`handler` for a widget callback, with any exception passed to `report` (shown in the panel
     and logged) instead of vanishing into the widget machinery."""
 
@@ -170,7 +170,7 @@ class StudioWidgets:
 
         controls = widgets.VBox([
             self.prompt, self.negative_prompt,
-            _wide(self.guidance), _wide(self.steps),
+            full_width(self.guidance), full_width(self.steps),
             widgets.HBox([self.seed, self.random_seed_button, self.seed_lock, self.size]),
             widgets.HBox([self.generate_button, self.cancel_button, self.save_button, self.auto]),
             widgets.HBox([self.progress, self.progress_label]),
@@ -360,7 +360,7 @@ class Studio(StudioWidgets, Listener):
 
     def _guarded(self, handler):
         """Wrap a widget callback: an exception is shown in the widget and logged, never lost."""
-        return _guarded(handler, self._report)
+        return guarded(handler, self._report)
 
     def _draw_seed(self) -> None:
         self._restoring = True  # a new seed alone does not auto-generate twice
