@@ -4,6 +4,8 @@ Core widgets only, so it renders in JupyterLab, classic Notebook, VS Code and Co
 custom widget manager. The view is a thin layer: widget events become calls on its
 `engine.StudioEngine` (queue, worker thread, cancel, caches, history), and the engine's events
 become widget updates (progress, live preview, the image and its recipe, errors in the panel).
+Each image holds the pipeline's lock: a `generate` in another cell waits for the studio's image
+(and says so), and the studio waits for it, its label saying for what.
 """
 
 from __future__ import annotations
