@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import validation
+from . import pipeline_lock, validation
 
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
@@ -95,14 +95,15 @@ def encode_prompt(pipe, prompt: str, negative_prompt: str | None = None) -> Prom
     validation.check_pipeline(pipe, "encode_prompt")
     validation.check_prompt(prompt)
     validation.check_prompt(negative_prompt, "negative_prompt", allow_none=True)
-    pe, npe, ppe, nppe = pipe.encode_prompt(
-        prompt=prompt,
-        prompt_2=None,
-        prompt_3=None,
-        negative_prompt=negative_prompt,
-        do_classifier_free_guidance=True,
-        device=pipe._execution_device,
-    )
+    with pipeline_lock.using(pipe, "an encode_prompt() call"):  # not while the pipeline runs or is released
+        pe, npe, ppe, nppe = pipe.encode_prompt(
+            prompt=prompt,
+            prompt_2=None,
+            prompt_3=None,
+            negative_prompt=negative_prompt,
+            do_classifier_free_guidance=True,
+            device=pipe._execution_device,
+        )
     return PromptEmbeddings(prompt, negative_prompt, pe, npe, ppe, nppe, text_encoders_id(pipe))
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from ..errors import GenerationCancelled, GPUOutOfMemoryError, NonFiniteImageError
 from ..measuring import PeakMemory, Stopwatch, format_bytes
-from . import validation
+from . import pipeline_lock, validation
 from .prompt_embeddings import PromptEmbeddings, check_embeddings
 from .validation import check_pipeline
 
@@ -172,6 +172,7 @@ def generate(
     (from `encode_prompt` with this pipeline) skips the text encoders; the prompt texts are then
     taken from it (a `prompt` or `negative_prompt` given too must be the one it was encoded from).
     An image with non-finite pixels (NaN) raises NonFiniteImageError instead of coming back black.
+    While another caller (the studio, another thread) runs this pipeline, it waits, saying so once.
     """
     prompt, negative_prompt, settings = check_arguments(
         pipe, prompt, negative_prompt=negative_prompt, guidance_scale=guidance_scale,
@@ -194,8 +195,8 @@ def generate(
         return callback_kwargs
 
     device = recipe["device"]
-    try:
-        with PeakMemory(device) as peak, Stopwatch(device) as clock:
+    try:  # one image at a time per pipeline: its scheduler keeps per-call state
+        with pipeline_lock.using(pipe, "a generate() call"), PeakMemory(device) as peak, Stopwatch(device) as clock:
             # "np" is the "pil" output one step earlier (numpy_to_pil is that step): it lets us see
             # NaN pixels, which the uint8 conversion would silently turn black.
             pixels = pipe(

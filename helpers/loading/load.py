@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..errors import GPUOutOfMemoryError, QuantizationNeedsGPUError
-from ..generation.pipeline_lock import stop_generations
+from ..generation.pipeline_lock import releasing
 from . import devices, hub_access, quantized_checkpoints
 from .planner import PREQUANTIZED, LoadingPlan, _does_not_fit, check_fits, plan_loading
 from .presets import PRESETS, Recommendation, resolve_preset
@@ -279,16 +279,17 @@ def compute_dtypes(pipe) -> dict[str, str]:
 def release_pipeline(pipe) -> None:
     """Free a pipeline's memory: drop offload hooks and every model component, then empty caches.
 
-    A generation running on it in the background (the studio) is cancelled and waited for first.
-    The pipeline object is left empty; load a new one to generate again."""
+    It takes the pipeline's lock first (`pipeline_lock.releasing`): a studio generating on it is
+    cancelled, any other generation is waited for, and callers waiting for it get a clear
+    "released" error. The pipeline object is left empty; load a new one to generate again."""
     if pipe is None:
         return
-    stop_generations(pipe)  # a studio generating on it stops first: never empty a pipeline mid-run
-    if hasattr(pipe, "remove_all_hooks"):
-        pipe.remove_all_hooks()
-    for name, component in list(pipe.components.items()):
-        if isinstance(component, torch.nn.Module):
-            setattr(pipe, name, None)
+    with releasing(pipe):  # never empty a pipeline mid-run
+        if hasattr(pipe, "remove_all_hooks"):
+            pipe.remove_all_hooks()
+        for name, component in list(pipe.components.items()):
+            if isinstance(component, torch.nn.Module):
+                setattr(pipe, name, None)
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

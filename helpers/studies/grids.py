@@ -11,6 +11,7 @@ import inspect
 
 from PIL import Image, ImageDraw, ImageFont
 
+from ..generation import pipeline_lock
 from ..generation.prompt_embeddings import PromptCache, text_encoders_id
 from ..generation.text_to_image import check_arguments, generate
 
@@ -158,12 +159,13 @@ def xy_grid(pipe, *, x, y, base=None, embeddings_cache=None, title=None):
                 at = f"{x_name}={args[x_name]!r}, {y_name}={args[y_name]!r}"
                 raise type(e)(f"grid cell {at}: {e}") from None
     results = []
-    for row in cells:
-        results.append([])
-        for args in row:
-            args = dict(args)
-            prompt, negative = args.pop("prompt"), args.pop("negative_prompt", None)
-            results[-1].append(generate(pipe, embeddings=cache.get(prompt, negative), **args))
+    with pipeline_lock.using(pipe, "an xy_grid"):  # the whole grid: no other image runs between its cells
+        for row in cells:
+            results.append([])
+            for args in row:
+                args = dict(args)
+                prompt, negative = args.pop("prompt"), args.pop("negative_prompt", None)
+                results[-1].append(generate(pipe, embeddings=cache.get(prompt, negative), **args))
     first = results[0][0].recipe
     title = title or f"{first['model']} · {first['num_inference_steps']} steps"
     grid = image_grid(

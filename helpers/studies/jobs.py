@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..errors import QuantizationNeedsGPUError
-from ..generation import validation
+from ..generation import pipeline_lock, validation
 from ..output_folders import fresh_run_dir
 from .results import COLUMNS, RECIPE_FIELDS, RESULTS_CSV, read_results, write_results
 
@@ -219,25 +219,26 @@ def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str
         pipe.set_progress_bar_config(disable=True)
         if scorer is None:
             scorer = ClipScorer.load(clip_model, device=device)
-        for job in model_jobs:
-            name = image_name(job)
-            path = Path(run_dir) / name
-            if path.exists():
-                with Image.open(path) as saved:
-                    image, recipe, seconds = saved.convert("RGB"), json.loads(saved.text["recipe"]), math.nan
-            else:
-                result = generate(
-                    pipe, job["prompt"], negative_prompt=job["negative_prompt"], seed=job["seed"],
-                    guidance_scale=job["guidance_scale"], num_inference_steps=job["num_inference_steps"],
-                    height=job["height"], width=job["width"],
-                )
-                image, recipe, seconds = result.image, result.recipe, result.seconds
-                save_png(image, path, recipe)
-            p_object = float(scorer.zero_shot([image], labels)[0, 0])
-            rows.append(_row(job, "ok", labels, process, p_object=p_object, image=name,
-                             seconds=seconds, recipe=recipe, clip_model=clip_model))
-            append_row(rows[-1], finished)
-            bar.update(1)
+        with pipeline_lock.using(pipe, "run_study"):  # every image of this model, one at a time
+            for job in model_jobs:
+                name = image_name(job)
+                path = Path(run_dir) / name
+                if path.exists():
+                    with Image.open(path) as saved:
+                        image, recipe, seconds = saved.convert("RGB"), json.loads(saved.text["recipe"]), math.nan
+                else:
+                    result = generate(
+                        pipe, job["prompt"], negative_prompt=job["negative_prompt"], seed=job["seed"],
+                        guidance_scale=job["guidance_scale"], num_inference_steps=job["num_inference_steps"],
+                        height=job["height"], width=job["width"],
+                    )
+                    image, recipe, seconds = result.image, result.recipe, result.seconds
+                    save_png(image, path, recipe)
+                p_object = float(scorer.zero_shot([image], labels)[0, 0])
+                rows.append(_row(job, "ok", labels, process, p_object=p_object, image=name,
+                                 seconds=seconds, recipe=recipe, clip_model=clip_model))
+                append_row(rows[-1], finished)
+                bar.update(1)
         release_current_pipeline()
     bar.close()
     return rows

@@ -5,14 +5,12 @@ import re
 import threading
 import time
 
-import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import helpers
 from helpers.generation.png_metadata import parse_a1111_parameters, read_png_recipe
-from helpers.studio.view import ABStudio, Studio, pixel_difference, size_choices
+from helpers.studio.view import Studio, size_choices
 
 
 def _wait(predicate, timeout=10.0):
@@ -115,25 +113,6 @@ def test_cancel_stops_within_one_step_and_the_studio_stays_usable(studio):
     assert studio.current is not None and studio.message.value == ""
 
 
-def test_requests_while_running_do_not_pile_up_latest_wins(studio):
-    go = threading.Event()
-
-    def hold_first_step(change):
-        if change["new"] == 1 and not go.is_set():
-            assert go.wait(10)
-
-    studio.progress.observe(hold_first_step, names="value")
-    assert studio.request() == "started"
-    _wait(lambda: studio.progress.value == 1)
-    for g in (4.0, 5.0, 6.0):
-        studio.guidance.value = g
-        assert studio.request() == "queued"
-    go.set()
-    studio.wait_idle(30)
-    assert studio.generations == 2
-    assert sorted(key[2] for key in studio.cache) == [3.5, 6.0]
-
-
 def test_history_click_restores_parameters(studio):
     studio.seed.value = 1
     _click_and_wait(studio)
@@ -187,119 +166,6 @@ def test_error_in_the_worker_is_shown_and_the_studio_survives(studio, tiny_pipe)
     assert "released" in studio.message.value and studio.current is None
     assert isinstance(studio.last_error, ValueError)
     assert "released" in studio.progress_label.value and not studio.busy
-
-
-# --- A/B mode: two sides, one set of controls --------------------------------------------------
-
-
-@pytest.fixture
-def ab(tiny_pipe, tmp_path):
-    s = ABStudio(tiny_pipe, prompt="Children's birthday party", negative_prompt_a="No birthday cake",
-                  negative_prompt_b="birthday cake", save_dir=tmp_path / "saved")
-    yield s
-    s.cancel()
-    s.wait_idle(30)
-
-
-def _click_pair(s):
-    s.generate_button.click()
-    s.wait_idle(30)
-    assert s.last_error is None and s.a.last_error is None and s.b.last_error is None, s.b.message.value
-
-
-def test_ab_sides_share_seed_and_settings_and_differ_in_the_negative(ab, tiny_pipe):
-    ab.a.seed_lock.value = False  # a fresh random seed, drawn once for both sides
-    _click_pair(ab)
-    a, b = ab.a.current.recipe, ab.b.current.recipe
-    assert a["seed"] == b["seed"] == ab.a.seed.value
-    assert (a["negative_prompt"], b["negative_prompt"]) == ("No birthday cake", "birthday cake")
-    assert {k: v for k, v in a.items() if k != "negative_prompt"} == {k: v for k, v in b.items() if k != "negative_prompt"}
-    plain = helpers.generate(tiny_pipe, "Children's birthday party", negative_prompt="birthday cake", seed=a["seed"])
-    assert ab.b.current.image.tobytes() == plain.image.tobytes()
-    assert "birthday cake" in ab.b.recipe_view.value
-
-
-def test_ab_equal_negatives_give_byte_identical_images(ab):
-    ab.b.negative_prompt.value = ab.a.negative_prompt.value
-    _click_pair(ab)
-    assert ab.a.current.image.tobytes() == ab.b.current.image.tobytes()
-    assert ab.difference == 0.0 and "byte-identical" in ab.summary.value
-
-
-def test_ab_different_negatives_matter_only_with_guidance(ab):
-    _click_pair(ab)  # guidance 3.5: the negative prompt steers
-    a, b = ab.a.current.image, ab.b.current.image
-    assert a.tobytes() != b.tobytes()
-    expected = np.abs(np.asarray(a, dtype=float) - np.asarray(b, dtype=float)).mean()
-    assert ab.difference == pytest.approx(expected) and ab.difference > 0
-    assert f"{expected:.2f}" in ab.summary.value
-    ab.a.guidance.value = 1.0  # no classifier-free guidance: the negative branch is never used
-    _click_pair(ab)
-    assert ab.a.current.recipe["guidance_scale"] == ab.b.current.recipe["guidance_scale"] == 1.0
-    assert ab.a.current.image.tobytes() == ab.b.current.image.tobytes() and ab.difference == 0.0
-
-
-def test_ab_two_pipelines_side_by_side(tiny_pipe):
-    bf16 = helpers.load_pipeline("tiny", dtype=torch.bfloat16, keep_previous=True)
-    try:
-        assert tiny_pipe.transformer is not None  # keep_previous: the first pipeline is still there
-        s = ABStudio(tiny_pipe, bf16, negative_prompt_a="blurry")
-        assert s.b.negative_prompt not in s.widget.children[0].children  # one negative box for both
-        _click_pair(s)
-        a, b = s.a.current.recipe, s.b.current.recipe
-        assert (a["dtype"], b["dtype"]) == ("float32", "bfloat16")
-        assert a["seed"] == b["seed"] and a["negative_prompt"] == b["negative_prompt"] == "blurry"
-        assert s.difference == pytest.approx(pixel_difference(s.a.current.image, s.b.current.image))
-        assert "bfloat16" in s.b.recipe_view.value and "pipelines differ" in s.summary_markdown()
-    finally:
-        helpers.release_pipeline(bf16)
-
-
-def test_ab_two_pipelines_and_two_negatives_is_refused(tiny_pipe):
-    with pytest.raises(ValueError, match="not both"):
-        ABStudio(tiny_pipe, tiny_pipe, negative_prompt_b="cake")
-
-
-def test_ab_cancel_stops_both(ab):
-    ab.a.steps.value = 40
-
-    def cancel_at_two(change):
-        if change["new"] == 2:
-            ab.cancel_button.click()
-
-    ab.a.progress.observe(cancel_at_two, names="value")
-    ab.generate_button.click()
-    ab.wait_idle(30)
-    assert ab.a.progress.value == 2 and ab.b.progress.value == 0  # B never ran a step
-    assert ab.a.current is None and ab.b.current is None and ab.difference is None
-    assert "Cancelled" in ab.a.message.value and not ab.busy
-    ab.a.progress.unobserve(cancel_at_two, names="value")
-    ab.a.steps.value = 2
-    _click_pair(ab)
-    assert ab.a.current is not None and ab.b.current is not None
-
-
-def test_ab_cached_pair_is_shown_at_once(ab):
-    _click_pair(ab)
-    ab.a.guidance.value = 5.0
-    _click_pair(ab)
-    ab.a.guidance.value = 3.5
-    assert ab.request() == ("cached", "cached") and not ab.busy
-    assert ab.a.generations == ab.b.generations == 2 and ab.difference > 0
-
-
-def test_ab_errors_are_shown_in_the_widget(ab, tiny_pipe):
-    ab.a.prompt.value = "  "
-    ab.generate_button.click()  # must not raise
-    assert not ab.busy and isinstance(ab.last_error, ValueError)
-    assert all("prompt is empty" in side.message.value for side in (ab.a, ab.b))
-    assert "Traceback" in "".join(o["text"] for o in ab.a.log.outputs)
-    ab.a.prompt.value = "a cake"
-    helpers.release_current_pipeline()  # the worker's error, on both sides
-    ab.generate_button.click()
-    ab.wait_idle(30)
-    assert all("released" in side.message.value for side in (ab.a, ab.b)) and not ab.busy
-    assert ab.summary_markdown() == "No finished A/B pair yet."
 
 
 # --- hardening (issue 13) ------------------------------------------------------------------------
@@ -388,17 +254,6 @@ def test_generate_after_cancel_runs_again(studio):
     assert studio.generations == 1 and studio.current.recipe["num_inference_steps"] == 40
 
 
-def test_ab_double_click_runs_the_pair_once(ab):
-    go = threading.Event()
-    ab.a.progress.observe(lambda change: change["new"] == 1 and not go.is_set() and go.wait(10), names="value")
-    ab.generate_button.click()
-    _wait(lambda: ab.a.progress.value == 1)
-    ab.generate_button.click()
-    go.set()
-    ab.wait_idle(30)
-    assert ab.a.generations == ab.b.generations == 1
-
-
 class _Stop(BaseException):
     """Not an Exception: what KeyboardInterrupt or SystemExit look like to the worker."""
 
@@ -418,17 +273,6 @@ def test_worker_dying_of_a_base_exception_leaves_the_studio_usable(studio):
     studio.progress.unobserve(die, names="value")
     _click_and_wait(studio)
     assert studio.current is not None and studio.message.value == ""
-
-
-def test_wait_idle_honours_its_timeout(studio):
-    go = threading.Event()
-    studio.progress.observe(lambda change: change["new"] == 1 and not go.is_set() and go.wait(10), names="value")
-    studio.generate_button.click()
-    started = time.monotonic()
-    with pytest.raises(TimeoutError):
-        studio.wait_idle(timeout=0.2)
-    assert time.monotonic() - started < 5
-    go.set()
 
 
 def test_loading_another_pipeline_mid_generation_stops_it_and_says_so(studio):
@@ -464,3 +308,48 @@ def test_a_released_pipeline_is_refused_up_front(tiny_pipe):
     helpers.release_pipeline(tiny_pipe)
     with pytest.raises(ValueError, match="released"):
         Studio(tiny_pipe)
+
+
+# --- one pipeline, one lock (issue 17) ------------------------------------------------------------
+
+
+def test_generate_from_another_thread_waits_for_the_studio_and_both_images_are_right(studio, tiny_pipe, capsys):
+    studio.steps.value, studio.seed.value = 12, 4
+    _hold_steps(studio, 0.02)  # the studio holds the pipeline long enough for the other caller to arrive
+    studio.generate_button.click()
+    _wait(lambda: studio.progress.value >= 2)
+    other = []
+    thread = threading.Thread(target=lambda: other.append(helpers.generate(tiny_pipe, "a dog", seed=9, num_inference_steps=6)))
+    thread.start()
+    studio.wait_idle(30)
+    thread.join(30)
+    assert studio.last_error is None and studio.message.value == "", studio.message.value
+    assert "waiting for the studio to finish its image" in capsys.readouterr().out  # the cell's note, once
+    alone_studio = helpers.generate(tiny_pipe, studio.prompt.value, negative_prompt="", seed=4, num_inference_steps=12)
+    alone_other = helpers.generate(tiny_pipe, "a dog", seed=9, num_inference_steps=6)
+    assert studio.current.image.tobytes() == alone_studio.image.tobytes()
+    assert other[0].image.tobytes() == alone_other.image.tobytes()
+
+
+def test_the_studio_waits_for_a_generate_from_another_thread_and_says_so(studio, tiny_pipe):
+    studio.seed.value = 2
+    labels = []
+    studio.progress_label.observe(lambda change: labels.append(change["new"]), names="value")
+    first_step, other = threading.Event(), []
+
+    def slow_step(step, total, latents):
+        first_step.set()
+        time.sleep(0.05)
+
+    thread = threading.Thread(target=lambda: other.append(
+        helpers.generate(tiny_pipe, "a dog", seed=9, num_inference_steps=8, callback=slow_step)))
+    thread.start()
+    assert first_step.wait(10)
+    studio.generate_button.click()
+    thread.join(30)
+    studio.wait_idle(30)
+    assert any(label.startswith("waiting for a generate() call to finish its image") for label in labels), labels
+    assert studio.last_error is None and studio.message.value == ""
+    alone = helpers.generate(tiny_pipe, studio.prompt.value, negative_prompt="", seed=2)
+    assert studio.current.image.tobytes() == alone.image.tobytes()
+    assert other[0].image.tobytes() == helpers.generate(tiny_pipe, "a dog", seed=9, num_inference_steps=8).image.tobytes()

@@ -2,7 +2,7 @@
 
 Needs `apt-get install -y chromium` and `pip install playwright==1.65.2` (Playwright's own browser
 download is not used). Set SD35_STUDIO_SCREENSHOT=images/studio.png to also save a screenshot:
-    SD35_STUDIO_SCREENSHOT=images/studio.png .venv/bin/python -m pytest tests/test_studio_browser.py
+    SD35_STUDIO_SCREENSHOT=images/studio.png .venv/bin/python -m pytest tests/studio/test_studio_browser.py
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[2]  # tests/studio/ -> the repository
 CHROMIUM = Path("/usr/bin/chromium")
 INSTALL_HINT = (
     "The browser test needs Debian's Chromium and Python Playwright: "
