@@ -66,7 +66,7 @@ def test_scripted_generation_and_computed_summary(executed):
     _, _, text = executed
     assert "GenerationResult(tiny, 64x64" in text
     m = re.search(r"Generated \*\*(\d+)\*\* image\(s\); \*\*(\d+)\*\* request\(s\) were answered from the cache", text)
-    assert m and (int(m.group(1)), int(m.group(2))) == (1, 0)
+    assert m and (int(m.group(1)), int(m.group(2))) == (2, 0)  # the scripted image, then the one beside a cell's generate
     assert "the text encoders ran **1** time(s)" in text
 
 
@@ -102,3 +102,10 @@ def test_opens_with_the_teaching_and_cites_the_blog_only_for_what_it_says(execut
 def test_everything_it_writes_is_under_outputs(executed):
     out = executed[0]
     assert sorted(p.name for p in out.iterdir()) == ["06_studio.ipynb", "outputs"]
+
+
+def test_a_cell_and_the_studio_share_the_pipeline_one_image_at_a_time(executed):
+    _, _, text = executed
+    assert "the cell's image equals the same call made alone: True" in text
+    assert "the studio finished its seed-1 image without an error: True" in text
+    assert "IndexError" not in text and "out of bounds" not in text
