@@ -9,6 +9,7 @@ import pytest
 import helpers
 from helpers.errors import GenerationCancelled
 from helpers.generation.pipeline_lock import holder, is_released, stop_generations, using
+from helpers.generation.text_to_image import GenerationResult
 from helpers.studies.grids import xy_grid
 
 
@@ -139,7 +140,7 @@ def test_loading_while_threads_generate_ends_cleanly(tiny_pipe):
     new = helpers.load_pipeline("tiny")  # releases tiny_pipe: takes its lock first
     running.join(30)
     waiting.join(30)
-    assert isinstance(outcomes["running"], helpers.GenerationResult), outcomes["running"]
+    assert isinstance(outcomes["running"], GenerationResult), outcomes["running"]
     assert isinstance(outcomes["waiting"], ValueError) and "released" in str(outcomes["waiting"])
     assert tiny_pipe.transformer is None and new.transformer is not None
     with pytest.raises(ValueError, match="released"):

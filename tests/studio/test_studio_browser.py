@@ -198,7 +198,7 @@ def test_studio_in_jupyterlab(lab):
             assert (before["width"], before["height"]) == (384, 384), before
 
             _run_menu(page, "Run Selected Cell and All Below")
-            # The notebook's scripted click renders one image; then the summary cell runs.
+            # The notebook's scripted click renders one image, the one-lock cell a second; then the summary cell runs.
             expect(page.locator(RECIPE)).to_contain_text("generated in", timeout=90_000)
             expect(page.get_by_text(re.compile(r"Generated \d+ image"))).to_be_visible(timeout=60_000)
             expect(status).to_be_visible(timeout=60_000)
@@ -242,7 +242,7 @@ def test_studio_in_jupyterlab(lab):
             assert (landscape["naturalWidth"], landscape["naturalHeight"]) == (80, 48), landscape
             assert landscape["width"] == 384 and abs(landscape["height"] - 384 * 48 / 80) < 1, landscape
             history = page.locator(f"{STUDIO} .sd35-studio-history")
-            assert history.locator(".widget-vbox").count() == 3
+            assert history.locator(".widget-vbox").count() == 4  # two from the notebook, two clicked here
             assert big_seed in history.locator(".widget-vbox").first.inner_text()
             assert history.evaluate(CUT_OFF) == []
 
