@@ -97,13 +97,15 @@ class PeakMemory:
     exact and free); where that is unavailable, RSS sampled every `interval` seconds by a
     background thread, so very short spikes can be missed. Both counters are reset on entry, so
     a block nested in (or running beside) another hands its predecessor the peak so far first:
-    every block reports its own right peak. `.peak_bytes` and `.kind` are set on exit.
+    every block reports its own right peak. `.start_bytes` (what was held on entry) is set on entry,
+    `.peak_bytes` and `.kind` on exit: `peak_bytes - start_bytes` is what the block added at its peak.
     """
 
     def __init__(self, device: str = "cpu", interval: float = 0.005):
         self.device = str(device)
         self.interval = interval
         self.kind = "cuda" if self.device.startswith("cuda") else "rss"
+        self.start_bytes: int | None = None
         self.peak_bytes: int | None = None
         self._seen = 0  # the highest peak read from the counter before someone reset it
         self._gpu = None  # the GPU's index ("cuda" alone means the current one), set on entry
@@ -138,9 +140,10 @@ class PeakMemory:
             self._gpu = torch.cuda.current_device() if index is None else index
             torch.cuda.synchronize(self.device)
             self._reset_counter()
+            self.start_bytes = self._counter()  # right after the reset, the peak is what is allocated now
         else:
             self._process = psutil.Process()
-            self._seen = self._process.memory_info().rss
+            self._seen = self.start_bytes = self._process.memory_info().rss
             if not self._reset_counter():  # no kernel peak here: sample it ourselves
                 self._thread = threading.Thread(target=self._sample, daemon=True)
                 self._thread.start()

@@ -54,3 +54,14 @@ def tiny_pipe(tiny_dir):
     pipe = helpers.load_pipeline("tiny")
     yield pipe
     helpers.release_current_pipeline()
+
+
+def wait_until(predicate, timeout: float = 10.0) -> None:
+    """Poll `predicate` until it is true (a widget updated from the worker thread); TimeoutError after `timeout` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.005)

@@ -54,6 +54,8 @@ def test_peak_memory_sees_an_allocation():
         del block
     assert busy.kind == "rss"
     assert busy.peak_bytes - quiet.peak_bytes > 150 * 1024**2
+    assert busy.peak_bytes - busy.start_bytes > 150 * 1024**2  # what the block itself added
+    assert quiet.start_bytes <= quiet.peak_bytes
 
 
 def test_stopwatch_and_format():
@@ -114,6 +116,14 @@ def test_nested_cuda_peaks_each_report_their_own_peak_on_the_given_device(fake_c
     assert inner.peak_bytes == 100
     assert outer.peak_bytes == 500
     assert set(fake_cuda.devices_asked) == {"cuda:1"}, "every query must name the block's device"
+
+
+def test_a_cuda_block_knows_what_was_held_when_it_started(fake_cuda):
+    fake_cuda.alloc("cuda:1", 300)  # e.g. the weights, loaded before the block
+    with measuring.PeakMemory("cuda:1") as block:
+        fake_cuda.alloc("cuda:1", 100)
+        fake_cuda.free("cuda:1", 100)
+    assert (block.start_bytes, block.peak_bytes) == (300, 400)
 
 
 def test_an_outer_peak_reached_after_the_inner_block_counts_too(fake_cuda):

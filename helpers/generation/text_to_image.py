@@ -23,6 +23,8 @@ from .prompt_embeddings import PromptEmbeddings, check_embeddings
 from .validation import check_pipeline
 
 LIBRARIES = ("torch", "diffusers", "transformers", "bitsandbytes", "accelerate")
+# The `generate` arguments a recipe stores: what an image depends on, given the pipeline.
+RECIPE_KEYS = ("prompt", "negative_prompt", "guidance_scale", "num_inference_steps", "seed", "height", "width")
 
 
 @dataclass
@@ -119,8 +121,7 @@ def make_recipe(pipe, prompt, negative_prompt, settings: dict) -> dict:
 
 def recipe_arguments(recipe: dict) -> dict:
     """The `generate` keyword arguments stored in a recipe (to re-run it)."""
-    keys = ("prompt", "negative_prompt", "guidance_scale", "num_inference_steps", "seed", "height", "width")
-    return {k: recipe[k] for k in keys}
+    return {k: recipe[k] for k in RECIPE_KEYS}
 
 
 def check_arguments(

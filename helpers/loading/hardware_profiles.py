@@ -70,6 +70,8 @@ PROFILES: tuple[HardwareProfile, ...] = (
 # Host-RAM sizes other than free Colab's 12.7 GB (Colab L4 53 GB, A100 83.5 GB) are typical
 # machines, not measurements: desktops 32/64 GB, servers 256 GB.
 
+TABLE_MODELS = ("sd35-large-nf4", "sd35-large", "sd35-medium")  # the presets the memory tables show
+
 
 def get_profile(name: str) -> HardwareProfile:
     """The profile called `name` (e.g. "free Colab T4"), or a ValueError listing them."""
@@ -111,14 +113,14 @@ def plan_label(plan: planner.LoadingPlan) -> str:
     return transformer + t5
 
 
-def profile_plans(models=("sd35-large-nf4", "sd35-large", "sd35-medium"), profiles=PROFILES) -> list[dict]:
+def profile_plans(models=TABLE_MODELS, profiles=PROFILES) -> list[dict]:
     """For every profile x preset, what `load_pipeline(preset, offload="auto")` does: plan name, dtype,
     offload, peak accelerator and host-RAM bytes, "fits" or "does not fit: ...", and `instead`: the
     load_pipeline call that would fit (the full sentence is in `reason`)."""
     return [plan_row(profile.name, model, plan_on(profile, model)) for profile in profiles for model in models]
 
 
-def this_machine_plans(models=("sd35-large-nf4", "sd35-large", "sd35-medium")) -> list[dict]:
+def this_machine_plans(models=TABLE_MODELS) -> list[dict]:
     """The rows of `profile_plans` for the machine this runs on: the real planner on its own device
     queries (the real models' sizes, never the stand-in's), machine named "this machine (<device>)"."""
     rows = []

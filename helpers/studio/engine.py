@@ -20,11 +20,10 @@ from pathlib import Path
 from ..generation import pipeline_lock, validation
 from ..generation.png_metadata import save_png_with_recipe
 from ..generation.prompt_embeddings import PromptCache
-from ..generation.text_to_image import GenerationResult, generate, resolve_arguments
+from ..generation.text_to_image import RECIPE_KEYS, GenerationResult, generate, resolve_arguments
 
 RELEASED = ("This studio's pipeline was released (another model was loaded, or release_pipeline was called): "
             "make a new studio for the pipeline you use now, helpers.Studio(pipe).")
-RECIPE_KEYS = ("prompt", "negative_prompt", "guidance_scale", "num_inference_steps", "seed", "height", "width")
 
 
 class Listener:

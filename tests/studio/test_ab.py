@@ -1,22 +1,14 @@
 """The A/B studio driven from Python on the stand-in: two views behind one set of controls."""
 
 import threading
-import time
 
 import numpy as np
 import pytest
 import torch
+from conftest import wait_until
 
 import helpers
 from helpers.studio.ab import ABStudio, pixel_difference
-
-
-def _wait(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.005)
 
 
 @pytest.fixture
@@ -133,7 +125,7 @@ def test_ab_double_click_runs_the_pair_once(ab):
     go = threading.Event()
     ab.a.progress.observe(lambda change: change["new"] == 1 and not go.is_set() and go.wait(10), names="value")
     ab.generate_button.click()
-    _wait(lambda: ab.a.progress.value == 1)
+    wait_until(lambda: ab.a.progress.value == 1)
     ab.generate_button.click()
     go.set()
     ab.wait_idle(30)

@@ -45,6 +45,22 @@ def _settings(**changes):
             "seed": 0, "height": 64, "width": 64, **changes}
 
 
+def _hold_in_another_thread(pipe):
+    """Another caller (a generate() in another thread) takes `pipe`'s lock and holds it until the
+    returned event is set; returns (that thread, the event), once the lock is held."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with pipeline_lock.using(pipe, "a generate() call"):
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert holding.wait(10)
+    return thread, release
+
+
 @pytest.fixture
 def engine(tiny_pipe, tmp_path):
     recorder = Recorder(hold_at=1)
@@ -90,16 +106,7 @@ def test_wait_idle_honours_its_timeout(engine):
 
 def test_the_engine_waits_for_another_caller_and_says_for_whom(engine, tiny_pipe):
     engine.listener.go.set()
-    holding, release = threading.Event(), threading.Event()
-
-    def hold():
-        with pipeline_lock.using(tiny_pipe, "a generate() call"):
-            holding.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    assert holding.wait(10)
+    thread, release = _hold_in_another_thread(tiny_pipe)
     engine.submit(_settings())
     deadline = time.monotonic() + 10
     while not any("waiting for a generate() call" in text for (text,) in engine.listener.of("status")):
@@ -123,16 +130,8 @@ def test_cancel_while_waiting_for_the_pipeline_stops_before_it_starts(engine, ti
 
 
 def test_releasing_while_the_engine_waits_is_the_released_error(engine, tiny_pipe):
-    holding, release, outcome = threading.Event(), threading.Event(), []
-
-    def hold():
-        with pipeline_lock.using(tiny_pipe, "a generate() call"):
-            holding.set()
-            release.wait(10)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    assert holding.wait(10)
+    outcome = []
+    thread, release = _hold_in_another_thread(tiny_pipe)
     engine.submit(_settings())
     time.sleep(0.2)
     releaser = threading.Thread(target=lambda: outcome.append(helpers.release_pipeline(tiny_pipe)))

@@ -6,19 +6,12 @@ import threading
 import time
 
 import pytest
+from conftest import wait_until
 from PIL import Image
 
 import helpers
 from helpers.generation.png_metadata import parse_a1111_parameters, read_png_recipe
 from helpers.studio.view import Studio, size_choices
-
-
-def _wait(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.005)
 
 
 @pytest.fixture
@@ -29,7 +22,7 @@ def studio(tiny_pipe, tmp_path):
     s.wait_idle(30)
 
 
-def _click_and_wait(s):
+def _click_andwait_until(s):
     s.generate_button.click()
     s.wait_idle(30)
 
@@ -51,7 +44,7 @@ def test_size_choices_are_multiples_within_the_limit():
 
 def test_generate_shows_the_same_image_as_generate(studio, tiny_pipe):
     studio.seed.value = 7
-    _click_and_wait(studio)
+    _click_andwait_until(studio)
     assert studio.last_error is None, studio.message.value
     plain = helpers.generate(tiny_pipe, studio.prompt.value, negative_prompt="", seed=7)
     assert studio.current.image.tobytes() == plain.image.tobytes()
@@ -70,16 +63,16 @@ def test_live_preview_updates_every_step(studio, monkeypatch):
     frames = []
     studio.image.observe(lambda change: frames.append(studio.image.format), names="value")
     studio.steps.value = 5
-    _click_and_wait(studio)
+    _click_andwait_until(studio)
     # One JPEG preview per step. The widget only fires when a frame's bytes differ from the last
     # one (the stand-in's 8x8 px preview can repeat on its final step), so count the encodes.
     assert encoded.count("JPEG") == 5 and "jpeg" in frames and frames[-1] == "png"
 
 
 def test_slider_back_to_a_rendered_value_is_a_cache_hit(studio):
-    _click_and_wait(studio)
+    _click_andwait_until(studio)
     studio.guidance.value = 5.0
-    _click_and_wait(studio)
+    _click_andwait_until(studio)
     assert studio.generations == 2
     assert (studio.prompts.misses, studio.prompts.hits) == (1, 1)  # text encoders ran once
     first = studio.history[1]
@@ -104,20 +97,20 @@ def test_cancel_stops_within_one_step_and_the_studio_stays_usable(studio):
             studio.cancel_button.click()
 
     studio.progress.observe(cancel_at_two, names="value")
-    _click_and_wait(studio)
+    _click_andwait_until(studio)
     assert studio.progress.value == 2
     assert studio.current is None and "Cancelled" in studio.message.value
     studio.progress.unobserve(cancel_at_two, names="value")
     studio.steps.value = 2
-    _click_and_wait(studio)
+    _click_andwait_until(studio)
     assert studio.current is not None and studio.message.value == ""
 
 
 def test_history_click_restores_parameters(studio):
     studio.seed.value = 1
-    _click_and_wait(studio)
+    _click_andwait_until(studio)
     studio.seed.value, studio.guidance.value, studio.steps.value = 2, 6.0, 3
-    _click_and_wait(studio)
+    _click_andwait_until(studio)
     assert len(studio.history_strip.children) == 2
     older_button = studio.history_strip.children[1].children[2]
     older_button.click()
@@ -127,8 +120,8 @@ def test_history_click_restores_parameters(studio):
 
 def test_unlocked_seed_draws_a_new_one_each_time(studio):
     studio.seed_lock.value = False
-    _click_and_wait(studio)
-    _click_and_wait(studio)
+    _click_andwait_until(studio)
+    _click_andwait_until(studio)
     seeds = [r.recipe["seed"] for r in studio.history]
     assert len(set(seeds)) == 2 and studio.seed.value == seeds[0]
 
@@ -136,7 +129,7 @@ def test_unlocked_seed_draws_a_new_one_each_time(studio):
 def test_save_round_trips_the_recipe_and_never_overwrites(studio):
     assert studio.save() is None and "Nothing to save" in studio.message.value
     studio.negative_prompt.value = "blurry"
-    _click_and_wait(studio)
+    _click_andwait_until(studio)
     first, second = studio.save(), studio.save()
     assert first != second and first.exists() and second.exists()
     parameters, recipe = read_png_recipe(second)
@@ -156,13 +149,13 @@ def test_bad_input_is_shown_in_the_widget_and_logged(studio):
     assert isinstance(studio.last_error, ValueError)
     assert "Traceback" in "".join(o["text"] for o in studio.log.outputs)
     studio.prompt.value = "a cat"
-    _click_and_wait(studio)
+    _click_andwait_until(studio)
     assert studio.current is not None and studio.message.value == ""
 
 
 def test_error_in_the_worker_is_shown_and_the_studio_survives(studio, tiny_pipe):
     helpers.release_current_pipeline()  # what loading another model does to this one
-    _click_and_wait(studio)
+    _click_andwait_until(studio)
     assert "released" in studio.message.value and studio.current is None
     assert isinstance(studio.last_error, ValueError)
     assert "released" in studio.progress_label.value and not studio.busy
@@ -182,11 +175,11 @@ def _shown_image(s) -> Image.Image:
 
 def test_cancel_shows_the_image_save_writes(studio):
     studio.seed.value = 3
-    _click_and_wait(studio)
+    _click_andwait_until(studio)
     finished = studio.current
     studio.steps.value, studio.seed.value = 40, 1234
     studio.progress.observe(lambda change: change["new"] == 2 and studio.cancel_button.click(), names="value")
-    _click_and_wait(studio)
+    _click_andwait_until(studio)
     assert studio.progress.value == 2 and studio.current is finished
     shown = _shown_image(studio)  # not the half-finished preview: the image Save writes, with its recipe
     assert studio.image.format == "png" and shown.tobytes() == finished.image.tobytes()
@@ -199,7 +192,7 @@ def test_cancel_of_the_first_image_shows_no_preview_and_saves_nothing(studio):
     placeholder = studio.image.value
     studio.steps.value = 40
     studio.progress.observe(lambda change: change["new"] == 2 and studio.cancel_button.click(), names="value")
-    _click_and_wait(studio)
+    _click_andwait_until(studio)
     assert studio.current is None and studio.image.value == placeholder
     assert studio.save() is None and "Nothing to save" in studio.message.value
 
@@ -207,7 +200,7 @@ def test_cancel_of_the_first_image_shows_no_preview_and_saves_nothing(studio):
 def test_cancel_message_says_cancelled_once(studio):
     studio.steps.value = 40
     studio.progress.observe(lambda change: change["new"] == 2 and studio.cancel_button.click(), names="value")
-    _click_and_wait(studio)
+    _click_andwait_until(studio)
     text = re.sub("<[^>]+>", "", studio.message.value)
     assert text.count("Cancelled") + text.count("cancelled") == 1, text
     assert "step 2 of 40" in text
@@ -222,7 +215,7 @@ def test_a_placeholder_reserves_the_image_space_before_the_first_image(studio):
 
 def test_history_shows_whole_seeds(studio):
     studio.seed.value = 2**63 - 1  # the largest seed
-    _click_and_wait(studio)
+    _click_andwait_until(studio)
     caption = studio.history_strip.children[0].children[1]
     assert str(2**63 - 1) in caption.value and "overflow-wrap:anywhere" in caption.value.replace(" ", "")
 
@@ -231,7 +224,7 @@ def test_double_click_runs_the_image_once(studio):
     go = threading.Event()
     studio.progress.observe(lambda change: change["new"] == 1 and not go.is_set() and go.wait(10), names="value")
     studio.generate_button.click()
-    _wait(lambda: studio.progress.value == 1)
+    wait_until(lambda: studio.progress.value == 1)
     studio.generate_button.click()  # the same request again while it runs: not queued a second time
     assert studio.request() == "running"
     go.set()
@@ -250,7 +243,7 @@ def test_generate_after_cancel_runs_again(studio):
             assert studio.request() == "queued"  # the running one is being cancelled: this one counts
 
     studio.progress.observe(cancel_then_regenerate, names="value")
-    _click_and_wait(studio)
+    _click_andwait_until(studio)
     assert studio.generations == 1 and studio.current.recipe["num_inference_steps"] == 40
 
 
@@ -271,7 +264,7 @@ def test_worker_dying_of_a_base_exception_leaves_the_studio_usable(studio):
     assert not waited.is_alive(), "wait_idle ignored its timeout"
     assert not studio.busy and "_Stop" in studio.message.value and isinstance(studio.last_error, _Stop)
     studio.progress.unobserve(die, names="value")
-    _click_and_wait(studio)
+    _click_andwait_until(studio)
     assert studio.current is not None and studio.message.value == ""
 
 
@@ -279,7 +272,7 @@ def test_loading_another_pipeline_mid_generation_stops_it_and_says_so(studio):
     studio.steps.value = 40
     _hold_steps(studio, 0.02)
     studio.generate_button.click()
-    _wait(lambda: studio.progress.value >= 2)
+    wait_until(lambda: studio.progress.value >= 2)
     helpers.load_pipeline("tiny")  # releases the studio's pipeline while it generates
     studio.wait_idle(30)
     assert not studio.busy and studio.current is None
@@ -317,7 +310,7 @@ def test_generate_from_another_thread_waits_for_the_studio_and_both_images_are_r
     studio.steps.value, studio.seed.value = 12, 4
     _hold_steps(studio, 0.02)  # the studio holds the pipeline long enough for the other caller to arrive
     studio.generate_button.click()
-    _wait(lambda: studio.progress.value >= 2)
+    wait_until(lambda: studio.progress.value >= 2)
     other = []
     thread = threading.Thread(target=lambda: other.append(helpers.generate(tiny_pipe, "a dog", seed=9, num_inference_steps=6)))
     thread.start()
