@@ -189,7 +189,7 @@ def test_studio_in_jupyterlab(lab):
             expect(status).to_be_visible(timeout=60_000)
 
             # Up to the studio's display, not its scripted click: the panel before its first image.
-            page.locator(".jp-CodeCell", has_text="studio.generate_button.click()").locator(".jp-InputPrompt").click()
+            page.locator(".jp-CodeCell", has_text="studio.generate_button.click()").first.locator(".jp-InputPrompt").click()  # the first clicking cell: the scripted image
             _run_menu(page, "Run All Above Selected Cell")
             expect(page.locator(IMAGE)).to_be_visible(timeout=90_000)
             expect(status).to_be_visible(timeout=60_000)
