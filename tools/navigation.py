@@ -27,6 +27,7 @@ NOTEBOOKS = [
     ("04_guidance_scale.ipynb", "Tuning guidance_scale", "sweeps, CLIP-scored adherence and a recommendation per model"),
     ("05_negative_prompts.ipynb", "Negative-prompt experiments", "measured over seeds, NF4 vs bf16, positive prompting for placement"),
     ("06_studio.ipynb", "The interactive studio", "sliders, live preview, cancel, cache, history and PNG recipes"),
+    ("07_quantization_backends.ipynb", "Quantization backends, side by side", "the same transformer in bitsandbytes NF4 and int8, torchao int8 and float8, GGUF Q8_0 and Q4_0, fp8 layerwise storage: bytes, speed, error against bf16, where each runs"),
 ]
 
 # Every notebook's set-up cell, found by its first line. It never imports `helpers` before the

@@ -10,6 +10,12 @@ bytes by the libraries' rules:
   fp32 absmax per block of 64 values and a 16-value fp32 code table per layer (no double
   quantization); the modules left unquantized keep the rules above.
 - int8 (bitsandbytes LLM.int8): one byte per weight plus one fp32 scale per output row (SCB).
+- torchao int8 weight-only and float8 (per-row scales): the same count, one byte per weight plus
+  one fp32 scale per output row (torchao's `Int8Tensor` / `Float8Tensor`: `qdata` and `scale`).
+- GGUF Q8_0 / Q4_0: 34 / 18 bytes per block of 32 weights (an fp16 scale and the packed values);
+  every other tensor in `dtype` (diffusers' GGUF loader).
+- fp8 layerwise storage (`enable_layerwise_casting`): one byte per value of the layers it casts,
+  the ones its skip patterns leave out (norms, the positional embedding, ...) in `dtype`.
 
 The full-size counts (`FULL_SIZE`) were taken from the published architectures built on the
 `meta` device (`census(architectures.build_component(...))`); a test rebuilds them and checks.
@@ -39,6 +45,7 @@ class Census:
     kept_fp32: int  # values in `_keep_in_fp32_modules` (fp32 under fp16, never quantized)
     other: int  # every other floating value: norms, embeddings, convs, biases, float buffers
     fixed_bytes: int  # non-floating buffers (e.g. CLIP's int64 position ids), bytes as they are
+    layerwise_cast: int = 0  # floating values diffusers' enable_layerwise_casting stores in fp8 (diffusers models)
 
     @property
     def parameters(self) -> int:
@@ -87,16 +94,46 @@ def census(module: torch.nn.Module) -> Census:
                 blocks += -(-tensor.numel() // NF4_BLOCK)
             else:
                 other += tensor.numel()
-    return Census(weights, layers, rows, blocks, kept, other, fixed)
+    return Census(weights, layers, rows, blocks, kept, other, fixed, _layerwise_cast_values(module))
+
+
+def _layerwise_cast_values(module) -> int:
+    """Floating values `module.enable_layerwise_casting()` would store in its storage dtype: those of the
+    layer types diffusers casts, unless the layer's name or a parent's matches a skip pattern (the
+    rule of diffusers.hooks.layerwise_casting, with the patterns `enable_layerwise_casting` passes)."""
+    import re
+
+    if not hasattr(module, "enable_layerwise_casting"):
+        return 0
+    from diffusers.hooks._common import _GO_LC_SUPPORTED_PYTORCH_LAYERS
+    from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
+
+    patterns = tuple(DEFAULT_SKIP_MODULES_PATTERN) + tuple(getattr(module, "_keep_in_fp32_modules", None) or ())
+    patterns += tuple(getattr(module, "_skip_layerwise_casting_patterns", None) or ())
+    total = 0
+    for name, sub in module.named_modules():
+        if not name or not isinstance(sub, _GO_LC_SUPPORTED_PYTORCH_LAYERS):
+            continue
+        parts = name.split(".")
+        prefixes = [".".join(parts[: i + 1]) for i in range(len(parts))]
+        if any(re.search(p, prefix) for p in patterns for prefix in prefixes):
+            continue
+        total += sum(t.numel() for t in [*sub.parameters(), *sub.buffers()] if t.is_floating_point())
+    return total
 
 
 def dtype_bytes(dtype: torch.dtype) -> int:
     return torch.tensor([], dtype=dtype).element_size()
 
 
+QUANTIZATIONS = (None, "nf4", "int8", "torchao-int8", "float8", "gguf-q8_0", "gguf-q4_0", "fp8-layerwise")
+GGUF_BLOCK_BYTES = {"gguf-q8_0": 34, "gguf-q4_0": 18}  # per block of 32 weights: fp16 scale + values
+
+
 def loaded_bytes(counts: Census, dtype: torch.dtype, quantization: str | None = None) -> int:
     """Bytes of a component with `counts` loaded in `dtype`, its Linear layers in `quantization`
-    (None, "nf4" or "int8")."""
+    (one of `QUANTIZATIONS`: None, bitsandbytes "nf4"/"int8", torchao "torchao-int8"/"float8",
+    "gguf-q8_0"/"gguf-q4_0", or "fp8-layerwise" storage)."""
     size = dtype_bytes(dtype)
     kept = counts.kept_fp32 * (4 if dtype == torch.float16 else size)
     rest = counts.other * size + counts.fixed_bytes + kept
@@ -105,9 +142,13 @@ def loaded_bytes(counts: Census, dtype: torch.dtype, quantization: str | None = 
     if quantization == "nf4":
         packed = (counts.linear_weights + 1) // 2
         return packed + 4 * counts.linear_blocks + NF4_CODE_BYTES * counts.linear_layers + rest
-    if quantization == "int8":
+    if quantization in ("int8", "torchao-int8", "float8"):
         return counts.linear_weights + 4 * counts.linear_rows + rest
-    raise ValueError(f"quantization must be None, 'nf4' or 'int8', not {quantization!r}.")
+    if quantization in GGUF_BLOCK_BYTES:
+        return -(-counts.linear_weights // 32) * GGUF_BLOCK_BYTES[quantization] + rest
+    if quantization == "fp8-layerwise":
+        return counts.layerwise_cast + (counts.parameters - counts.layerwise_cast) * size + counts.fixed_bytes
+    raise ValueError(f"quantization must be one of {QUANTIZATIONS}, not {quantization!r}.")
 
 
 def pipeline_bytes(
@@ -160,16 +201,18 @@ _CLIP_G = Census(linear_weights=629145600, linear_layers=192, linear_rows=368640
 _T5_XXL = Census(linear_weights=3623878656, linear_layers=144, linear_rows=884736,
                  linear_blocks=56623104, kept_fp32=1006632960, other=131799040, fixed_bytes=0)
 _VAE = Census(linear_weights=2097152, linear_layers=8, linear_rows=4096,
-              linear_blocks=32768, kept_fp32=0, other=81722531, fixed_bytes=0)
+              linear_blocks=32768, kept_fp32=0, other=81722531, fixed_bytes=0, layerwise_cast=83780003)
 FULL_SIZE: dict[str, dict[str, Census]] = {
     "large": {
         "transformer": Census(linear_weights=8053694464, linear_layers=536, linear_rows=2765248,
-                              linear_blocks=125838976, kept_fp32=0, other=92586304, fixed_bytes=0),
+                              linear_blocks=125838976, kept_fp32=0, other=92586304, fixed_bytes=0,
+                              layerwise_cast=5369960576),
         "text_encoder": _CLIP_L, "text_encoder_2": _CLIP_G, "text_encoder_3": _T5_XXL, "vae": _VAE,
     },
     "medium": {
         "transformer": Census(linear_weights=2241822720, linear_layers=392, linear_rows=1241152,
-                              linear_blocks=35028480, kept_fp32=0, other=227841216, fixed_bytes=0),
+                              linear_blocks=35028480, kept_fp32=0, other=227841216, fixed_bytes=0,
+                              layerwise_cast=1475695104),
         "text_encoder": _CLIP_L, "text_encoder_2": _CLIP_G, "text_encoder_3": _T5_XXL, "vae": _VAE,
     },
 }

@@ -1,0 +1,94 @@
+"""Notebook 07 loads the stand-in's transformer under every backend that runs on a CPU (bitsandbytes
+through the test-only CPU shim), measures each against bf16, and says plainly what it could not run."""
+
+import ast
+import re
+
+import pytest
+from notebook_harness import cell_outputs_text, run_notebook
+
+from helpers.loading import memory_model
+from helpers.loading import quantization_backends as backends
+from helpers.measuring import format_bytes
+
+
+def source(cell) -> str:
+    return "".join(cell["source"])
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory, tiny_dir):
+    out = tmp_path_factory.mktemp("nb07")
+    return out, run_notebook("07_quantization_backends.ipynb", out, STEPS=2)
+
+
+def side_by_side(text: str) -> dict[str, list[str]]:
+    """The measured table's rows, by backend: [status, load, bytes, model bytes, error, s/image, difference]."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 8 and cells[0] in backends.BACKENDS:
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_every_cpu_backend_ran_and_its_bytes_are_the_memory_model_s(executed, tiny_dir):
+    _, nb = executed
+    text = cell_outputs_text(nb)
+    rows = side_by_side(text)
+    assert set(rows) == set(backends.BACKENDS)
+    counts = memory_model.folder_census(tiny_dir)["transformer"]
+    import torch
+
+    for name, (status, _load, held, model, error, seconds, difference) in rows.items():
+        if name == "torchao float8":  # needs CUDA sm_89+: on this CPU, torchao's own assertion says so
+            assert status.startswith("cannot run here: Float8 dynamic quantization requires CUDA"), status
+            continue
+        assert status == "ok", (name, status)
+        expected = memory_model.loaded_bytes(counts, torch.bfloat16, backends.BACKENDS[name].quantization)
+        assert held == model == format_bytes(expected), (name, held, model)
+        assert float(seconds) > 0
+        error = float(error.rstrip("%")) / 100
+        if name == "bf16":
+            assert error == 0 and float(difference) == 0
+        else:
+            assert 0 < error < 0.2, (name, error)  # off bf16, but the same model
+    # 4-bit backends are further from bf16 than 8-bit ones on the same weights.
+    err = {name: float(r[4].rstrip("%")) for name, r in rows.items() if r[0] == "ok"}
+    assert err["GGUF Q4_0"] > err["GGUF Q8_0"] and err["bitsandbytes NF4"] > err["torchao int8 weight-only"]
+    assert "7 of 8 backends ran here; the memory model's bytes match the loaded tensors exactly for 7 of them." in text
+
+
+def test_gguf_file_was_written_in_original_keys_and_loaded_through_from_single_file(executed):
+    import gguf
+
+    out, nb = executed
+    for quant, qtype in (("Q8_0", gguf.GGMLQuantizationType.Q8_0), ("Q4_0", gguf.GGMLQuantizationType.Q4_0)):
+        reader = gguf.GGUFReader(out / "outputs" / f"stand-in-transformer-{quant}.gguf")
+        types = {t.name: t.tensor_type for t in reader.tensors}
+        assert types["joint_blocks.0.x_block.attn.qkv.weight"] == qtype
+        assert types["final_layer.linear.weight"] == qtype
+        assert not any(name.startswith("transformer_blocks.") for name in types)
+    code = [source(c) for c in nb["cells"] if c["cell_type"] == "code"]
+    calls = {ast.unparse(n.func) for cell in code for n in ast.walk(ast.parse(cell)) if isinstance(n, ast.Call)}
+    assert {"SD3Transformer2DModel.from_single_file", "GGUFQuantizationConfig", "TorchAoConfig", "BitsAndBytesConfig",
+            "transformer.enable_layerwise_casting", "Float8DynamicActivationFloat8WeightConfig",
+            "Int8WeightOnlyConfig", "hf_hub_download"} <= calls
+    assert (out / "outputs" / "backends.png").is_file()
+
+
+def test_full_size_table_where_it_runs_and_gpu_rows(executed):
+    import torch
+
+    _, nb = executed
+    text = cell_outputs_text(nb)
+    full = backends.full_size_bytes("large", torch.bfloat16)
+    for name, size in full.items():
+        assert f"| {name} | {format_bytes(size)} | {size / full['bf16']:.0%} |" in text
+    assert re.search(r"fp8 layerwise storage leaves \d+% of the transformer's values in bf16", text)
+    assert text.count("| yes |") == len(backends.BACKENDS) - 1 and "NOT FOUND" not in text
+    measured = backends.measured_rows(__import__("helpers.loading.plan_benchmarks", fromlist=["x"]).gpu_results())
+    if measured:
+        assert "| measured on | backend |" in text
+    else:
+        assert "**Not measured on a GPU yet**" in text
