@@ -95,9 +95,10 @@ def transformer_bytes(module: torch.nn.Module) -> int:
 
 
 def forward_inputs(config, size: int, *, dtype: torch.dtype, device, seed: int = 0,
-                   text_tokens: int = memory_model.TEXT_TOKENS) -> dict:
+                   text_tokens: int = memory_model.TEXT_TOKENS, batch: int = 1) -> dict:
     """Seeded inputs for one transformer forward at `size` px: latents, CLIP+T5-long text states,
-    pooled projections and a mid-schedule timestep (the same for every backend)."""
+    pooled projections and a mid-schedule timestep (the same for every backend); `batch=2` is one
+    step with classifier-free guidance."""
     if isinstance(config, str):
         config = TRANSFORMER_CONFIGS[config]
     generator = torch.Generator("cpu").manual_seed(seed)
@@ -106,10 +107,10 @@ def forward_inputs(config, size: int, *, dtype: torch.dtype, device, seed: int =
     def randn(*shape):
         return torch.randn(*shape, generator=generator).to(device, dtype)
 
-    return dict(hidden_states=randn(1, config["in_channels"], side, side),
-                encoder_hidden_states=randn(1, text_tokens, config["joint_attention_dim"]),
-                pooled_projections=randn(1, config["pooled_projection_dim"]),
-                timestep=torch.tensor([500.0], device=device))
+    return dict(hidden_states=randn(batch, config["in_channels"], side, side),
+                encoder_hidden_states=randn(batch, text_tokens, config["joint_attention_dim"]),
+                pooled_projections=randn(batch, config["pooled_projection_dim"]),
+                timestep=torch.full((batch,), 500.0, device=device))
 
 
 @torch.no_grad()

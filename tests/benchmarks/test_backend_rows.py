@@ -1,0 +1,54 @@
+"""benchmarks/backend_rows.py: the GPU check's backend rows, run on the CPU stand-in."""
+
+import importlib.util
+import sys
+from argparse import Namespace
+
+import pytest
+import torch
+from conftest import REPO
+
+from helpers.loading import memory_model
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("backend_rows", REPO / "benchmarks" / "backend_rows.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def rows(tiny_dir, tmp_path_factory):
+    sys.path.insert(0, str(REPO / "tests"))
+    from bnb_cpu_shim import bnb_cpu_shim
+
+    script = load_script()
+    args = Namespace(size=64, steps=2, scratch=tmp_path_factory.mktemp("scratch"))
+    with bnb_cpu_shim():
+        return {name: script.measure_backend_row(name, tiny_dir, args)
+                for name in ("bf16", "nf4", "torchao-int8", "float8", "gguf-q4_0", "fp8-layerwise")}, args
+
+
+def test_rows_measure_bytes_time_and_error_against_bf16(rows, tiny_dir):
+    rows, args = rows
+    counts = memory_model.folder_census(tiny_dir)["transformer"]
+    for name, row in rows.items():
+        if name == "float8":  # torchao's float8 kernels need CUDA sm_89+: the row says so, on the CPU
+            assert row["status"].startswith("cannot run here: Float8 dynamic quantization requires CUDA"), row
+            continue
+        assert row["status"] == "ok", row
+        assert row["held_bytes"] == row["model_bytes"] == memory_model.loaded_bytes(
+            counts, torch.bfloat16, None if name == "bf16" else name)
+        assert row["s_per_forward"] > 0 and row["transformer_s_per_image"] == 2 * row["s_per_forward"]
+        assert row["plan"].startswith("backend: ") and "runs_on" in row
+    assert rows["bf16"]["relative_error"] == 0
+    assert 0 < rows["torchao-int8"]["relative_error"] < rows["gguf-q4_0"]["relative_error"] < 0.2
+    assert 0 < rows["nf4"]["relative_error"] < 0.2
+    # The GGUF file was written from the folder's weights into scratch, and is reused.
+    assert rows["gguf-q4_0"]["gguf_file_bytes"] == next(args.scratch.glob("*-Q4_0.gguf")).stat().st_size
+
+
+def test_unknown_backend_is_refused_before_any_work(tiny_dir):
+    with pytest.raises(ValueError, match="backend must be one of"):
+        load_script().measure_backend_row("q3_k", tiny_dir, Namespace())
