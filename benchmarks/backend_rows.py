@@ -43,7 +43,11 @@ def load_transformer(backend: str, folder: Path, dtype, device: str, scratch: Pa
         return SD3Transformer2DModel.from_pretrained(folder, quantization_config=BitsAndBytesConfig(load_in_8bit=True),
                                                      **kwargs)
     if backend in ("torchao-int8", "float8"):
-        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, Int8WeightOnlyConfig, PerRow
+        from torchao.quantization import (
+            Float8DynamicActivationFloat8WeightConfig,
+            Int8WeightOnlyConfig,
+            PerRow,
+        )
 
         config = (Int8WeightOnlyConfig() if backend == "torchao-int8"
                   else Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()))

@@ -155,7 +155,7 @@ class Bench:
 
 # What a backend raises where it cannot run: diffusers' "No GPU found" (bitsandbytes), torchao's
 # float8 hardware assertion. Anything else is a bug and is raised.
-_CANNOT_RUN_HERE = ("No GPU found", "compute capability", "requires CUDA")
+_CANNOT_RUN_HERE = ("No GPU found", "compute capability", "requires CUDA", "only supported on CUDA")
 
 
 def measure(name: str, load, bench: Bench) -> dict:
