@@ -32,12 +32,12 @@ class Backend:
 BACKENDS: dict[str, Backend] = {
     "bf16": Backend(None, "everywhere PyTorch runs (fp16 on a T4, which has no bf16 units)", None),
     "bitsandbytes NF4": Backend(
-        "nf4", "CUDA (T4 included), XPU, MPS; bitsandbytes itself also has CPU kernels, but diffusers "
-        "refuses to quantize without a GPU",
+        "nf4", "CUDA, XPU and MPS: diffusers refuses to quantize without one of them (bitsandbytes itself "
+        "has CPU kernels too)",
         ("diffusers/quantizers/bitsandbytes/bnb_quantizer.py",
          "if not (torch.cuda.is_available() or torch.xpu.is_available() or torch.mps.is_available()):")),
     "bitsandbytes int8": Backend(
-        "int8", "CUDA (T4 included) and XPU only: diffusers' 8-bit quantizer checks for no MPS",
+        "int8", "CUDA and XPU only: diffusers' 8-bit quantizer does not accept MPS",
         ("diffusers/quantizers/bitsandbytes/bnb_quantizer.py",
          "if not (torch.cuda.is_available() or torch.xpu.is_available()):")),
     "torchao int8 weight-only": Backend(
