@@ -109,10 +109,21 @@ def _release(device: str) -> None:
         torch.cuda.empty_cache()
 
 
+def backend_key(name: str) -> str:
+    """The backend key for `name`: a key itself ("torchao-int8"), notebook 07's row name
+    ("torchao int8 weight-only") or the GPU check's plan name ("backend: torchao int8 weight-only")."""
+    by_row_name = {row_name: key for key, row_name in BACKEND_NAMES.items()}
+    stripped = str(name).removeprefix("backend: ")
+    key = stripped if stripped in BACKEND_NAMES else by_row_name.get(stripped)
+    if key is None:
+        raise ValueError(f"backend must be one of {', '.join(BACKEND_NAMES)} (or its row name), not {name!r}.")
+    return key
+
+
 def measure_backend_row(name: str, source: Path, args) -> dict:
-    """One backend row for the GPU check: `name` is a backend key of `BACKEND_NAMES` (e.g. "torchao-int8"),
-    `source` the pipeline folder, `args` the check's (size; scratch, where GGUF files and the bf16
-    reference are kept). A backend that cannot run on this machine gets its reason as status."""
+    """One backend row for the GPU check: `name` is a backend (see `backend_key`), `source` the pipeline
+    folder, `args` the check's (size, steps; scratch, where GGUF files and the bf16 reference are kept).
+    A backend that cannot run on this machine gets its reason as status."""
     import statistics
 
     import torch
@@ -120,8 +131,7 @@ def measure_backend_row(name: str, source: Path, args) -> dict:
     from helpers.loading import memory_model
     from helpers.loading import quantization_backends as backends
 
-    if name not in BACKEND_NAMES:
-        raise ValueError(f"backend must be one of {', '.join(BACKEND_NAMES)}, not {name!r}.")
+    name = backend_key(name)
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     dtype = torch.bfloat16

@@ -50,5 +50,8 @@ def test_rows_measure_bytes_time_and_error_against_bf16(rows, tiny_dir):
 
 
 def test_unknown_backend_is_refused_before_any_work(tiny_dir):
+    script = load_script()
     with pytest.raises(ValueError, match="backend must be one of"):
-        load_script().measure_backend_row("q3_k", tiny_dir, Namespace())
+        script.measure_backend_row("q3_k", tiny_dir, Namespace())
+    assert script.backend_key("backend: torchao int8 weight-only") == script.backend_key("torchao-int8") == "torchao-int8"
+    assert script.backend_key("GGUF Q4_0") == "gguf-q4_0"
