@@ -131,12 +131,24 @@ def image_difference(image, reference) -> float:
     return float(np.abs(np.asarray(image, dtype=np.float32) - np.asarray(reference, dtype=np.float32)).mean())
 
 
+# The GPU check's backend rows (benchmarks/backend_rows.py), as notebook 07 shows them: key -> header.
+GPU_COLUMNS = {
+    "gpu": "measured on", "backend": "backend", "status": "status", "gpu_bytes": "GPU memory after load",
+    "model_bytes": "model says", "load_s": "load (s)", "s_per_forward": "s / forward (CFG batch of 2)",
+    "transformer_s_per_image": "transformer s / image", "error": "relative error of one forward",
+}
+
+
 def measured_rows(results: list[dict]) -> list[dict]:
-    """The GPU check's backend rows (those with a "backend" key), one per GPU and backend."""
+    """The GPU check's backend rows (those with a "backend" key), one per GPU and backend, with the
+    relative error as a percentage ("error")."""
     rows = []
     for data in results:
         device = data["meta"]["device"]
-        rows += [dict(r, gpu=device) for r in data["rows"] if r.get("backend") and "status" in r]
+        for r in data["rows"]:
+            if r.get("backend") and "status" in r:
+                error = r.get("relative_error")
+                rows.append(dict(r, gpu=device, error=None if error is None else f"{error:.3%}"))
     return rows
 
 

@@ -45,6 +45,11 @@ def test_rows_measure_bytes_time_and_error_against_bf16(rows, tiny_dir):
     assert rows["bf16"]["relative_error"] == 0
     assert 0 < rows["torchao-int8"]["relative_error"] < rows["gguf-q4_0"]["relative_error"] < 0.2
     assert 0 < rows["nf4"]["relative_error"] < 0.2
+    # Every column notebook 07 shows for the GPU rows is one the row has (GPU memory only on CUDA).
+    from helpers.loading import quantization_backends as backends
+
+    shown = backends.measured_rows([{"meta": {"device": "CPU"}, "rows": [rows["torchao-int8"]]}])[0]
+    assert set(backends.GPU_COLUMNS) - {"gpu_bytes"} <= set(shown) and shown["error"].endswith("%")
     # The GGUF file was written from the folder's weights into scratch, and is reused.
     assert rows["gguf-q4_0"]["gguf_file_bytes"] == next(args.scratch.glob("*-Q4_0.gguf")).stat().st_size
 
