@@ -189,6 +189,21 @@ def gen(ctx, **kwargs):
     return helpers.generate(ctx.pipe, **{"prompt": "a cat", **SMALL, **kwargs})
 
 
+def _started(ctx, value):
+    ctx.start()
+    return value
+
+
+def _cancelled(ctx):
+    from helpers.errors import GenerationCancelled
+
+    try:
+        gen(ctx, callback=lambda s, t, l: True)
+    except GenerationCancelled:
+        return "cancelled"
+    return "not cancelled"
+
+
 def fresh_pipe():
     import helpers
 
@@ -219,7 +234,7 @@ def generate_cases():
     for label, pipe in (("None", None), ("a preset name", "tiny"), ("an int", 123), ("an object", object())):
         cases.append(E(a, f"pipe={label}", lambda c, p=pipe: __import__("helpers").generate(p, "a cat", **SMALL),
                        "pipeline", "pipe"))
-    cases.append(E(a, "pipe=released pipeline", lambda c: _released_generate(), "released"))
+    cases.append(E(a, "pipe=released pipeline", lambda c: _released_generate(c), "released"))
     for label, value in (("None", None), ("int", 123), ("bytes", b"a cat"), ("list", ["a cat"]), ("empty", ""),
                          ("spaces", "   "), ("tab only", "\t"), ("lone surrogate", "a\ud800cat"), ("float nan", NAN)):
         cases.append(E(a, f"prompt={label}", lambda c, v=value: gen(c, prompt=v), "prompt"))
@@ -266,19 +281,19 @@ def generate_cases():
                        item="17" if "argument" in label or "required" in label else ""))
     cases.append(OK(a, "callback returning None", lambda c: gen(c, callback=lambda s, t, l: None), is_image()))
     cases.append(OK(a, "callback with *args", lambda c: gen(c, callback=lambda *args: False), is_image()))
-    cases.append(E(a, "callback returning True (cancel)", lambda c: gen(c, callback=lambda s, t, l: True),
-                   "cancel"))
+    cases.append(OK(a, "callback returning True cancels", lambda c: _cancelled(c), equals("cancelled")))
     cases.append(E(a, "unknown keyword steps=2", lambda c: gen(c, steps=2), "steps"))
     cases.append(E(a, "guidance passed positionally", lambda c: __import__("helpers").generate(c.pipe, "a cat", 3.5),
                    "positional", "argument"))
     return cases
 
 
-def _released_generate():
+def _released_generate(ctx):
     import helpers
 
     pipe = fresh_pipe()
     helpers.release_pipeline(pipe)
+    ctx.start()
     return helpers.generate(pipe, "a cat", **SMALL)
 
 
@@ -390,10 +405,11 @@ def loading_cases():
     for label, model in (("None", None), ("123", 123), ("empty", ""), ("misspelt 'sd35-larg'", "sd35-larg"),
                          ("upper case 'TINY'", "TINY"), ("'../..'", "../.."), ("10,000 characters", "x" * 10000),
                          ("a list", ["tiny"]), ("path with NUL", "a\x00b")):
-        cases.append(E(a, f"load_pipeline({label})", lambda c, m=model: load(m), "model", "preset", "folder",
+        cases.append(E(a, f"load_pipeline({label})", lambda c, m=model: load(m, stand_in=False), "model", "preset", "folder",
                        item="10" if label == "None" else "19" if "." in label or "10,000" in label else ""))
     for kind in ("empty", "broken model_index.json", "config without weights", "truncated safetensors", "a file"):
-        cases.append(E(a, f"load_pipeline(local folder: {kind})", lambda c, k=kind: load(_folder(c, k)),
+        cases.append(E(a, f"load_pipeline(local folder: {kind}, stand_in=False)",
+                       lambda c, k=kind: load(_folder(c, k), stand_in=False),
                        "not a saved pipeline", "model_index", "weights", "folder", item="19", timeout=60))
     for label, device in (("'cuda' on a CPU machine", "cuda"), ("'gpu'", "gpu"), ("'cuda:9'", "cuda:9"),
                           ("None", None), ("1", 1), ("'mps' on Linux", "mps"), ("'CPU'", "CPU")):
@@ -684,7 +700,8 @@ def grid_cases():
         "base a string": dict(x=("seed", [0]), y=("guidance_scale", [1.0]), base="a cat"),
         "base with steps=": dict(x=("seed", [0]), y=("guidance_scale", [1.0]), base={**base, "steps": 2}),
         "no prompt": dict(x=("seed", [0]), y=("guidance_scale", [1.0]), base=dict(SMALL)),
-        "embeddings_cache a dict": dict(x=("seed", [0]), y=("guidance_scale", [1.0]), embeddings_cache={}),
+        "embeddings_cache a dict": dict(x=("seed", [0]), y=("guidance_scale", [1.0]), embeddings_cache={"a cat": 1}),
+        "embeddings_cache an empty dict": dict(x=("seed", [0]), y=("guidance_scale", [1.0]), embeddings_cache={}),
     }
     for label, kwargs in xy.items():
         def call(c, k=kwargs):
@@ -814,7 +831,7 @@ def png_cases():
     def full(c, budget):
         with full_disk(r"\.png$", budget):
             return _save(c)
-    for budget in (0, 100, 5000):
+    for budget in (0, 100, 1000):
         cases.append(DISK(a, f"save_png_with_recipe on a full disk ({budget} bytes left)",
                           lambda c, b=budget: full(c, b), no_files_left("out")))
     for label, path in (("None", None), ("123", 123), ("missing file", "missing.png"), ("a folder", "."),
@@ -942,7 +959,8 @@ def study_cases():
         cases.append(E(a, f"check_jobs(job {label})", lambda c, ch=changes: check_jobs(_job(**ch)),
                        *changes.keys(), "job", item="15" if any(k in label for k in ("job_id", "condition")) else ""))
     cases.append(E(a, "check_jobs(job seed numpy int64)", lambda c: check_jobs(_job(seed=np.int64(1))), "seed",
-                   check=lambda r, c: True if json.dumps(r) else "", item="15"))
+                   check=lambda r, c: True if type(r[0]["seed"]) is int else
+                   "the job keeps its numpy int64 seed, which jobs.json cannot hold", item="15"))
     cases.append(E(a, "check_jobs(job without 'seed')", lambda c: check_jobs([{k: v for k, v in _job()[0].items() if k != "seed"}]),
                    "seed"))
     cases.append(E(a, "check_jobs(duplicate job ids)", lambda c: check_jobs(_job() + _job(seed=5)), "job_id", "unique"))
@@ -971,9 +989,7 @@ def study_cases():
     for label, jobs in (("job_id '../../evil'", "EVIL"), ("condition None", "COND")):
         def call(c, j=jobs):
             return _study(c, jobs=_job(job_id="../../evil") if j == "EVIL" else _job(condition=None))
-        cases.append(E(a, f"run_study(a job with {label})", call, "job_id", "condition", item="15",
-                       after=lambda c: "left an empty run folder" if list((c.tmp / "study").glob("run-*")) else None,
-                       timeout=60))
+        cases.append(E(a, f"run_study(a job with {label})", call, "job_id", "condition", item="15", timeout=60))
     cases.append(OK(a, "run_study(2 jobs)", lambda c: _study(c), _complete, timeout=90))
     for label, resume in (("a missing folder", "MISSING"), ("a folder without jobs.json", "EMPTY"), ("123", 123)):
         def call(c, r=resume):
@@ -984,10 +1000,10 @@ def study_cases():
                 r = c.tmp / "missing"
             return _study(c, resume=r)
         cases.append(E(a, f"run_study(resume={label})", call, "resume", timeout=60))
-    cases.append(E(a, "run_study(resume= a finished study)", lambda c: _study(c, resume=_study(c).run_dir),
+    cases.append(E(a, "run_study(resume= a finished study)", lambda c: _study(c, resume=_started(c, _study(c).run_dir)),
                    "finished", "resume", timeout=90))
     cases.append(E(a, "run_study(resume= with other jobs)",
-                   lambda c: _study(c, jobs=_jobs(3), resume=_interrupted(c)), "jobs", "resume", timeout=90))
+                   lambda c: _study(c, jobs=_jobs(3), resume=_started(c, _interrupted(c))), "jobs", "resume", timeout=90))
 
     def resumed(c):
         run_dir = _interrupted(c)
@@ -1115,10 +1131,11 @@ def studio_cases():
             if p == "RELEASED":
                 p = fresh_pipe()
                 helpers.release_pipeline(p)
+                c.start()
             return helpers.Studio(p)
         cases.append(E(a, f"Studio({label})", call, "pipeline", "released", "studio"))
     for label, options, names in (
-            ("prompt=123", dict(prompt=123), ("prompt",)), ("prompt=None", dict(prompt=None), ("prompt",)),
+            ("prompt=123", dict(prompt=123), ("prompt",)),
             ("negative_prompt=123", dict(negative_prompt=123), ("negative_prompt",)),
             ("save_dir=None", dict(save_dir=None), ("save_dir",)), ("save_dir=123", dict(save_dir=123), ("save_dir",)),
             ("history_size=0", dict(history_size=0), ("history_size",)),
@@ -1137,6 +1154,7 @@ def studio_cases():
         def call(c, ch=change, n=normal):
             studio = _studio(c)
             _submitted(c, studio, **n)  # the valid twin, now in the cache
+            c.start()
             return _submitted(c, studio, **ch)
         cases.append(E(a, f"Studio.submit({label}) after its valid twin", call, *change.keys(), item="6", timeout=60))
     for label, change in (("prompt=123", dict(prompt=123)), ("prompt=''", dict(prompt="")), ("height=17", dict(height=17)),
@@ -1162,19 +1180,19 @@ def studio_cases():
         cases.append(E(a, f"Studio.restore({label})", call, "result", "recipe", "seed", item="23"))
     cases.append(OK(a, "Studio.restore(a 48x48 result)", lambda c: _studio(c).restore(gen(c, height=48)),
                     lambda r, c: True))
-    for label, timeout in (("'x'", "x"), ("None", None), ("nan", NAN), ("-1", -1)):
+    for label, timeout in (("'x'", "x"), ("None", None), ("nan", NAN)):
         def call(c, t=timeout):
             studio = _studio(c)
             studio.submit({**studio.settings(), **SMALL})
             studio.wait_idle(t)
             studio.wait_idle(60)
-        cases.append(E(a, f"Studio.wait_idle({label}) while busy", call, "timeout", item="23",
-                       check=(lambda r, c: True) if label == "-1" else None))
+        cases.append(E(a, f"Studio.wait_idle({label}) while busy", call, "timeout", item="23"))
     for label, save_dir in (("a file", "FILE"), ("a read-only folder", "RO")):
         def call(c, s=save_dir):
             s = c.protect(c.tmp / "studio.txt") if s == "FILE" else c.readonly(c.tmp / "ro")
             studio = _studio(c, save_dir=s)
             _submitted(c, studio)
+            c.start()
             return studio.save()
         cases.append(E(a, f"Studio.save() into {label}", call, "save_dir", "folder", "read-only", item="22", timeout=60))
     cases.append(OK(a, "Studio.save() with nothing shown", lambda c: _studio(c).save(), equals(None)))
@@ -1254,7 +1272,9 @@ def quantized_cases():
                 f = c.tmp / "q"
             elif f == "FILE":
                 f = c.protect(c.tmp / "q.txt")
-            return save_quantized(_nf4_pipe(), f)
+            pipe = _nf4_pipe()
+            c.start()
+            return save_quantized(pipe, f)
         cases.append(E(a, f"save_quantized(folder={label})", call, "folder", "exists", item="22", timeout=90))
 
     def disk_full(c):
@@ -1366,7 +1386,7 @@ def subprocess_cases():
         cases.append(E(a, f"measure_in_subprocess({label})", lambda c, x=code: measure(x), "code"))
     for label, env in (("{'A': 1}", {"A": 1}), ("'x'", "x"), ("[]", [])):
         cases.append(E(a, f"measure_in_subprocess(env={label})", lambda c, e=env: measure("result = 1", env=e), "env",
-                       item="23" if "'A'" in label else ""))
+                       item="23" if "'A'" in label else "", check=(lambda r, c: True) if env == [] else None))
     for label, timeout in (("-1", -1), ("0", 0), ("nan", NAN), ("'x'", "x")):
         cases.append(E(a, f"measure_in_subprocess(timeout={label})", lambda c, t=timeout: measure("result = 1", timeout=t),
                        "timeout", item="11" if label == "-1" else ""))

@@ -169,8 +169,10 @@ def describe(case: Case, raw: Raw, klass: str) -> str:
         what = f"returned; {raw.check_note}"
     else:
         kind = raw.error_types[0] if raw.error_types else "?"
-        where = raw.repo_frame or raw.raising_file
-        what = f"{kind}: {raw.message.splitlines()[0][:150] if raw.message else ''} [{Path(where).name if where else '?'}]"
+        where = Path(raw.repo_frame or raw.raising_file or "?").name
+        if klass == "deep crash":
+            where += f" -> {_package_of(raw.raising_file)}/.../{Path(raw.raising_file).name}"
+        what = f"{kind}: {raw.message.splitlines()[0][:150] if raw.message else ''} [{where}]"
         if klass == "late error":
             what += f" after {raw.heavy} heavy steps"
     item = f" (#20 item {case.item})" if case.item else ""
@@ -188,6 +190,11 @@ class Context:
         self.tmp = folder
         self.protected: dict[Path, bytes] = {}
         self.frozen: list[Path] = []
+        self.heavy_start = _heavy()
+
+    def start(self) -> None:
+        """The set-up is done (a pipeline loaded, a first image made): heavy work counts from here."""
+        self.heavy_start = _heavy()
 
     def protect(self, path, data: bytes = b"the user's own file\n") -> Path:
         """Write a file the user already had; the case loses work if it changes or disappears."""
@@ -234,14 +241,16 @@ def _run_in_child(case: Case, shared: dict, folder: Path, output: Path) -> Raw:
     out = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     os.dup2(out, 1)
     os.dup2(out, 2)
-    heavy_before = _heavy()
+    # Python-level streams too (pytest or a notebook may have replaced them): all output is seen.
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
     started = time.perf_counter()
     result = None
     try:
         result = case.call(ctx)
         raw.returned = True
     except BaseException as e:  # KeyboardInterrupt and SystemExit included: all are outcomes
-        raw.heavy = _heavy() - heavy_before
+        raw.heavy = _heavy() - ctx.heavy_start
         raw.error_types = [t.__name__ for t in type(e).__mro__]
         raw.message = str(e)
         frames = traceback.extract_tb(e.__traceback__)
@@ -472,4 +481,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy: the cases import tools.try_bad_inputs,
+    # and both must share one HEAVY counter.
+    from tools.try_bad_inputs import main as _main
+
+    sys.exit(_main())
