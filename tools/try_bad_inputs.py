@@ -293,6 +293,7 @@ def _short(value) -> str:
         text = repr(value)
     except Exception as e:  # a repr that fails is an outcome too, not a probe failure
         text = f"<{type(value).__name__}, repr failed: {e}>"
+    text = " ".join(text.split())
     return text if len(text) <= 80 else text[:77] + "..."
 
 
