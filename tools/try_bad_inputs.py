@@ -441,7 +441,9 @@ def summary(records: list[dict]) -> str:
         per = Counter(r["outcome"] for r in rows)
         lines.append(" | ".join([area.ljust(width)] + [str(per[c] or "").rjust(12) for c in used] + [str(len(rows)).rjust(5)]))
     bad = [r for r in records if r["outcome"] not in GOOD]
-    lines += ["", f"{len(bad)} outcomes that are not ok or a clear early error:"]
+    known = sum(1 for r in bad if r["item"])
+    lines += ["", f"{len(bad)} outcomes that are not ok or a clear early error ({known} re-try an input issue 20 "
+                  f"lists, marked '#20 item N'; {len(bad) - known} are new findings):"]
     for klass in CLASSES:
         for r in bad:
             if r["outcome"] == klass:

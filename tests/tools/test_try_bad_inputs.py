@@ -114,6 +114,10 @@ def test_about_600_cases_with_unique_names_and_stated_expectations():
     assert len(set(names)) == len(names)
     assert all(c.expect in ("ok", "error") for c in cases)
     assert all(c.names or c.expect == "ok" or c.any_error or c.check for c in cases)
+    from tools.bad_input_cases import ISSUE_20
+
+    listed = [name for names in ISSUE_20.values() for name in names]
+    assert set(listed) <= {c.name for c in cases}  # every input issue 20 lists is re-tried by name
 
 
 def test_summary_lists_every_outcome_that_is_not_ok():
