@@ -1028,7 +1028,7 @@ def study_cases():
                    lambda c: _study(c, jobs=_jobs(3), resume=_started(c, _interrupted(c))), "jobs", "resume", timeout=90))
 
     def resumed(c):
-        run_dir = _interrupted(c)
+        run_dir = _started(c, _interrupted(c))
         return _study(c, resume=run_dir)
     cases.append(OK(a, "run_study interrupted, then resumed", resumed, _complete, timeout=90))
 
@@ -1036,6 +1036,7 @@ def study_cases():
         run_dir = _interrupted(c)
         for png in run_dir.glob("*.png"):
             png.unlink()
+        c.start()
         return _study(c, resume=run_dir)
     cases.append(OK(a, "resume after the finished rows' PNGs were deleted", png_gone, _complete, item="25", timeout=90))
 
@@ -1045,6 +1046,7 @@ def study_cases():
         data = rows.read_bytes()
         last = data.rstrip(b"\n").rfind(b"\n") + 1
         rows.write_bytes(data[: last + 30])  # the last row cut short, as a full disk leaves it
+        c.start()
         return _study(c, resume=run_dir)
     cases.append(OK(a, "resume after a torn last row", torn_row, _complete, item="2", timeout=90))
 
@@ -1054,7 +1056,7 @@ def study_cases():
                 _study(c)
         except OSError:
             pass
-        run_dir = sorted((c.tmp / "study").glob("run-*"))[-1]
+        run_dir = _started(c, sorted((c.tmp / "study").glob("run-*"))[-1])
         return _study(c, resume=run_dir)  # the disk has room again: finish it
     cases.append(OK(a, "a full disk while results.csv is written, then resume", results_disk_full, _complete,
                     item="1", timeout=120, after=_no_partial_results))
@@ -1065,7 +1067,7 @@ def study_cases():
                 _study(c)
         except OSError:
             pass
-        run_dir = sorted((c.tmp / "study").glob("run-*"))[-1]
+        run_dir = _started(c, sorted((c.tmp / "study").glob("run-*"))[-1])
         return _study(c, resume=run_dir)
     cases.append(OK(a, "a full disk while a row is appended, then resume", row_disk_full, _complete, item="2",
                     timeout=120))
@@ -1080,6 +1082,7 @@ def study_cases():
         partial = [p.name for p in run_dir.glob("*.png")]
         if partial:
             return f"partial PNGs left: {partial}"
+        c.start()
         return _study(c, resume=run_dir)
     cases.append(OK(a, "a full disk while a PNG is written, then resume", png_disk_full, _complete, timeout=120))
 

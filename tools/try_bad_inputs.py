@@ -459,20 +459,20 @@ def main(argv=None) -> int:
     parser.add_argument("--verbose", action="store_true", help="print each case as it finishes")
     args = parser.parse_args(argv)
     home = Path(tempfile.mkdtemp(prefix="try-bad-inputs-home-"))
-    _prepare_environment(home)
-    from .bad_input_cases import all_cases
-
-    cases = all_cases()
-    if args.list:
-        for area, n in Counter(c.area for c in cases).items():
-            print(f"{area}: {n}")
-        print(f"total: {len(cases)}")
-        return 0
-    if args.only and args.only not in {c.area for c in cases}:
-        parser.error(f"--only {args.only!r}: no such area; see --list.")
-    started = time.perf_counter()
-    show = (lambda r: print(f"{r['outcome']:>19}  {r['line']}", flush=True)) if args.verbose else None
     try:
+        _prepare_environment(home)
+        from .bad_input_cases import all_cases
+
+        cases = all_cases()
+        if args.list:
+            for area, n in Counter(c.area for c in cases).items():
+                print(f"{area}: {n}")
+            print(f"total: {len(cases)}")
+            return 0
+        if args.only and args.only not in {c.area for c in cases}:
+            parser.error(f"--only {args.only!r}: no such area; see --list.")
+        started = time.perf_counter()
+        show = (lambda r: print(f"{r['outcome']:>19}  {r['line']}", flush=True)) if args.verbose else None
         records = run(cases, args.only, show)
     finally:
         shutil.rmtree(home, ignore_errors=True)
