@@ -14,7 +14,6 @@ import dataclasses
 import errno
 import io
 import json
-import math
 import os
 import re
 import resource
@@ -210,7 +209,7 @@ def _cancelled(ctx):
     from helpers.errors import GenerationCancelled
 
     try:
-        gen(ctx, callback=lambda s, t, l: True)
+        gen(ctx, callback=lambda step, total, latents: True)
     except GenerationCancelled:
         return "cancelled"
     return "not cancelled"
@@ -291,7 +290,7 @@ def generate_cases():
                          ("one argument", lambda step: None), ("four required", lambda a, b, c, d: None)):
         cases.append(E(a, f"callback={label}", lambda c, v=value: gen(c, callback=v), "callback",
                        item="17" if "argument" in label or "required" in label else ""))
-    cases.append(OK(a, "callback returning None", lambda c: gen(c, callback=lambda s, t, l: None), is_image()))
+    cases.append(OK(a, "callback returning None", lambda c: gen(c, callback=lambda step, total, latents: None), is_image()))
     cases.append(OK(a, "callback with *args", lambda c: gen(c, callback=lambda *args: False), is_image()))
     cases.append(OK(a, "callback returning True cancels", lambda c: _cancelled(c), equals("cancelled")))
     cases.append(E(a, "unknown keyword steps=2", lambda c: gen(c, steps=2), "steps"))
@@ -383,9 +382,9 @@ def embedding_cases():
 
 def _folder(ctx, kind):
     """Local "model folders" a reader might point at."""
-    from helpers.stand_in import tiny_pipeline_dir
-
     import shutil
+
+    from helpers.stand_in import tiny_pipeline_dir
 
     folder = ctx.tmp / "model"
     if kind == "empty":
@@ -688,7 +687,7 @@ def grid_cases():
             cases.append(E(a, f"image_grid({which}={label})", call, which, item="23"))
     for label, labels in (("wrong length", ["a"]), ("123", 123), ("a string 'ab'", "ab"), ("[None, None]", [None, None]),
                           ("a generator", (x for x in "ab"))):
-        cases.append(E(a, f"image_grid(col_labels={label})", lambda c, l=labels: grid(_tiles(2), 1, 2, col_labels=l),
+        cases.append(E(a, f"image_grid(col_labels={label})", lambda c, x=labels: grid(_tiles(2), 1, 2, col_labels=x),
                        "col_labels", check=(lambda r, c: True) if label == "[None, None]" else None))
     for label, title in (("123", 123), ("bytes", b"x"), ("a list", ["a"]), ("True", True)):
         cases.append(E(a, f"image_grid(title={label})", lambda c, t=title: grid(_tiles(2), 1, 2, title=t), "title",
@@ -806,7 +805,7 @@ def png_cases():
                                   ("guidance nan", dict(guidance_scale=NAN), ("guidance",)),
                                   ("a torch dtype inside", dict(dtype=__import__("torch").float16), ("recipe", "dtype", "JSON")),
                                   ("prompt None", dict(prompt=None), ("prompt",))):
-        def check(path, c, l=label):
+        def check(path, c):
             raw = Image.open(path).text["sd35_recipe"]
             if "NaN" in raw:
                 return "the recipe was written as non-standard JSON (NaN)"
@@ -962,7 +961,7 @@ def study_cases():
     import numpy as np
 
     from helpers.output_folders import fresh_run_dir
-    from helpers.studies.jobs import check_jobs, plan_jobs, Condition
+    from helpers.studies.jobs import Condition, check_jobs, plan_jobs
     from helpers.studies.results import read_results
 
     a = "studies"
@@ -997,7 +996,7 @@ def study_cases():
         cases.append(E(a, f"plan_jobs({label})", call, *kwargs.keys(), "condition", "model", "seed"))
     for label, labels in (("'ab'", "ab"), ("['', '']", ["", ""]), ("[]", []), ("['a']", ["a"]), ("None", None),
                           ("123", 123), ("['a', 'a']", ["a", "a"]), ("[1, 2]", [1, 2])):
-        cases.append(E(a, f"run_study(labels={label})", lambda c, l=labels: _study(c, labels=l), "labels", item="8",
+        cases.append(E(a, f"run_study(labels={label})", lambda c, x=labels: _study(c, labels=x), "labels", item="8",
                        timeout=60))
     for label, root in (("a file", "FILE"), ("None", None), ("123", 123), ("a read-only folder", "RO")):
         def call(c, r=root):
@@ -1322,8 +1321,9 @@ def quantized_cases():
         if not folder.exists() or not any(folder.rglob("*")):
             return None
         try:
-            import helpers
             from bnb_cpu_shim import bnb_cpu_shim  # on sys.path since _nf4_pipe
+
+            import helpers
             with bnb_cpu_shim():
                 helpers.load_pipeline("sd35-large-nf4", stand_in=True, keep_previous=True, transformer=str(folder))
         except Exception as e:

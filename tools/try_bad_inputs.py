@@ -44,9 +44,9 @@ import tempfile
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 FAKE_TOKEN = "hf_PROBEfakeTOKEN0123456789abcdefghijklmnop"
 
