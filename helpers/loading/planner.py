@@ -249,7 +249,7 @@ def plan_loading(
     if size is not None:
         options["size"] = memory_model.image_size(size)
     plans = []
-    for t5 in ranking.t5_choices(drop_t5, quantize_t5, device):
+    for t5 in ranking.t5_choices(drop_t5, quantize_t5, device, offload):
         trial = dict(options, drop_t5=t5 == "dropped", quantize_t5=t5 == "nf4")
         plans.append(_plan(preset, device, trial, stand_in, free_bytes, host_bytes, transformer))
         free_bytes, host_bytes = plans[0].free_bytes, plans[0].host_bytes_available  # measured once

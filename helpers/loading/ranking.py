@@ -47,9 +47,10 @@ def rank(plan) -> tuple:
     return first, precision, plan.transformer_source is not None
 
 
-def t5_choices(drop_t5, quantize_t5, device: str) -> list[str]:
+def t5_choices(drop_t5, quantize_t5, device: str, offload="auto") -> list[str]:
     """The T5 plans to rank, best first: None leaves the choice to the planner; True or False is kept.
-    A 4-bit T5 is left out on Apple Silicon unless asked for (the planner then says why it cannot run)."""
+    A 4-bit T5 is left out, unless asked for (the planner then says why it cannot run), on Apple
+    Silicon and with sequential offload (accelerate's layer hooks break 4-bit weights)."""
     choices = ["full", "nf4", "dropped"]
     if drop_t5:
         return ["dropped"]
@@ -57,7 +58,7 @@ def t5_choices(drop_t5, quantize_t5, device: str) -> list[str]:
         return ["nf4"]
     if drop_t5 is False:
         choices.remove("dropped")
-    if quantize_t5 is False or device == "mps":
+    if quantize_t5 is False or device == "mps" or offload == "sequential":
         choices.remove("nf4")
     return choices[:1] if device == "cpu" else choices
 
@@ -75,7 +76,7 @@ def alternatives(preset, options: dict, dtype, plan_for, prequantized: str = PRE
     models += FULL_PRECISION.get(options["model"], [])
     found = []
     for model in models:
-        quantized_model = _known()[model].quantization == "nf4"
+        quantized_model = _resolve(model).quantization == "nf4"
         for t5 in ("full", "nf4", "dropped"):
             for transformer in (None, prequantized) if quantized_model else (None,):
                 trial = dict(options, model=model, offload="auto", dtype=dtype,
@@ -115,15 +116,14 @@ def difference(chosen, other) -> str:
     if other.t5 != chosen.t5:
         better_t5 = ("full", "nf4", "dropped").index(other.t5) < ("full", "nf4", "dropped").index(chosen.t5)
         (gains if better_t5 else costs).append(T5_WORDS[other.t5])
-    if other.quantization != chosen.quantization or other.preset != chosen.preset:
-        if other.quantization == chosen.quantization:
-            gains.append(f"the {other.preset} preset")
-        elif other.quantization is None:
-            why = ("full-precision transformer (bitsandbytes 4-bit dequantizes on every call on Apple Silicon)"
-                   if chosen.device == "mps" else "full-precision transformer")
-            gains.append(why)
-        else:
-            costs.append(f"{other.quantization.upper()} transformer")
+    if other.quantization != chosen.quantization:
+        name = {None: "full-precision", "nf4": "NF4", "int8": "8-bit"}.get(other.quantization, str(other.quantization))
+        words = f"{name} transformer" + (" (bitsandbytes 4-bit dequantizes on every call on Apple Silicon)"
+                                         if chosen.device == "mps" and other.quantization is None else "")
+        better = TRANSFORMER_RANKING.index(other.quantization) < TRANSFORMER_RANKING.index(chosen.quantization)
+        (gains if better else costs).append(words)
+    elif other.preset != chosen.preset:
+        gains.append(f"the {other.preset} preset")
     text = ", ".join(gains) if gains else "ranked higher"
     return text + (f", but {', '.join(costs)}" if costs else "")
 
@@ -144,7 +144,7 @@ def describe_options(kwargs: dict) -> str:
     return f"load_pipeline({kwargs['model']!r}, {', '.join(rest)})"
 
 
-def _known() -> dict:
-    from .presets import PRESETS
+def _resolve(model: str):
+    from .presets import resolve_preset
 
-    return PRESETS
+    return resolve_preset(model)
