@@ -39,8 +39,9 @@ def _plan(gpu, row, **overrides):
     if "transformer" in options:
         options["transformer"] = PREQUANTIZED
     options["dtype"] = getattr(torch, options.get("dtype", row["dtype"]))
-    options.setdefault("drop_t5", False)  # rows were measured when the default was the full T5
-    options.setdefault("quantize_t5", False)
+    t5 = row.get("t5", "full")  # rows without it were measured when the default was the full T5
+    options.setdefault("drop_t5", t5 == "dropped")
+    options.setdefault("quantize_t5", t5 == "nf4")
     return plan_on(gpu, **options, **overrides)
 
 
