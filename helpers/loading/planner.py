@@ -234,8 +234,8 @@ def plan_loading(
 
     `drop_t5` / `quantize_t5` left as None let the planner choose T5 by `ranking.RANKING` (full T5,
     then 4-bit, then none, against the offload each needs); True or False is kept as asked, and so is
-    an explicit `offload`. `plan.better` lists the faster or better-ranked plans that also fit but
-    change what was asked for (another preset, or a T5 that was asked for), and the reason names them."""
+    an explicit `offload`. `plan.better` lists plans that also fit and run faster or rank higher but
+    were not picked (lower in the ranking, or another preset or T5 than asked for); the reason names them."""
     if drop_t5 and quantize_t5:
         raise ValueError("drop_t5=True and quantize_t5=True contradict each other: choose one.")
     preset = resolve_preset(model)
@@ -275,7 +275,7 @@ def plan_loading(
     better = ranking.better_than(plan, found)
     plan.better = [kwargs for kwargs, _, _ in better]
     if better:
-        plan.reason += "; not picked, as they change what was asked for: " + "; ".join(
+        plan.reason += "; also fit, not picked (ranked lower, or unlike what was asked for): " + "; ".join(
             f"{describe_options(kwargs)} ({why})" for kwargs, _, why in better)
     return plan
 
