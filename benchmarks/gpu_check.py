@@ -137,6 +137,9 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
     predicted_plan = plan_loading(**options, stand_in=False)
     row["predicted_bytes"] = dict(predicted_plan.estimated_bytes)
     row["working_allowance_bytes"] = getattr(predicted_plan, "working_bytes", WORKING_MEMORY_BYTES)
+    row["t5"] = predicted_plan.t5  # "full", "nf4" or "dropped": what the planner chose when not given
+    row["planned_gpu_bytes"] = predicted_plan.gpu_bytes_needed  # largest phase, as the allocator reserves it
+    row["planned_host_loading_bytes"] = getattr(predicted_plan, "host_loading_bytes", None)
     row["dtype"] = str(predicted_plan.dtype).removeprefix("torch.")
     row["host_before_load_bytes"] = psutil.Process().memory_info().rss
     if cuda:

@@ -5,7 +5,7 @@
 Builds the full-size transformer and VAE with random weights straight on the GPU (no download),
 runs one classifier-free-guidance step (batch 2) and one VAE decode under each SDPA kernel the
 GPU has, and prints the peak memory allocated above the weights next to the model's
-figure for it (ACTIVATION_WIDTHS, MATH_ATTENTION_COPIES, VAE_DECODE_TENSORS, CUDA context).
+figure for it (ACTIVATION_WIDTHS, MATH_ATTENTION_COPIES, VAE_DECODE_TENSORS).
 """
 
 from __future__ import annotations
@@ -73,9 +73,9 @@ def main(argv=None) -> int:
                         hidden_states=x, encoder_hidden_states=text, pooled_projections=pooled, timestep=steps))
             except RuntimeError as e:
                 rows[f"transformer_{name}_gib"] = f"unavailable: {e}"[:80]
-            model_gib = (memory_model.working_bytes(config, args.size, dtype, name)
-                         - memory_model.ACCELERATOR_OVERHEAD_BYTES) / gib
-            rows[f"model_{name}_gib (max of step and decode)"] = model_gib
+            working = memory_model.phase_working(config, args.size, dtype, name)
+            rows[f"model_{name}_gib (denoising step)"] = working.denoise / gib
+            rows["model_decode_gib"] = working.decode / gib
         transformer = None  # free its memory before the VAE is measured
         torch.set_default_dtype(dtype)
         try:

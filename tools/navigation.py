@@ -123,7 +123,10 @@ def vram_guide_section() -> str:
         "real planner with only its device queries answered for each machine (`helpers/loading/hardware_profiles.py`).\n"
         "Weights are exact (every component counted at full size on PyTorch's `meta` device,\n"
         "`helpers/loading/memory_model.py`); working memory and host-RAM peaks rest on assumptions named there, which\n"
-        "a GPU run measures. GPU memory and host RAM are the plan's peaks; notebook 02 measures your own.\n\n"
+        "a GPU run measures. GPU memory is the plan's largest phase (loading, text encoding, denoising or the VAE\n"
+        "decode) as PyTorch's CUDA allocator reserves it; host RAM is its peak; notebook 02 measures your own.\n"
+        "T5 is left to the planner, ranked by `helpers/loading/ranking.py` (full T5 > T5 in 4-bit > no T5, against\n"
+        "offload); the last column names a plan that would fit, or a better-ranked one that also fits.\n\n"
         + markdown(profile_plans())
     )
 

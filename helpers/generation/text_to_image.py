@@ -86,6 +86,8 @@ def resolve_arguments(pipe, guidance_scale=None, num_inference_steps=None, heigh
     num_inference_steps = 28 if num_inference_steps is None else int(num_inference_steps)
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)
+    if hasattr(info, "check_room"):  # the loaded plan must have room for this size (helpers.loading.load)
+        info.check_room(int(height or default_size), int(width or default_size))
     return {
         "guidance_scale": guidance_scale,
         "num_inference_steps": num_inference_steps,

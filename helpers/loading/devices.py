@@ -9,6 +9,7 @@ on any machine by replacing just these.
 from __future__ import annotations
 
 import gc
+import os
 
 import psutil
 import torch
@@ -58,8 +59,8 @@ def pick_dtype(device: str, quantized: bool = False) -> torch.dtype:
 
 
 def sdpa_kernel(device: str, dtype: torch.dtype) -> str:
-    """Which attention kernel PyTorch's SDPA will use: "flash", "memory-efficient" or "math"
-    (the one that holds the whole attention matrix)."""
+    """Which attention kernel PyTorch's SDPA will use: "flash", "memory-efficient", "math" (CUDA's
+    fallback, which holds the whole attention matrix) or "mps" (Apple's own MPSGraph kernel)."""
     if str(device).startswith("cuda"):
         capability = compute_capability(device)
         if dtype in (torch.float16, torch.bfloat16) and capability >= FLASH_MIN_CAPABILITY:
@@ -68,7 +69,7 @@ def sdpa_kernel(device: str, dtype: torch.dtype) -> str:
             return "math"
         return "memory-efficient"
     if device == "mps":
-        return "math"
+        return "mps"
     return "flash"  # PyTorch's CPU flash-attention kernel
 
 
@@ -90,8 +91,20 @@ def free_accelerator_memory(device: str) -> int | None:
         cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         return int(free + cached)
     if device == "mps":
-        return int(mps_recommended_memory() - torch.mps.driver_allocated_memory())
+        return int(mps_memory_limit(mps_recommended_memory()) - torch.mps.driver_allocated_memory())
     return None
+
+
+# PyTorch's MPS allocator refuses allocations above its high watermark: PYTORCH_MPS_HIGH_WATERMARK_RATIO
+# (default 1.7) x Metal's recommendedMaxWorkingSetSize; 0 lifts the limit (torch/mps docs, "MPS environment
+# variables"). Unified memory also holds the host's data: the planner checks host RAM separately.
+MPS_HIGH_WATERMARK_RATIO = 1.7
+
+
+def mps_memory_limit(recommended: int) -> int:
+    """The most the MPS allocator will hold, from Metal's recommended working set (bytes)."""
+    ratio = float(os.environ.get("PYTORCH_MPS_HIGH_WATERMARK_RATIO", MPS_HIGH_WATERMARK_RATIO))
+    return int(recommended * ratio) if ratio > 0 else int(psutil.virtual_memory().total)
 
 
 def mps_recommended_memory() -> int:

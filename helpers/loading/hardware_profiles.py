@@ -42,8 +42,8 @@ class HardwareProfile:
     @property
     def free_gpu_bytes(self) -> int:
         """Free accelerator memory as `devices.free_accelerator_memory` would read it."""
-        if self.device == "mps":
-            return self.mps_working_set_bytes
+        if self.device == "mps":  # what PyTorch's MPS allocator allows: its high watermark
+            return devices.mps_memory_limit(self.mps_working_set_bytes)
         return self.gpu_bytes - CUDA_CONTEXT_BYTES
 
     @property
@@ -60,6 +60,7 @@ PROFILES: tuple[HardwareProfile, ...] = (
     HardwareProfile("free Colab T4", "cuda", (7, 5), 15360 * MiB, int(12.7 * GiB), COLAB_HOST_IN_USE_BYTES),
     HardwareProfile("Colab L4", "cuda", (8, 9), 23034 * MiB, 53 * GiB, COLAB_HOST_IN_USE_BYTES),
     HardwareProfile("Colab A100 40 GB", "cuda", (8, 0), 40960 * MiB, int(83.5 * GiB), COLAB_HOST_IN_USE_BYTES),
+    HardwareProfile("RTX 4060 8 GB", "cuda", (8, 9), 8188 * MiB, 32 * GiB, DESKTOP_HOST_IN_USE_BYTES),
     HardwareProfile("RTX 3060 12 GB", "cuda", (8, 6), 12288 * MiB, 32 * GiB, DESKTOP_HOST_IN_USE_BYTES),
     HardwareProfile("RTX 4090 24 GB", "cuda", (8, 9), 24564 * MiB, 64 * GiB, DESKTOP_HOST_IN_USE_BYTES),
     HardwareProfile("A100 80 GB", "cuda", (8, 0), 81920 * MiB, 256 * GiB, DESKTOP_HOST_IN_USE_BYTES),
@@ -141,7 +142,7 @@ def plan_row(machine: str, model: str, plan: planner.LoadingPlan) -> dict:
         "gpu_bytes": plan.gpu_bytes_needed,
         "host_bytes": plan.host_bytes_needed,
         "result": "fits" if plan.fits else _short_problem(plan.reason),
-        "instead": "" if plan.fits else (
+        "instead": (("better: " + planner.describe_options(plan.better[0])) if plan.better else "") if plan.fits else (
             planner.describe_options(plan.would_fit) if plan.would_fit else "nothing fits"),
         "reason": plan.reason,
         "fits": plan.fits,
@@ -158,7 +159,7 @@ def _short_problem(reason: str) -> str:
 
 PROFILE_COLUMNS = {"machine": "machine", "model": "load_pipeline(...)", "plan": "plan", "offload": "offload",
                    "gpu_bytes": "GPU memory", "host_bytes": "host RAM", "result": "result",
-                   "instead": "this would fit"}
+                   "instead": "this would fit (or fits and ranks higher)"}
 
 
 def markdown(rows: list[dict]) -> str:
@@ -194,6 +195,7 @@ def fitting_plan(profile: HardwareProfile, model: str = "sd35-large-nf4", transf
     plan = plan_on(profile, model)
     if plan.fits:
         kwargs = dict(model=model, offload=plan.offload, dtype=plan.dtype)
+        kwargs.update({"nf4": dict(quantize_t5=True), "dropped": dict(drop_t5=True)}.get(plan.t5, {}))
     elif plan.would_fit is None:
         raise ValueError(f"No plan of this collection fits {profile.name} for {model}: {plan.reason}")
     else:

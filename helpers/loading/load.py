@@ -19,6 +19,7 @@ import torch
 from ..errors import GPUOutOfMemoryError, QuantizationNeedsGPUError
 from ..generation.pipeline_lock import releasing
 from . import devices, hub_access, quantized_checkpoints
+from .checks import check_fast, check_room_for_size
 from .planner import PREQUANTIZED, LoadingPlan, _does_not_fit, check_fits, plan_loading
 from .presets import PRESETS, Recommendation, resolve_preset
 
@@ -43,19 +44,25 @@ class LoadInfo:
     default_size: int
     compute_dtypes: dict = field(default_factory=dict)  # 4-bit component -> dtype its maths really use
 
+    def check_room(self, height: int, width: int) -> None:
+        """Raise GPUOutOfMemoryError when this pipeline's plan has no room for a height x width image
+        (`generate` asks before any work; helpers.loading.checks.check_room_for_size)."""
+        check_room_for_size(self.plan, height, width)
+
 
 def load_pipeline(
     model: str = "sd35-large-nf4",
     *,
     device: str = "auto",
     offload="auto",
-    drop_t5: bool = False,
-    quantize_t5: bool = False,
+    drop_t5: bool | None = None,
+    quantize_t5: bool | None = None,
     dtype="auto",
     stand_in: bool | None = None,
     keep_previous: bool = False,
     transformer: str | None = None,
     fast: bool = False,
+    size: int | tuple[int, int] | None = None,
 ):
     """Load a `StableDiffusion3Pipeline` for a preset ("sd35-large-nf4", "tiny", ...), a Hub id or
     a local folder, and return it with `pipe.load_info` (the plan, load seconds, recommendations).
@@ -66,6 +73,8 @@ def load_pipeline(
     (a `save_quantized` folder or Hub id) instead of quantizing the model's bf16 one.
     `fast=True` applies the fast plan (`helpers.loading.fast_plan.make_fast`: compiled transformer blocks,
     channels-last VAE): the first image pays the compile time, later ones run faster.
+    `drop_t5` / `quantize_t5` left as None let the planner pick T5 by its ranking (full, 4-bit, none);
+    `size`: the largest image (pixels, or (height, width)) to plan memory for, the preset's by default.
     """
     global _current_pipeline
     if not isinstance(fast, bool):
@@ -77,8 +86,9 @@ def load_pipeline(
         )
     plan = plan_loading(  # every option checked, before anything is released or read
         model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
-        dtype=dtype, stand_in=stand_in, transformer=transformer,
+        dtype=dtype, stand_in=stand_in, transformer=transformer, size=size,
     )
+    check_fast(plan, fast)
     preset = resolve_preset(model)
     token = None
     if not plan.stand_in:
@@ -103,8 +113,9 @@ def load_pipeline(
         devices.release_cached_memory(plan.device)
         plan = plan_loading(
             model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
-            dtype=dtype, stand_in=stand_in, transformer=transformer,
+            dtype=dtype, stand_in=stand_in, transformer=transformer, size=size,
         )
+        check_fast(plan, fast)
     check_fits(plan)
     global _stand_in_announced
     if plan.stand_in and not _stand_in_announced:

@@ -219,39 +219,146 @@ FULL_SIZE: dict[str, dict[str, Census]] = {
 
 
 # ---- Working memory: activations on top of the weights, from the shapes --------------------------
-# ASSUMPTIONS a GPU must measure (each is a named constant so a GPU check can compare it). The
-# figures were measured once on an H200 (torch 2.11, diffusers 0.42.1, random full-size weights,
-# peak allocated above the weights): not on a T4, MPS or any card readers use.
+# Each figure is a named constant so a GPU check can compare it. MEASURED ones come from the committed
+# H200 rows (benchmarks/results/nvidia-h200.json: torch 2.11, diffusers 0.42.1, random full-size
+# weights, SD3.5 Large at 1024x1024, 28 steps, CFG); none was measured on a T4, an 8-12 GB card or MPS.
 TEXT_TOKENS = 77 + 256  # CLIP's 77 + T5's 256 (max_sequence_length): the joint attention's text side
 CFG_BATCH = 2  # classifier-free guidance runs the unconditional and conditional halves together
-ACTIVATION_WIDTHS = 13  # hidden-size-wide activations alive at once in one MMDiT step (H200: 0.52 GiB
-#   flash, 0.49 GiB memory-efficient for Large at 1024x1024, batch 2, i.e. ~12.6 widths)
-MATH_ATTENTION_COPIES = 4.5  # attention-matrix-sized tensors the math kernel holds at once (H200: 13.0 GiB
-#   for Large at 1024x1024, batch 2, i.e. 4.5 x 2 x 38 x 4429^2 x 2 bytes)
-VAE_DECODE_TENSORS = 5  # full-resolution 256-channel tensors alive at once in the VAE decoder (H200:
-#   2.38 GiB at 1024x1024, ~4.75 tensors; the math kernel added 0.09 GiB)
+ACTIVATION_WIDTHS = 13  # MEASURED: hidden-size-wide activations alive at once in one MMDiT step (H200:
+#   0.50 GiB above the weights while denoising, Large at 1024x1024, batch 2, i.e. ~12.6 widths)
+MATH_ATTENTION_COPIES = 4.5  # MEASURED on CUDA's math kernel only: attention-matrix-sized tensors held at
+#   once (H200: 13.0 GiB for Large at 1024x1024, batch 2, i.e. 4.5 x 2 x 38 x 4429^2 x 2 bytes)
+MPS_ATTENTION_COPIES = 2  # ASSUMPTION, not measured: PyTorch's MPS SDPA (_scaled_dot_product_attention_math_for_mps,
+#   an MPSGraph of matmul -> softmax -> matmul) materialises the scores and their softmax once each; its
+#   Metal "sdpa_vector" kernels serve only short queries (decoding), never SD3's 4429-token images
+VAE_DECODE_TENSORS = 5  # MEASURED: full-resolution 256-channel tensors alive at once in the VAE decoder
+#   (H200: 2.39 GiB above the weights at 1024x1024, ~4.75 tensors)
 VAE_DECODE_CHANNELS = 256  # the widest full-resolution activation of the SD3 VAE decoder (after upsampling)
-ACCELERATOR_OVERHEAD_BYTES = int(0.75 * GiB)  # ASSUMPTION, not measured: cuBLAS/cuDNN workspaces, lazily
-#   loaded kernels and allocator fragmentation, on top of the tensors
+TEXT_ENCODING_BYTES = int(0.05 * GiB)  # MEASURED: above T5 + CLIP-G while encoding (H200, model offload:
+#   10.21 GiB peak allocated against 10.16 GiB of those two encoders' weights)
+# PyTorch's CUDA caching allocator reserves more than the tensors hold (cached blocks of earlier steps,
+# rounding, fragmentation); a plan must fit what is reserved. MEASURED on the H200 rows: reserved minus
+# allocated was 0.90-1.01 x the working memory in every row without offload (2.14-2.42 GiB at the VAE
+# decode), and 0.12 GiB where text encoding set the peak (model offload: 10.33 reserved, 10.21 allocated).
+RESERVED_OVER_WORKING = 1.0
+RESERVED_BASE_BYTES = int(0.125 * GiB)
 
 
-def working_bytes(transformer_config, size: int = 1024, dtype: torch.dtype = torch.bfloat16,
-                  kernel: str = "flash") -> int:
-    """Working memory of one `size`x`size` image on top of the weights, in bytes: the larger of the
-    transformer's step (joint attention over image + text tokens; the math kernel also holds the
-    attention matrix, its softmax and temporaries) and the VAE decode, plus `ACCELERATOR_OVERHEAD_BYTES`.
+@dataclass(frozen=True)
+class Working:
+    """Accelerator bytes above the resident weights in each phase of one image (allocated, not reserved)."""
+
+    text: int  # encoding the prompt and the negative prompt
+    denoise: int  # one transformer step over the image and text tokens (CFG batch)
+    decode: int  # the VAE decoding the latents to pixels
+
+    @property
+    def peak(self) -> int:
+        return max(self.text, self.denoise, self.decode)
+
+
+def image_size(size) -> tuple[int, int]:
+    """(height, width) from a square size in pixels or a (height, width) pair."""
+    pair = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (tuple, list)) else ()
+    if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair):
+        raise ValueError(f"size must be a positive number of pixels or a (height, width) pair, not {size!r}.")
+    return pair
+
+
+def phase_working(transformer_config, size=1024, dtype: torch.dtype = torch.bfloat16,
+                  kernel: str = "flash") -> Working:
+    """Working memory of one image of `size` (pixels, square, or (height, width)) in each phase.
+    `kernel`: "flash", "memory-efficient", "math" (CUDA's, holds the attention matrix) or "mps".
     `transformer_config`: a family name ("large", "medium") or a transformer config dict."""
     from .architectures import TRANSFORMER_CONFIGS
 
     config = TRANSFORMER_CONFIGS[transformer_config] if isinstance(transformer_config, str) else transformer_config
+    height, width = image_size(size)
     hidden = config["num_attention_heads"] * config["attention_head_dim"]
     size_bytes = dtype_bytes(dtype)
-    tokens = (size // 8 // config["patch_size"]) ** 2 + TEXT_TOKENS
-    transformer = CFG_BATCH * tokens * hidden * size_bytes * ACTIVATION_WIDTHS
-    if kernel == "math":  # scores, softmax and their temporaries, each heads x tokens^2 per image
-        transformer += MATH_ATTENTION_COPIES * CFG_BATCH * config["num_attention_heads"] * tokens**2 * size_bytes
-    vae = VAE_DECODE_TENSORS * VAE_DECODE_CHANNELS * size * size * size_bytes
-    return int(max(transformer, vae) + ACCELERATOR_OVERHEAD_BYTES)
+    patch = 8 * config["patch_size"]
+    tokens = (height // patch) * (width // patch) + TEXT_TOKENS
+    denoise = CFG_BATCH * tokens * hidden * size_bytes * ACTIVATION_WIDTHS
+    copies = {"math": MATH_ATTENTION_COPIES, "mps": MPS_ATTENTION_COPIES}.get(kernel, 0)
+    denoise += copies * CFG_BATCH * config["num_attention_heads"] * tokens**2 * size_bytes
+    decode = VAE_DECODE_TENSORS * VAE_DECODE_CHANNELS * height * width * size_bytes
+    return Working(TEXT_ENCODING_BYTES, int(denoise), int(decode))
+
+
+def working_bytes(transformer_config, size=1024, dtype: torch.dtype = torch.bfloat16,
+                  kernel: str = "flash") -> int:
+    """Peak working memory of one image on top of the weights (the largest phase of `phase_working`)."""
+    return phase_working(transformer_config, size, dtype, kernel).peak
+
+
+def _text_pair(weights: dict[str, int]) -> int:
+    """Text encoders resident together under model offload: accelerate's hooks offload a model only
+    when the next in the chain runs, so the last encoder (T5, else CLIP-G) stays on the GPU while the
+    negative prompt's pass loads each other encoder beside it."""
+    encoders = [weights[n] for n in ("text_encoder", "text_encoder_2", "text_encoder_3") if n in weights]
+    if not encoders:
+        return 0
+    last = encoders.pop()
+    return last + max(encoders, default=0)
+
+
+def gpu_phases(offload: str, weights: dict[str, int], working: Working,
+               loaded_on_gpu: tuple[str, ...] = ()) -> dict[str, int]:
+    """Allocated accelerator bytes in each phase: "loading", "text", "denoise", "decode".
+
+    No offload: every weight stays resident. Model offload: the text encoders of `_text_pair`, then
+    the transformer, then the VAE. Sequential: one layer at a time (counted as 0). `loaded_on_gpu`:
+    components bitsandbytes quantizes straight onto the GPU while loading, all at once, before
+    `enable_model_cpu_offload` moves them to the CPU (so an offload plan's load peak is their sum)."""
+    total = sum(weights.values())
+    if offload == "none":
+        resident = {"text": total, "denoise": total, "decode": total}
+        loading = total
+    elif offload == "model":
+        resident = {"text": _text_pair(weights), "denoise": weights.get("transformer", 0),
+                    "decode": weights.get("vae", 0)}
+        loading = sum(weights.get(name, 0) for name in loaded_on_gpu)
+    else:
+        resident = {"text": 0, "denoise": 0, "decode": 0}
+        loading = sum(weights.get(name, 0) for name in loaded_on_gpu)
+    phases = {"loading": loading}
+    phases.update({phase: resident[phase] + getattr(working, phase) for phase in resident})
+    return phases
+
+
+def reserved_phases(phases: dict[str, int], working: Working, weights_only=("loading",)) -> dict[str, int]:
+    """What PyTorch's CUDA caching allocator reserves in each phase of `gpu_phases`: the allocated
+    bytes plus RESERVED_OVER_WORKING x that phase's working memory plus RESERVED_BASE_BYTES."""
+    return {phase: bytes_ + RESERVED_BASE_BYTES
+            + (0 if phase in weights_only else int(RESERVED_OVER_WORKING * getattr(working, phase)))
+            for phase, bytes_ in phases.items()}
+
+
+def as_working(working) -> Working:
+    """A `Working`; a bare number of bytes counts for denoising and for the decode."""
+    if isinstance(working, Working):
+        return working
+    return Working(TEXT_ENCODING_BYTES, int(working), int(working))
+
+
+def _device_phases(offload, weights, working, device, loaded_on_gpu) -> dict[str, int]:
+    working = as_working(working)
+    phases = gpu_phases(offload, weights, working, loaded_on_gpu)
+    return reserved_phases(phases, working) if str(device).startswith("cuda") else phases
+
+
+def accelerator_bytes(offload: str, weights: dict[str, int], working, *, device: str = "cuda",
+                      loaded_on_gpu: tuple[str, ...] = ()) -> int:
+    """Peak accelerator bytes of the largest phase of `gpu_phases`: on CUDA as the caching allocator
+    reserves it (`reserved_phases`), elsewhere as allocated (MPS has its own allocator, not measured)."""
+    return max(_device_phases(offload, weights, working, device, loaded_on_gpu).values())
+
+
+def peak_phase(offload: str, weights: dict[str, int], working, *, device: str = "cuda",
+               loaded_on_gpu: tuple[str, ...] = ()) -> str:
+    """The phase of `gpu_phases` that sets `accelerator_bytes`: "loading", "text", "denoise" or "decode"."""
+    phases = _device_phases(offload, weights, working, device, loaded_on_gpu)
+    return max(phases, key=phases.get)
 
 
 # ---- Host RAM while loading and generating ------------------------------------------------------------
@@ -283,14 +390,23 @@ def checkpoint_read_bytes(counts: dict[str, Census], quantization: str | None, t
     return reads
 
 
-def host_bytes(offload: str, device: str, weights: dict[str, int], reads: dict[str, int]) -> dict[str, int]:
+def host_bytes(offload: str, device: str, weights: dict[str, int], reads: dict[str, int],
+               working: int = 0, loaded_on_gpu: tuple[str, ...] = ()) -> dict[str, int]:
     """Host RAM a plan needs, in bytes: {"loading": ..., "generating": ...}.
 
-    Loaded straight to the accelerator (no offload), host RAM holds one shard at a time; with
-    model or sequential offload every component waits in host RAM; on the CPU, or on Apple's
-    unified memory, the weights are in host RAM anyway."""
+    MEASURED (H200 rows, each in a fresh process): a load onto a CUDA GPU held its largest checkpoint
+    shard plus the CUDA libraries, with or without model offload. Components loaded to the CPU for
+    offloading stay memory-mapped (safetensors' file pages, not read until used), so NF4 + model offload
+    peaked at 10.08 GiB while loading, like NF4 without offload. `enable_model_cpu_offload` then moves
+    the parts quantized on the GPU (`loaded_on_gpu`) into host RAM.
+    ASSUMPTION (not measured): while generating with model or sequential offload every component ends
+    up in host RAM (accelerate copies each back after use). On the CPU or Apple's unified memory the
+    weights and the `working` memory are in RAM anyway."""
     total, shard = sum(weights.values()), max(reads.values(), default=0)
     cuda = CUDA_LOAD_HOST_BYTES if str(device).startswith("cuda") else 0
-    if device == "cpu" or device == "mps" or offload in ("model", "sequential"):
-        return {"loading": total + shard + cuda, "generating": total + cuda}
+    if device == "cpu" or device == "mps":
+        return {"loading": total + shard, "generating": total + working}
+    if offload in ("model", "sequential"):
+        moved = sum(weights.get(name, 0) for name in loaded_on_gpu)
+        return {"loading": max(shard, moved) + cuda, "generating": total + cuda}
     return {"loading": shard + cuda, "generating": cuda}

@@ -82,7 +82,7 @@ def measure_plan(
     plan, status ("ok" or why not), load_s, peak_bytes, memory_kind, s_per_image, fits, image."""
     if name not in PLANS:
         raise ValueError(f"Unknown plan {name!r}. Use one of: {', '.join(PLANS)}.")
-    options = PLANS[name]
+    options = {"drop_t5": False, "quantize_t5": False, **PLANS[name]}  # each plan names its T5: never ranked away
     planning = {k: v for k, v in options.items() if k != "fast"}  # fast changes the code, not the memory
     row = {"plan": name, "status": "ok", "load_s": None, "peak_bytes": None, "memory_kind": None,
            "s_per_image": None, "first_image_s": None, "fits": None, "image": None}

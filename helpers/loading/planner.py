@@ -1,8 +1,10 @@
 """`plan_loading`: how a preset will be loaded, decided before any weights are read.
 
-The planner counts every component's bytes exactly (`memory_model`), asks the device how much memory
-is free (`devices`), and picks the fastest offload that fits both the accelerator and host RAM. When
-nothing fits it says why and which `load_pipeline` call would.
+The planner counts every component's bytes exactly (`memory_model`), costs each phase of an image
+(text encoding, denoising, VAE decode, and loading itself) on the accelerator, asks the device how
+much memory is free (`devices`), and picks the fastest offload that fits both the accelerator and
+host RAM. Plans that rank higher (`ranking.RANKING`) but change what the reader chose are named in
+the reason; when nothing fits it says why and which `load_pipeline` call would.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ import torch
 from .. import stand_in as stand_in_pipeline
 from ..errors import GPUOutOfMemoryError
 from ..measuring import format_bytes
-from . import architectures, devices, memory_model, quantized_checkpoints
+from . import architectures, devices, memory_model, quantized_checkpoints, ranking
 from .presets import PRESETS, get_preset, resolve_preset
+from .ranking import PREQUANTIZED, describe_options
 
 OFFLOAD_CHOICES = ("auto", "none", "model", "sequential", True, False)
 # Working memory of SD3.5 Large at 1024x1024 in bf16 with flash attention: the allowance used when
-# none is given (the planner derives its own per device, dtype and kernel: memory_model.working_bytes).
-WORKING_MEMORY_BYTES = memory_model.working_bytes("large", 1024, torch.bfloat16, "flash")
+# none is given (the planner derives its own per device, dtype, kernel and size: memory_model.phase_working).
+DEFAULT_WORKING = memory_model.phase_working("large", 1024, torch.bfloat16, "flash")
+WORKING_MEMORY_BYTES = DEFAULT_WORKING.peak
 
 
 @dataclass
@@ -50,6 +54,12 @@ class LoadingPlan:
     kernel: str | None = None  # SDPA attention kernel the device gets with this dtype
     would_fit: dict | None = None  # when it does not fit: load_pipeline kwargs of a plan that would
     fast: bool = False  # load_pipeline(fast=True): compiled transformer blocks (helpers.loading.fast_plan)
+    size: tuple[int, int] = (1024, 1024)  # (height, width) in pixels the memory was planned for
+    working: memory_model.Working | None = None  # working memory of each phase at `size`
+    loaded_on_gpu: tuple[str, ...] = ()  # components bitsandbytes quantizes straight onto the GPU
+    host_loading_bytes: int = 0  # host RAM while loading (memory_model.host_bytes["loading"])
+    better: list = field(default_factory=list)  # load_pipeline kwargs of faster or better plans that fit
+    transformer_config: dict | None = None  # the transformer's shape (working memory at other sizes)
 
     @property
     def total_bytes(self) -> int:
@@ -57,10 +67,17 @@ class LoadingPlan:
 
     @property
     def gpu_bytes_needed(self) -> int | None:
-        """Peak accelerator bytes of this plan (weights resident at once plus working memory)."""
+        """Peak accelerator bytes of this plan: its largest phase, as PyTorch's allocator reserves it."""
         if self.device == "cpu":
             return None
-        return accelerator_bytes(self.offload, self.estimated_bytes, self.working_bytes)
+        return accelerator_bytes(self.offload, self.estimated_bytes, self.working or self.working_bytes,
+                                 device=self.device, loaded_on_gpu=self.loaded_on_gpu)
+
+    @property
+    def gpu_phases(self) -> dict[str, int]:
+        """Allocated accelerator bytes in each phase ("loading", "text", "denoise", "decode")."""
+        working = memory_model.as_working(self.working or self.working_bytes)
+        return memory_model.gpu_phases(self.offload, self.estimated_bytes, working, self.loaded_on_gpu)
 
 
 def use_stand_in(requested: bool | None = None) -> bool:
@@ -93,11 +110,7 @@ def estimate_footprint(census: dict, dtype: torch.dtype, quantization=None, t5: 
     return memory_model.pipeline_bytes(census, dtype, quantization, t5)
 
 
-def accelerator_bytes(offload: str, estimated: dict[str, int], working_bytes: int) -> int:
-    """Peak accelerator bytes: every weight (no offload), the largest component (model offload)
-    or one layer at a time (sequential, counted as 0), plus working memory."""
-    resident = {"none": sum(estimated.values()), "model": max(estimated.values(), default=0)}.get(offload, 0)
-    return resident + working_bytes
+accelerator_bytes = memory_model.accelerator_bytes
 
 
 def _normalise_offload(offload) -> str:
@@ -110,17 +123,18 @@ def _normalise_offload(offload) -> str:
 
 def choose_offload(
     offload, device: str, estimated: dict[str, int], free_bytes: int | None,
-    working_bytes: int = WORKING_MEMORY_BYTES, *, quantized: bool = False,
+    working=DEFAULT_WORKING, *, quantized: bool = False,
     reads: dict[str, int] | None = None, host_available: int | None = None,
+    loaded_on_gpu: tuple[str, ...] = (),
 ) -> tuple[str, str]:
     """Pick "none", "model" or "sequential" offload and say why.
 
-    "auto" takes the fastest plan that fits both the accelerator (`free_bytes`) and host RAM
-    (`host_available`, when given; see memory_model.host_bytes): everything on the GPU; else model
-    offload (one component on the GPU at a time); else sequential offload (layer by layer), never
-    for a bitsandbytes-quantized model (accelerate's hooks break its 4-bit state). On Apple's
-    unified memory offloading saves nothing, so "auto" is "none" there. When nothing fits, the
-    reason starts with "does not fit" and names each way it failed."""
+    "auto" takes the fastest plan that fits both the accelerator (`free_bytes`, against the largest
+    phase of an image: see `accelerator_bytes`) and host RAM (`host_available`, when given; see
+    memory_model.host_bytes): everything on the GPU; else model offload (one model at a time); else
+    sequential offload (layer by layer), never for a bitsandbytes-quantized model (accelerate's hooks
+    break its 4-bit state). On Apple's unified memory offloading saves nothing, so "auto" is "none"
+    there. When nothing fits, the reason starts with "does not fit" and names each way it failed."""
     offload = _normalise_offload(offload)
     if device == "cpu":
         if offload in ("model", "sequential"):
@@ -145,23 +159,24 @@ def choose_offload(
     if free_bytes is None or not estimated:
         return "none", "free memory or model size unknown: loading everything on the GPU"
     candidates = ["none"] if device == "mps" else ["none", "model"] if quantized else ["none", "model", "sequential"]
+    args = (device, estimated, free_bytes, working, reads, host_available, loaded_on_gpu)
     for choice in candidates:
-        reason = _fit_problem(choice, device, estimated, free_bytes, working_bytes, reads, host_available)
-        if reason is None:
-            return choice, _fit_reason(choice, estimated, free_bytes, working_bytes)
-    problems = [_fit_problem(c, device, estimated, free_bytes, working_bytes, reads, host_available) for c in candidates]
-    return candidates[0], "does not fit: " + "; ".join(problems)
+        if _fit_problem(choice, *args) is None:
+            return choice, _fit_reason(choice, *args)
+    return candidates[0], "does not fit: " + "; ".join(_fit_problem(c, *args) for c in candidates)
 
 
-def _fit_problem(offload, device, estimated, free_bytes, working_bytes, reads, host_available) -> str | None:
+def _fit_problem(offload, device, estimated, free_bytes, working, reads, host_available,
+                 loaded_on_gpu=()) -> str | None:
     """Why `offload` does not fit (accelerator first, then host RAM), or None when it fits."""
-    need = accelerator_bytes(offload, estimated, working_bytes)
+    need = accelerator_bytes(offload, estimated, working, device=device, loaded_on_gpu=loaded_on_gpu)
     if free_bytes is not None and need > free_bytes:
-        what = {"none": "the weights", "model": "the largest component"}.get(offload, "one layer")
-        return (f"with offload='{offload}', {what} plus working memory need "
-                f"{format_bytes(need)} of the {format_bytes(free_bytes)} free on the {device}")
+        phase = _peak_phase(offload, estimated, working, device, loaded_on_gpu)
+        return (f"with offload='{offload}', {phase} needs {format_bytes(need)} "
+                f"of the {format_bytes(free_bytes)} free on the {device}")
     if host_available is not None:
-        host = memory_model.host_bytes(offload, device, estimated, reads or {})
+        host = memory_model.host_bytes(offload, device, estimated, reads or {}, memory_model.as_working(working).peak,
+                                       loaded_on_gpu)
         peak = max(host.values())
         if peak > host_available:
             when = "while loading" if host["loading"] >= host["generating"] else "while generating"
@@ -170,16 +185,29 @@ def _fit_problem(offload, device, estimated, free_bytes, working_bytes, reads, h
     return None
 
 
-def _fit_reason(offload, estimated, free_bytes, working_bytes) -> str:
-    total, largest = sum(estimated.values()), max(estimated.values())
+_PHASE_NAMES = {"loading": "loading", "text": "text encoding", "denoise": "denoising", "decode": "the VAE decode"}
+
+
+def _peak_phase(offload, estimated, working, device, loaded_on_gpu) -> str:
+    """Which phase sets the accelerator peak, in words (e.g. "text encoding (two text encoders ...)")."""
+    phase = memory_model.peak_phase(offload, estimated, working, device=device, loaded_on_gpu=loaded_on_gpu)
+    what = {"none": "every weight", "model": {"loading": "the parts bitsandbytes quantizes on the GPU",
+                                               "text": "two text encoders", "denoise": "the transformer",
+                                               "decode": "the VAE"}[phase]}.get(offload, "one layer")
+    return f"{_PHASE_NAMES[phase]} ({what} plus working memory)"
+
+
+def _fit_reason(offload, device, estimated, free_bytes, working, reads, host_available, loaded_on_gpu) -> str:
+    need = accelerator_bytes(offload, estimated, working, device=device, loaded_on_gpu=loaded_on_gpu)
+    phase = _peak_phase(offload, estimated, working, device, loaded_on_gpu)
     if offload == "none":
-        return (f"the weights ({format_bytes(total)}) plus working memory "
-                f"({format_bytes(working_bytes)}) fit in {format_bytes(free_bytes)} free")
+        return (f"the weights ({format_bytes(sum(estimated.values()))}) and their largest phase, {phase}, "
+                f"need {format_bytes(need)}: it fits in {format_bytes(free_bytes)} free")
     if offload == "model":
-        return (f"the weights ({format_bytes(total)}) do not fit in {format_bytes(free_bytes)} "
-                f"free, but the largest component ({format_bytes(largest)}) does")
-    return (f"even the largest component ({format_bytes(largest)}) does not fit in "
-            f"{format_bytes(free_bytes)} free: streaming layers one by one (slow)")
+        return (f"everything at once does not fit in {format_bytes(free_bytes)} free, but one model at a "
+                f"time does: its largest phase, {phase}, needs {format_bytes(need)}")
+    return (f"even one model at a time does not fit in {format_bytes(free_bytes)} free: "
+            f"streaming layers one by one (slow)")
 
 
 def plan_loading(
@@ -187,20 +215,27 @@ def plan_loading(
     *,
     device: str = "auto",
     offload="auto",
-    drop_t5: bool = False,
-    quantize_t5: bool = False,
+    drop_t5: bool | None = None,
+    quantize_t5: bool | None = None,
     dtype="auto",
     stand_in: bool | None = None,
     free_bytes: int | None = None,
     transformer: str | None = None,
     host_bytes: int | None = None,
+    size: int | tuple[int, int] | None = None,
 ) -> LoadingPlan:
     """Decide how `model` will be loaded, without loading it. `free_bytes` / `host_bytes` override
     the measured free accelerator memory / available host RAM (to ask "what would happen on a
     16 GB card?"). `transformer`: a folder written by `save_quantized` or a Hub id of a
-    pre-quantized transformer, loaded instead of quantizing. When nothing fits, `plan.fits` is
-    False, `plan.reason` says why and `plan.would_fit` holds the keyword arguments of a plan that
-    would (`load_pipeline` raises with both before reading any weights)."""
+    pre-quantized transformer, loaded instead of quantizing. `size`: the largest image to plan for,
+    in pixels (square) or (height, width); the preset's default size when None. When nothing fits,
+    `plan.fits` is False, `plan.reason` says why and `plan.would_fit` holds the keyword arguments of
+    the best-ranked plan that would (`load_pipeline` raises with both before reading any weights).
+
+    `drop_t5` / `quantize_t5` left as None let the planner choose T5 by `ranking.RANKING` (full T5,
+    then 4-bit, then none, against the offload each needs); True or False is kept as asked, and so is
+    an explicit `offload`. `plan.better` lists plans that also fit and run faster or rank higher but
+    were not picked (lower in the ranking, or another preset or T5 than asked for); the reason names them."""
     if drop_t5 and quantize_t5:
         raise ValueError("drop_t5=True and quantize_t5=True contradict each other: choose one.")
     preset = resolve_preset(model)
@@ -211,15 +246,38 @@ def plan_loading(
     if not (dtype == "auto" or (isinstance(dtype, torch.dtype) and dtype in (torch.float32, torch.bfloat16, torch.float16))):
         raise ValueError(f"dtype must be 'auto', torch.float32, torch.bfloat16 or torch.float16, not {dtype!r}.")
     options = dict(model=model, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5, dtype=dtype)
-    plan = _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer)
+    if size is not None:
+        options["size"] = memory_model.image_size(size)
+    plans = []
+    for t5 in ranking.t5_choices(drop_t5, quantize_t5, device, offload):
+        trial = dict(options, drop_t5=t5 == "dropped", quantize_t5=t5 == "nf4")
+        plans.append(_plan(preset, device, trial, stand_in, free_bytes, host_bytes, transformer))
+        free_bytes, host_bytes = plans[0].free_bytes, plans[0].host_bytes_available  # measured once
+    fitting = [p for p in plans if p.fits]
+    plan = min(fitting, key=ranking.rank) if fitting else plans[0]
+    if plan is not plans[0]:
+        plan.reason = (f"{ranking.T5_WORDS[plan.t5]}: the best-ranked plan that fits (full T5 > T5 in 4-bit > "
+                       f"no T5, against offload: helpers.loading.ranking). With {ranking.T5_WORDS[plans[0].t5]}: "
+                       f"{plans[0].reason}. With {ranking.T5_WORDS[plan.t5]}: {plan.reason}")
+    if device == "cpu":
+        return plan
+    found = ranking.alternatives(
+        preset, options, plan.dtype,
+        plan_for=lambda name, trial, source: _plan(resolve_preset(name), device, trial, stand_in, plan.free_bytes,
+                                                   plan.host_bytes_available, source),
+        skip=(plan.preset, plan.t5),
+    )
     if not plan.fits:
-        plan.would_fit = _what_would_fit(preset, device, options, stand_in, plan)
+        plan.would_fit = found[0][0] if found else None
         if plan.would_fit is not None:
             plan.reason += "; this would: " + describe_options(plan.would_fit)
+        return plan
+    better = ranking.better_than(plan, found)
+    plan.better = [kwargs for kwargs, _, _ in better]
+    if better:
+        plan.reason += "; also fit, not picked (ranked lower, or unlike what was asked for): " + "; ".join(
+            f"{describe_options(kwargs)} ({why})" for kwargs, _, why in better)
     return plan
-
-
-PREQUANTIZED = "<pre-quantized folder>"  # stands for a save_quantized folder in suggested plans
 
 
 def _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer) -> LoadingPlan:
@@ -251,93 +309,47 @@ def _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer
     else:  # a Hub id we cannot look into offline: assume SD3.5 Large's architecture
         mid, counts, config = preset.repo_id, memory_model.FULL_SIZE["large"], architectures.TRANSFORMER_CONFIGS["large"]
     t5 = "dropped" if options["drop_t5"] else "nf4" if options["quantize_t5"] else "full"
+    if device == "mps" and t5 == "nf4":
+        raise ValueError(
+            "quantize_t5=True cannot run on Apple Silicon: without CUDA, transformers places a 4-bit T5 "
+            "on the CPU (its bitsandbytes quantizer's update_device_map gives {'': 'cpu'}) and the "
+            "pipeline would feed it MPS tensors. Use drop_t5=True, or the full T5 if memory allows."
+        )
     estimated = memory_model.pipeline_bytes(counts, dtype, quantization, t5)
     kernel = devices.sdpa_kernel(device, dtype)
-    size = PRESETS["tiny"].default_size if stand_in else preset.default_size
-    working = memory_model.working_bytes(config, size, dtype, kernel)
+    size = memory_model.image_size(options.get("size") or (PRESETS["tiny"].default_size if stand_in
+                                                          else preset.default_size))
+    working = memory_model.phase_working(config, size, dtype, kernel)
     if free_bytes is None:
         free_bytes = devices.free_accelerator_memory(device)
     if host_bytes is None:
         host_bytes = devices.host_memory_available()
     reads = memory_model.checkpoint_read_bytes(counts, quantization, t5, prequantized=transformer is not None)
+    on_gpu = loaded_on_gpu(device, quantization, t5)
     choice, reason = choose_offload(
         options["offload"], device, estimated, free_bytes, working, quantized=quantized, reads=reads,
-        host_available=host_bytes,
+        host_available=host_bytes, loaded_on_gpu=on_gpu,
     )
-    fits = _fit_problem(choice, device, estimated, free_bytes, working, reads, host_bytes) is None
-    if not fits and not reason.startswith("does not fit"):
-        reason = "does not fit: " + _fit_problem(choice, device, estimated, free_bytes, working, reads, host_bytes)
+    problem = _fit_problem(choice, device, estimated, free_bytes, working, reads, host_bytes, on_gpu)
+    if problem is not None and not reason.startswith("does not fit"):
+        reason = "does not fit: " + problem
+    host = memory_model.host_bytes(choice, device, estimated, reads, working.peak, on_gpu)
     return LoadingPlan(
-        preset=preset.name,
-        model_id=mid,
-        stand_in=stand_in,
-        device=device,
-        dtype=dtype,
-        quantization=quantization,
-        t5=t5,
-        offload=choice,
-        reason=reason,
-        estimated_bytes=estimated,
-        free_bytes=free_bytes,
-        transformer_source=None if transformer is None else str(transformer),
-        working_bytes=working,
-        host_bytes_needed=max(memory_model.host_bytes(choice, device, estimated, reads).values()),
-        host_bytes_available=host_bytes,
-        fits=fits,
-        kernel=kernel,
+        preset=preset.name, model_id=mid, stand_in=stand_in, device=device, dtype=dtype,
+        quantization=quantization, t5=t5, offload=choice, reason=reason, estimated_bytes=estimated,
+        free_bytes=free_bytes, transformer_source=None if transformer is None else str(transformer),
+        working_bytes=working.peak, host_bytes_needed=max(host.values()), host_bytes_available=host_bytes,
+        fits=problem is None, kernel=kernel, size=size, working=working, loaded_on_gpu=on_gpu,
+        host_loading_bytes=host["loading"], transformer_config=dict(config),
     )
 
 
-# What to try when a plan does not fit, best first: a 4-bit T5 keeps the prompt following of T5,
-# dropping it costs some; a pre-quantized transformer never reads the half-precision checkpoint.
-_ALTERNATIVES = (
-    dict(quantize_t5=True, drop_t5=False),
-    dict(quantize_t5=True, drop_t5=False, transformer=PREQUANTIZED),
-    dict(quantize_t5=False, drop_t5=True),
-    dict(quantize_t5=False, drop_t5=True, transformer=PREQUANTIZED),
-)
-
-
-def _what_would_fit(preset, device, options, stand_in, failed: LoadingPlan) -> dict | None:
-    """load_pipeline keyword arguments of the first alternative plan that fits without streaming
-    layers (sequential offload is slowest), else of the first that fits at all, or None."""
-    fitting = []
-    models = [options["model"]]
-    if preset.family == "large" and preset.quantization != "nf4":
-        models.append("sd35-large-nf4")  # the 4-bit transformer is what a small GPU needs
-    for model in models:
-        for change in ({},) + _ALTERNATIVES:
-            if model == options["model"] and not change:
-                continue
-            if change.get("transformer") and resolve_preset(model).quantization != "nf4":
-                continue
-            trial = dict(options, model=model, offload="auto", dtype=failed.dtype, **change)
-            transformer = trial.pop("transformer", None)
-            plan = _plan(resolve_preset(model), device, trial, stand_in, failed.free_bytes,
-                         failed.host_bytes_available, transformer)
-            if plan.fits:
-                if transformer is not None:
-                    trial["transformer"] = transformer
-                trial["offload"] = plan.offload
-                fitting.append({k: v for k, v in trial.items() if v is not False})
-    fast = [kwargs for kwargs in fitting if kwargs["offload"] != "sequential"]
-    return (fast or fitting or [None])[0]
-
-
-def describe_options(kwargs: dict) -> str:
-    """A load_pipeline call as text, e.g. "load_pipeline('sd35-large-nf4', drop_t5=True, ...)"."""
-    rest = []
-    for key, value in kwargs.items():
-        if key == "model":
-            continue
-        if isinstance(value, torch.dtype):
-            value = "torch." + str(value).removeprefix("torch.")
-        elif value == PREQUANTIZED:
-            value = "<a save_quantized folder>"
-        else:
-            value = repr(value)
-        rest.append(f"{key}={value}")
-    return f"load_pipeline({kwargs['model']!r}, {', '.join(rest)})"
+def loaded_on_gpu(device: str, quantization: str | None, t5: str) -> tuple[str, ...]:
+    """Components bitsandbytes quantizes straight onto a CUDA GPU while loading (its quantizers set
+    `device_map` to the current GPU), before any offload hooks move them: their sum is the load peak."""
+    if not str(device).startswith("cuda"):
+        return ()
+    return (("transformer",) if quantization else ()) + (("text_encoder_3",) if t5 == "nf4" else ())
 
 
 _CENSUS_CACHE: dict = {}
@@ -362,7 +374,8 @@ def check_fits(plan: LoadingPlan) -> None:
             + ("" if plan.would_fit else " No plan of this collection fits this machine.")
         )
     if plan.offload == "none" and plan.free_bytes is not None and plan.estimated_bytes:
-        needed = plan.total_bytes + (plan.working_bytes or WORKING_MEMORY_BYTES)
+        needed = accelerator_bytes("none", plan.estimated_bytes, plan.working or plan.working_bytes or DEFAULT_WORKING,
+                                   device=plan.device)
         if needed > plan.free_bytes:
             raise GPUOutOfMemoryError(_does_not_fit(plan, needed))
 

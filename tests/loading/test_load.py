@@ -88,11 +88,13 @@ def test_loading_another_pipeline_releases_the_previous_one(tiny_dir):
 
 @pytest.mark.parametrize(
     "free_gib,expected",
-    [(80, "none"), (24, "none"), (16, "model"), (12, "does not fit"), (8, "does not fit")],
+    [(80, "none"), (24, "none"), (16, "model"), (12, "model"), (10, "does not fit"), (8, "does not fit")],
 )
 def test_offload_auto_picks_the_fastest_plan_that_fits(free_gib, expected):
     # Exact sizes of SD3.5 Large in NF4 with full T5 on a simulated CUDA GPU; a quantized model is
     # never streamed layer by layer (accelerate's sequential hooks break bitsandbytes' 4-bit state).
+    # Model offload costs its largest phase: T5 + CLIP-G while encoding (10.4 GiB reserved), so a
+    # 12 GB card runs it (the H200 measured 10.21 GiB allocated, 10.33 reserved).
     estimated = estimate_footprint(helpers.PRESETS["sd35-large-nf4"].census, torch.bfloat16, "nf4")
     choice, reason = choose_offload("auto", "cuda", estimated, int(free_gib * GiB), quantized=True)
     assert (reason if expected == "does not fit" else choice).startswith(expected), reason

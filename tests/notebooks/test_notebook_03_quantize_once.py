@@ -63,7 +63,7 @@ def test_t4_plan(executed):
     text = cell_outputs_text(nb)
     kwargs = hardware_profiles.colab_t4_plan()
     assert f"The plan that fits: {describe_options(kwargs)}" in text
-    assert "load_pipeline('sd35-large-nf4') there: does not fit" in text
+    assert "load_pipeline('sd35-large-nf4', drop_t5=False, quantize_t5=False) there: does not fit" in text
     assert f"dtype=torch.float16, t5={'dropped' if kwargs.get('drop_t5') else 'nf4'}" in text
     assert "| NVIDIA H200 | free Colab T4: the planner's plan | ok |" in text
     assert "load the pre-quantized transformer" in text

@@ -1,0 +1,39 @@
+"""Checks made on a plan before work starts: `fast=True` with sequential offload (before loading), and
+whether a loaded pipeline's plan has room for the image size asked of `generate` (before generating)."""
+
+from __future__ import annotations
+
+from ..errors import GPUOutOfMemoryError
+from ..measuring import format_bytes
+from . import memory_model
+from .planner import LoadingPlan, _plan_label
+
+
+def check_room_for_size(plan: LoadingPlan | None, height: int, width: int) -> None:
+    """Raise GPUOutOfMemoryError, before generating, when a `height` x `width` image needs more
+    accelerator memory than `plan` (a loaded pipeline's) had free when it was planned."""
+    if plan is None or plan.device == "cpu" or plan.free_bytes is None or plan.transformer_config is None:
+        return
+    working = memory_model.phase_working(plan.transformer_config, (height, width), plan.dtype, plan.kernel)
+    need = memory_model.accelerator_bytes(plan.offload, plan.estimated_bytes, working, device=plan.device,
+                             loaded_on_gpu=plan.loaded_on_gpu)
+    if need > plan.free_bytes:
+        planned = "x".join(str(v) for v in reversed(plan.size))
+        raise GPUOutOfMemoryError(
+            f"A {width}x{height} image needs about {format_bytes(need)} of GPU memory with this pipeline "
+            f"({_plan_label(plan)}), but {format_bytes(plan.free_bytes)} was free when it was loaded "
+            f"(planned for {planned}). Use a smaller height/width, or reload with "
+            f"load_pipeline(..., size=({height}, {width})) so the planner picks a plan with room for it."
+        )
+
+
+def check_fast(plan: LoadingPlan, fast: bool) -> None:
+    """Refuse fast=True with sequential offload, before loading: accelerate's layer-by-layer hooks are
+    compiler-disabled on every leaf module, so torch.compile would break into fragments, not speed up."""
+    if fast and plan.offload == "sequential":
+        raise ValueError(
+            "fast=True cannot speed up offload='sequential': accelerate's hooks on every layer are "
+            "compiler-disabled, so torch.compile breaks the transformer into fragments. Use fast=False "
+            "with sequential offload, or a plan with offload='model' or 'none' (e.g. the 'sd35-large-nf4' "
+            "preset, quantize_t5=True or drop_t5=True)."
+        )
