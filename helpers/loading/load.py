@@ -18,7 +18,7 @@ import torch
 
 from ..errors import GPUOutOfMemoryError, QuantizationNeedsGPUError
 from ..generation.pipeline_lock import releasing
-from . import devices, hub_access, quantized_checkpoints
+from . import devices, hub_access, quantized_checkpoints, vae_decode
 from .planner import PREQUANTIZED, LoadingPlan, _does_not_fit, check_fits, plan_loading
 from .presets import PRESETS, Recommendation, resolve_preset
 
@@ -56,6 +56,7 @@ def load_pipeline(
     keep_previous: bool = False,
     transformer: str | None = None,
     fast: bool = False,
+    vae_tiling: bool = False,
 ):
     """Load a `StableDiffusion3Pipeline` for a preset ("sd35-large-nf4", "tiny", ...), a Hub id or
     a local folder, and return it with `pipe.load_info` (the plan, load seconds, recommendations).
@@ -66,6 +67,8 @@ def load_pipeline(
     (a `save_quantized` folder or Hub id) instead of quantizing the model's bf16 one.
     `fast=True` applies the fast plan (`helpers.loading.fast_plan.make_fast`: compiled transformer blocks,
     channels-last VAE): the first image pays the compile time, later ones run faster.
+    `vae_tiling=True` decodes in 512 px tiles (`vae_decode.enable_vae_tiling`), for a GPU that has no
+    room for a whole-image decode. Under float16 the VAE runs in float32 (`vae_decode.upcast_vae`).
     """
     global _current_pipeline
     if not isinstance(fast, bool):
@@ -77,7 +80,7 @@ def load_pipeline(
         )
     plan = plan_loading(  # every option checked, before anything is released or read
         model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
-        dtype=dtype, stand_in=stand_in, transformer=transformer,
+        dtype=dtype, stand_in=stand_in, transformer=transformer, vae_tiling=vae_tiling,
     )
     preset = resolve_preset(model)
     token = None
@@ -103,7 +106,7 @@ def load_pipeline(
         devices.release_cached_memory(plan.device)
         plan = plan_loading(
             model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
-            dtype=dtype, stand_in=stand_in, transformer=transformer,
+            dtype=dtype, stand_in=stand_in, transformer=transformer, vae_tiling=vae_tiling,
         )
     check_fits(plan)
     global _stand_in_announced
@@ -238,6 +241,9 @@ def _from_pretrained(plan: LoadingPlan, token: str | None):
             )
     else:
         pipe = StableDiffusion3Pipeline.from_pretrained(plan.model_id, dtype=plan.dtype, token=token, **kwargs)
+    vae_decode.upcast_vae(pipe)  # before any offload hook: float32 where the VAE's config asks for it
+    if plan.vae_tiling:
+        vae_decode.enable_vae_tiling(pipe.vae)
     if plan.offload == "model":
         pipe.enable_model_cpu_offload(device=plan.device)
     elif plan.offload == "sequential":

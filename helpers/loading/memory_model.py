@@ -122,9 +122,17 @@ def pipeline_bytes(
         elif name == "text_encoder_3":
             if t5 != "dropped":
                 sizes[name] = loaded_bytes(count, dtype, "nf4" if t5 == "nf4" else None)
+        elif name == "vae":
+            sizes[name] = loaded_bytes(count, vae_dtype(dtype), None)
         else:
             sizes[name] = loaded_bytes(count, dtype, None)
     return sizes
+
+
+def vae_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype `load_pipeline` runs the VAE in: float32 under float16 (the SD3 VAE's config sets
+    `force_upcast`, which diffusers' SD3 pipeline ignores: see `load.upcast_vae`), else `dtype`."""
+    return torch.float32 if dtype == torch.float16 else dtype
 
 
 def folder_census(folder) -> dict[str, Census]:
@@ -188,16 +196,19 @@ MATH_ATTENTION_COPIES = 4.5  # attention-matrix-sized tensors the math kernel ho
 VAE_DECODE_TENSORS = 5  # full-resolution 256-channel tensors alive at once in the VAE decoder (H200:
 #   2.38 GiB at 1024x1024, ~4.75 tensors; the math kernel added 0.09 GiB)
 VAE_DECODE_CHANNELS = 256  # the widest full-resolution activation of the SD3 VAE decoder (after upsampling)
+VAE_TILED_RGB_COPIES = 4  # tiled decode: the overlapping RGB tiles (16/9 of the image), blended rows, the image
 ACCELERATOR_OVERHEAD_BYTES = int(0.75 * GiB)  # ASSUMPTION, not measured: cuBLAS/cuDNN workspaces, lazily
 #   loaded kernels and allocator fragmentation, on top of the tensors
 
 
 def working_bytes(transformer_config, size: int = 1024, dtype: torch.dtype = torch.bfloat16,
-                  kernel: str = "flash") -> int:
+                  kernel: str = "flash", vae_tile: int | None = None) -> int:
     """Working memory of one `size`x`size` image on top of the weights, in bytes: the larger of the
     transformer's step (joint attention over image + text tokens; the math kernel also holds the
     attention matrix, its softmax and temporaries) and the VAE decode, plus `ACCELERATOR_OVERHEAD_BYTES`.
-    `transformer_config`: a family name ("large", "medium") or a transformer config dict."""
+    `transformer_config`: a family name ("large", "medium") or a transformer config dict. `vae_tile`:
+    the tile side in pixels when the VAE decodes in tiles (`vae_tiling.enable_vae_tiling`): the decoder
+    then holds one tile's activations, plus every decoded RGB tile until they are blended."""
     from .architectures import TRANSFORMER_CONFIGS
 
     config = TRANSFORMER_CONFIGS[transformer_config] if isinstance(transformer_config, str) else transformer_config
@@ -207,7 +218,11 @@ def working_bytes(transformer_config, size: int = 1024, dtype: torch.dtype = tor
     transformer = CFG_BATCH * tokens * hidden * size_bytes * ACTIVATION_WIDTHS
     if kernel == "math":  # scores, softmax and their temporaries, each heads x tokens^2 per image
         transformer += MATH_ATTENTION_COPIES * CFG_BATCH * config["num_attention_heads"] * tokens**2 * size_bytes
-    vae = VAE_DECODE_TENSORS * VAE_DECODE_CHANNELS * size * size * size_bytes
+    vae_bytes = dtype_bytes(vae_dtype(dtype))
+    side = size if vae_tile is None or size <= vae_tile else vae_tile  # diffusers tiles only a larger latent
+    vae = VAE_DECODE_TENSORS * VAE_DECODE_CHANNELS * side * side * vae_bytes
+    if side < size:  # decoded RGB tiles (overlapping by a quarter), then the blended rows and image
+        vae += VAE_TILED_RGB_COPIES * 3 * size * size * vae_bytes
     return int(max(transformer, vae) + ACCELERATOR_OVERHEAD_BYTES)
 
 

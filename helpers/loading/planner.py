@@ -17,7 +17,7 @@ import torch
 from .. import stand_in as stand_in_pipeline
 from ..errors import GPUOutOfMemoryError
 from ..measuring import format_bytes
-from . import architectures, devices, memory_model, quantized_checkpoints
+from . import architectures, devices, memory_model, quantized_checkpoints, vae_decode
 from .presets import PRESETS, get_preset, resolve_preset
 
 OFFLOAD_CHOICES = ("auto", "none", "model", "sequential", True, False)
@@ -50,6 +50,7 @@ class LoadingPlan:
     kernel: str | None = None  # SDPA attention kernel the device gets with this dtype
     would_fit: dict | None = None  # when it does not fit: load_pipeline kwargs of a plan that would
     fast: bool = False  # load_pipeline(fast=True): compiled transformer blocks (helpers.loading.fast_plan)
+    vae_tiling: bool = False  # load_pipeline(vae_tiling=True): the VAE decodes in tiles (vae_decode.py)
 
     @property
     def total_bytes(self) -> int:
@@ -194,13 +195,15 @@ def plan_loading(
     free_bytes: int | None = None,
     transformer: str | None = None,
     host_bytes: int | None = None,
+    vae_tiling: bool = False,
 ) -> LoadingPlan:
     """Decide how `model` will be loaded, without loading it. `free_bytes` / `host_bytes` override
     the measured free accelerator memory / available host RAM (to ask "what would happen on a
     16 GB card?"). `transformer`: a folder written by `save_quantized` or a Hub id of a
     pre-quantized transformer, loaded instead of quantizing. When nothing fits, `plan.fits` is
     False, `plan.reason` says why and `plan.would_fit` holds the keyword arguments of a plan that
-    would (`load_pipeline` raises with both before reading any weights)."""
+    would (`load_pipeline` raises with both before reading any weights). `vae_tiling=True`: the VAE
+    decodes in `vae_decode.VAE_TILE_PIXELS` tiles, and the decode is costed per tile."""
     if drop_t5 and quantize_t5:
         raise ValueError("drop_t5=True and quantize_t5=True contradict each other: choose one.")
     preset = resolve_preset(model)
@@ -210,7 +213,11 @@ def plan_loading(
     device = devices.pick_device(device)
     if not (dtype == "auto" or (isinstance(dtype, torch.dtype) and dtype in (torch.float32, torch.bfloat16, torch.float16))):
         raise ValueError(f"dtype must be 'auto', torch.float32, torch.bfloat16 or torch.float16, not {dtype!r}.")
+    if not isinstance(vae_tiling, bool):
+        raise ValueError(f"vae_tiling must be True or False, not {vae_tiling!r}.")
     options = dict(model=model, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5, dtype=dtype)
+    if vae_tiling:  # only when asked, so suggested plans name it only then
+        options["vae_tiling"] = True
     plan = _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer)
     if not plan.fits:
         plan.would_fit = _what_would_fit(preset, device, options, stand_in, plan)
@@ -254,7 +261,8 @@ def _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer
     estimated = memory_model.pipeline_bytes(counts, dtype, quantization, t5)
     kernel = devices.sdpa_kernel(device, dtype)
     size = PRESETS["tiny"].default_size if stand_in else preset.default_size
-    working = memory_model.working_bytes(config, size, dtype, kernel)
+    tile = vae_decode.VAE_TILE_PIXELS if options.get("vae_tiling") else None
+    working = memory_model.working_bytes(config, size, dtype, kernel, vae_tile=tile)
     if free_bytes is None:
         free_bytes = devices.free_accelerator_memory(device)
     if host_bytes is None:
@@ -285,6 +293,7 @@ def _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer
         host_bytes_available=host_bytes,
         fits=fits,
         kernel=kernel,
+        vae_tiling=bool(options.get("vae_tiling")),
     )
 
 
