@@ -181,6 +181,8 @@ def generate(
         callback=callback, embeddings=embeddings,
     )
     recipe = make_recipe(pipe, prompt, negative_prompt, settings)
+    if embeddings is not None and embeddings.staged_t5:  # T5 made them, before this T5-less pipeline loaded
+        recipe["t5"] = f"{embeddings.staged_t5}, staged"
     texts = (
         embeddings.as_pipeline_kwargs()
         if embeddings is not None

@@ -173,13 +173,16 @@ def check_quantization_runs_here(plan: LoadingPlan) -> None:
         raise
 
 
-def _from_pretrained(plan: LoadingPlan, token: str | None):
-    """The diffusers calls themselves: the same ones notebook 01 writes out by hand."""
+def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...] = ()):
+    """The diffusers calls themselves: the same ones notebook 01 writes out by hand. The components
+    in `skip` are left out (None), e.g. ("transformer", "vae") for the text encoders alone."""
     from diffusers import BitsAndBytesConfig, SD3Transformer2DModel, StableDiffusion3Pipeline
 
-    kwargs = {}
+    kwargs = dict.fromkeys(skip)
     saved_t5 = None
-    if plan.transformer_source is not None:
+    if "transformer" in skip:
+        pass
+    elif plan.transformer_source is not None:
         # Pre-quantized: the quantization config is read from the saved config.json.
         source, subfolder = quantized_checkpoints.transformer_folder(plan.transformer_source)
         kwargs["transformer"] = SD3Transformer2DModel.from_pretrained(
