@@ -67,8 +67,8 @@ def load_pipeline(
     (a `save_quantized` folder or Hub id) instead of quantizing the model's bf16 one.
     `fast=True` applies the fast plan (`helpers.loading.fast_plan.make_fast`: compiled transformer blocks,
     channels-last VAE): the first image pays the compile time, later ones run faster.
-    `vae_tiling=True` decodes in 512 px tiles (`vae_decode.enable_vae_tiling`), for a GPU that has no
-    room for a whole-image decode. Under float16 the VAE runs in float32 (`vae_decode.upcast_vae`).
+    `vae_tiling=True` decodes in 512 px tiles (`vae_decode.enable_vae_tiling`), for a GPU with no room
+    for a whole-image decode.
     """
     global _current_pipeline
     if not isinstance(fast, bool):
@@ -244,7 +244,6 @@ def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...]
             )
     else:
         pipe = StableDiffusion3Pipeline.from_pretrained(plan.model_id, dtype=plan.dtype, token=token, **kwargs)
-    vae_decode.upcast_vae(pipe)  # before any offload hook: float32 where the VAE's config asks for it
     if plan.vae_tiling:
         vae_decode.enable_vae_tiling(pipe.vae)
     if plan.offload == "model":

@@ -122,17 +122,9 @@ def pipeline_bytes(
         elif name == "text_encoder_3":
             if t5 != "dropped":
                 sizes[name] = loaded_bytes(count, dtype, "nf4" if t5 == "nf4" else None)
-        elif name == "vae":
-            sizes[name] = loaded_bytes(count, vae_dtype(dtype), None)
         else:
             sizes[name] = loaded_bytes(count, dtype, None)
     return sizes
-
-
-def vae_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype `load_pipeline` runs the VAE in: float32 under float16 (the SD3 VAE's config sets
-    `force_upcast`, which diffusers' SD3 pipeline ignores: see `load.upcast_vae`), else `dtype`."""
-    return torch.float32 if dtype == torch.float16 else dtype
 
 
 def folder_census(folder) -> dict[str, Census]:
@@ -218,11 +210,10 @@ def working_bytes(transformer_config, size: int = 1024, dtype: torch.dtype = tor
     transformer = CFG_BATCH * tokens * hidden * size_bytes * ACTIVATION_WIDTHS
     if kernel == "math":  # scores, softmax and their temporaries, each heads x tokens^2 per image
         transformer += MATH_ATTENTION_COPIES * CFG_BATCH * config["num_attention_heads"] * tokens**2 * size_bytes
-    vae_bytes = dtype_bytes(vae_dtype(dtype))
     side = size if vae_tile is None or size <= vae_tile else vae_tile  # diffusers tiles only a larger latent
-    vae = VAE_DECODE_TENSORS * VAE_DECODE_CHANNELS * side * side * vae_bytes
+    vae = VAE_DECODE_TENSORS * VAE_DECODE_CHANNELS * side * side * size_bytes
     if side < size:  # decoded RGB tiles (overlapping by a quarter), then the blended rows and image
-        vae += VAE_TILED_RGB_COPIES * 3 * size * size * vae_bytes
+        vae += VAE_TILED_RGB_COPIES * 3 * size * size * size_bytes
     return int(max(transformer, vae) + ACCELERATOR_OVERHEAD_BYTES)
 
 

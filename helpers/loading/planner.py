@@ -261,7 +261,8 @@ def _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer
     estimated = memory_model.pipeline_bytes(counts, dtype, quantization, t5)
     kernel = devices.sdpa_kernel(device, dtype)
     size = PRESETS["tiny"].default_size if stand_in else preset.default_size
-    tile = vae_decode.VAE_TILE_PIXELS if options.get("vae_tiling") else None
+    tiling = bool(options.get("vae_tiling"))
+    tile = vae_decode.VAE_TILE_PIXELS if tiling else None
     working = memory_model.working_bytes(config, size, dtype, kernel, vae_tile=tile)
     if free_bytes is None:
         free_bytes = devices.free_accelerator_memory(device)
@@ -293,7 +294,7 @@ def _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer
         host_bytes_available=host_bytes,
         fits=fits,
         kernel=kernel,
-        vae_tiling=bool(options.get("vae_tiling")),
+        vae_tiling=tiling,
     )
 
 

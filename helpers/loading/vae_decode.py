@@ -1,13 +1,15 @@
-"""How the VAE decodes: in float32 under float16, and in tiles that really tile.
+"""How the VAE decodes: in tiles that really tile, and in float32 when float16 overflows.
 
-- **Precision.** The SD3 VAE's config sets `force_upcast` ("run the VAE in float32 for high-resolution
-  pipelines"), the flag SDXL's pipeline obeys. diffusers' SD3 pipeline ignores it and decodes in the
-  pipeline's dtype, so on a T4 (float16) the VAE would decode in float16. `upcast_vae` keeps it in
-  float32 and casts the latents it receives, as SDXL's `upcast_vae` does.
 - **Tiles.** `vae.enable_tiling()` alone does nothing for SD3.5 at 1024x1024: the tile size comes from
   the config's `sample_size` (1024 px, a 128-latent tile) and diffusers tiles only a latent strictly
   larger than that. `enable_vae_tiling` sets 512 px tiles (64 latents, a quarter overlapping, the size
   SD's VAEs were trained on), so a 1024x1024 decode runs as 3x3 tiles and holds one tile's activations.
+- **Precision.** SD3's VAE decodes in the pipeline's dtype: float16 on a T4. SD3 Medium's and SD3.5's
+  published examples load the whole pipeline in float16, VAE included (the same VAE), and diffusers'
+  SD3 pipeline never upcasts it (its config's `force_upcast` is AutoencoderKL's default, which only
+  SDXL's pipeline reads). Random weights cannot show an overflow, so the VAE stays in float16 and
+  `generate` names the VAE when it does overflow; `upcast_vae` is the fix it names (0.16 GiB more
+  weights, and a decode twice as large: tile it on a small GPU).
 """
 
 from __future__ import annotations
@@ -36,10 +38,10 @@ def _cast_to_own_dtype(module, args):
 
 
 def upcast_vae(pipe) -> bool:
-    """Run `pipe.vae` in float32 when the pipeline is float16 and the VAE's config asks for it
-    (`force_upcast`); returns whether it did. The decoder casts its input, tiled or not."""
-    vae = getattr(pipe, "vae", None)
-    if vae is None or vae.dtype != torch.float16 or not getattr(vae.config, "force_upcast", False):
+    """Run `pipe.vae` in float32 (SDXL's `upcast_vae`, for SD3); returns False if it already was.
+    The decoder casts the half-precision latents the pipeline hands it, tiled or not."""
+    vae = pipe.vae
+    if vae.dtype == torch.float32:
         return False
     vae.float()  # nn.Module.float: diffusers' .to(dtype) warns about an empty keep-in-fp32 list
     for part in (vae.decoder, vae.post_quant_conv):

@@ -1,5 +1,5 @@
-"""The VAE: tiles that really tile (diffusers' defaults never tile SD3.5 at its own size), float32
-under float16 (the VAE's `force_upcast`), and both costed by the planner."""
+"""The VAE: tiles that really tile (diffusers' defaults never tile SD3.5 at its own size), costed
+per tile by the planner; and float32 when a float16 decode overflows."""
 
 import pytest
 import torch
@@ -8,7 +8,7 @@ import helpers
 from helpers.loading import memory_model
 from helpers.loading.hardware_profiles import get_profile, plan_on
 from helpers.loading.vae_decode import VAE_TILE_PIXELS, enable_vae_tiling, upcast_vae
-from helpers.measuring import component_footprints
+from helpers.errors import NonFiniteImageError
 
 
 def decoder_calls(pipe) -> list[tuple]:
@@ -59,30 +59,39 @@ def test_tile_size_is_checked():
         helpers.load_pipeline("tiny", vae_tiling="yes")
 
 
-def test_float16_keeps_the_vae_in_float32_and_the_planner_counts_it(tiny_dir):
-    pipe = helpers.load_pipeline("tiny", dtype=torch.float16, vae_tiling=True)
-    assert pipe.vae.dtype == torch.float32 and pipe.transformer.dtype == torch.float16
-    assert pipe.load_info.plan.estimated_bytes["vae"] == component_footprints(pipe)["vae"]
-    assert helpers.generate(pipe, "a cat", num_inference_steps=1, height=128, width=128).image.size == (128, 128)
-    assert upcast_vae(pipe) is False  # already float32: nothing to do
-    bf16 = helpers.load_pipeline("tiny", dtype=torch.bfloat16)
-    assert bf16.vae.dtype == torch.bfloat16  # bfloat16 has float32's range: no upcast
+def test_a_float16_vae_overflow_is_named_and_upcast_vae_fixes_it(tiny_dir):
+    pipe = helpers.load_pipeline("tiny", dtype=torch.float16)
+    assert pipe.vae.dtype == torch.float16  # SD3's published float16 path: the VAE is not upcast
+    with torch.no_grad():  # large but representable weights: their sums overflow float16, not float32
+        pipe.vae.decoder.conv_in.weight.fill_(60000.0)
+    with pytest.raises(NonFiniteImageError, match="the VAE .*float16.*upcast_vae") as caught:
+        helpers.generate(pipe, "a cat", num_inference_steps=1)
+    assert caught.value.component == "vae"
+    assert upcast_vae(pipe) is True and pipe.vae.dtype == torch.float32 and pipe.transformer.dtype == torch.float16
+    image = helpers.generate(pipe, "a cat", num_inference_steps=1).image  # finite now: no error
+    assert image.size == (64, 64)
+    enable_vae_tiling(pipe.vae, 32)  # the upcast VAE casts each tile too
+    assert helpers.generate(pipe, "a cat", num_inference_steps=1).image.size == (64, 64)
+    assert upcast_vae(pipe) is False
 
 
-def test_decode_memory_is_costed_per_tile_and_in_float32_under_float16():
-    half, whole = (memory_model.working_bytes("large", 1024, torch.float16, "memory-efficient", vae_tile=t)
-                   for t in (VAE_TILE_PIXELS, None))
-    # Untiled float32 decode at 1024x1024: 5 x 256 channels x 1024^2 x 4 bytes = 5 GiB, plus the overhead.
-    assert whole == 5 * 256 * 1024**2 * 4 + memory_model.ACCELERATOR_OVERHEAD_BYTES
-    # Tiled: one 512 px tile's activations, plus the RGB tiles and rows kept until blended.
-    assert half == 5 * 256 * 512**2 * 4 + 4 * 3 * 1024**2 * 4 + memory_model.ACCELERATOR_OVERHEAD_BYTES
+def test_decode_memory_is_costed_per_tile():
+    tiled, whole = (memory_model.working_bytes("large", 1024, torch.float16, "memory-efficient", vae_tile=t)
+                    for t in (VAE_TILE_PIXELS, None))
+    # Whole 1024x1024 decode: 5 x 256 channels x 1024^2 x 2 bytes = 2.5 GiB, plus the overhead.
+    assert whole == 5 * 256 * 1024**2 * 2 + memory_model.ACCELERATOR_OVERHEAD_BYTES
+    # Tiled: one 512 px tile's activations (0.63 GiB, more than the transformer's step of 0.52 GiB),
+    # plus the RGB tiles and rows kept until they are blended.
+    tile = 5 * 256 * 512**2 * 2 + 4 * 3 * 1024**2 * 2
+    assert tiled == tile + memory_model.ACCELERATOR_OVERHEAD_BYTES
     assert memory_model.working_bytes("large", 512, torch.float16, "flash", vae_tile=512) == \
         memory_model.working_bytes("large", 512, torch.float16, "flash")  # no larger than a tile: not tiled
 
 
 def test_on_the_free_t4_an_nf4_t5_fits_only_with_real_tiles():
     t4 = get_profile("free Colab T4")
-    without = plan_on(t4, "sd35-large-nf4", quantize_t5=True, dtype=torch.float16, offload="none")
-    tiled = plan_on(t4, "sd35-large-nf4", quantize_t5=True, dtype=torch.float16, offload="none", vae_tiling=True)
-    assert not without.fits and tiled.fits
-    assert tiled.estimated_bytes["vae"] == 2 * plan_on(t4, "sd35-large-nf4", dtype=torch.bfloat16).estimated_bytes["vae"]
+    nf4_t5 = dict(model="sd35-large-nf4", quantize_t5=True, dtype=torch.float16, offload="none")
+    tiled, untiled = plan_on(t4, **nf4_t5, vae_tiling=True), plan_on(t4, **nf4_t5)
+    assert tiled.vae_tiling and tiled.fits and not untiled.fits
+    assert untiled.working_bytes - tiled.working_bytes > 1.8 * 1024**3  # 2.5 GiB whole-image decode, 0.65 in tiles
+    assert "vae_tiling" not in helpers.loading.hardware_profiles.colab_t4_plan()  # the T4 plan needs no tiles
