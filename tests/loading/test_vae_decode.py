@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import helpers
+from helpers.errors import NonFiniteImageError
 from helpers.loading import memory_model
 from helpers.loading.hardware_profiles import get_profile, plan_on
 from helpers.loading.vae_decode import VAE_TILE_PIXELS, enable_vae_tiling, upcast_vae
-from helpers.errors import NonFiniteImageError
 
 
 def decoder_calls(pipe) -> list[tuple]:
