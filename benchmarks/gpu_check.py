@@ -37,8 +37,8 @@ FREE_COLAB_T4_GPU_BYTES = 15 * 1000**3  # "a 15 GB card" (a T4: 15360 MiB, less 
 # name -> load_pipeline keyword arguments (the preset is read from the random-weights folder), plus
 # knobs of this script's own: "attention" ("cudnn": SDPA with cuDNN's kernel first), "cap" (a smaller
 # GPU, emulated with torch.cuda.set_per_process_memory_fraction) and "staged_t5" (the prompt is first
-# encoded by the text encoders alone, T5 in NF4, then released: helpers.loading.staged_t5). Order matters: the most informative rows first, so a
-# short budget still measures them. "{saved}" is the NF4 row's transformer, saved with save_quantized.
+# encoded by the text encoders alone, T5 in NF4, then released: helpers.loading.staged_t5). Order
+# matters: the most informative rows first, so a short budget still measures them. "{saved}" is the NF4 row's transformer, saved with save_quantized.
 # "t4": "planner" takes the load_pipeline arguments the planner chooses for the free Colab T4
 # (helpers.loading.hardware_profiles.colab_t4_plan), with the NF4 row's saved transformer if "prequantized".
 T4_NF4_T5 = dict(model="sd35-large-nf4", offload="none", transformer="{saved}", quantize_t5=True, dtype="float16",
