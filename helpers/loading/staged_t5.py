@@ -8,7 +8,8 @@ offload needs more host RAM than Colab has. Staged encoding gives T5 back in two
 2. `load_pipeline(**plan)` then loads the T5-less plan, and `generate(pipe, embeddings=...)` renders
    from the cached embeddings, which are exactly what a pipeline with the same NF4 T5 computes.
 
-The transformer never shares the GPU with T5. The price: a new prompt needs the encoders again.
+The transformer never shares the GPU with T5. The price: a new prompt needs the encoders again. An
+image's recipe records `t5="nf4, staged"`: to make it again, encode its prompt with `encode_with_t5`.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import helpers
+from helpers.errors import GPUOutOfMemoryError
 from helpers.generation.prompt_embeddings import TEXT_ENCODERS, encode_prompt
 from helpers.loading import memory_model
 from helpers.loading.hardware_profiles import colab_t4_plan, get_profile, on_profile
@@ -46,6 +47,11 @@ def test_bad_prompts_are_refused_before_the_current_pipeline_is_released(tiny_di
     with pytest.raises((ValueError, TypeError), match=message):
         encode_with_t5(prompts, stand_in=True)
     assert helpers.generate(pipe, "a cat", num_inference_steps=1).image  # still loaded
+
+
+def test_encoders_that_do_not_fit_are_refused_before_loading(tiny_dir):
+    with pytest.raises(GPUOutOfMemoryError, match=r"text encoders of tiny \(T5 nf4\) need about .* of GPU memory, but 0.0 MiB is free"):
+        encode_with_t5(PROMPT, "tiny", stand_in=True, free_bytes=1)  # planning's "what if only 1 byte were free"
 
 
 def test_on_the_free_t4_each_phase_fits_and_together_they_do_not():
