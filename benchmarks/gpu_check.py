@@ -35,10 +35,10 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 FREE_COLAB_T4_GPU_BYTES = 15 * 1000**3  # "a 15 GB card" (a T4: 15360 MiB, less the CUDA context)
 
 # name -> load_pipeline keyword arguments (the preset is read from the random-weights folder), plus
-# three knobs of this script's own, applied after loading: "vae_tiling" (pipe.vae.enable_tiling()),
-# "attention" ("cudnn": SDPA with cuDNN's kernel first) and "cap" (a smaller GPU, emulated with
-# torch.cuda.set_per_process_memory_fraction). Order matters: the most informative rows first, so a
-# short budget still measures them. "{saved}" is the NF4 row's transformer, saved with save_quantized.
+# knobs of this script's own: "attention" ("cudnn": SDPA with cuDNN's kernel first), "cap" (a smaller
+# GPU, emulated with torch.cuda.set_per_process_memory_fraction) and "staged_t5" (the prompt is first
+# encoded by the text encoders alone, T5 in NF4, then released: helpers.loading.staged_t5). Order
+# matters: the most informative rows first, so a short budget still measures them. "{saved}" is the NF4 row's transformer, saved with save_quantized.
 # "t4": "planner" takes the load_pipeline arguments the planner chooses for the free Colab T4
 # (helpers.loading.hardware_profiles.colab_t4_plan), with the NF4 row's saved transformer if "prequantized".
 T4_NF4_T5 = dict(model="sd35-large-nf4", offload="none", transformer="{saved}", quantize_t5=True, dtype="float16",
@@ -47,6 +47,7 @@ PLANS: dict[str, dict] = {
     "bf16": dict(model="sd35-large", offload="none"),
     "NF4": dict(model="sd35-large-nf4", offload="none"),
     "free Colab T4: the planner's plan": dict(t4="planner", cap="t4"),
+    "free Colab T4: staged T5 (NF4), then the planner's plan": dict(t4="planner", cap="t4", staged_t5=True),
     "free Colab T4: planner's plan, pre-quantized": dict(t4="planner", prequantized=True, cap="t4"),
     "bf16 fast (compiled)": dict(model="sd35-large", offload="none", fast=True),
     "NF4 + model CPU offload": dict(model="sd35-large-nf4", offload="model"),
@@ -55,11 +56,11 @@ PLANS: dict[str, dict] = {
     "bf16 fast + cuDNN attention": dict(model="sd35-large", offload="none", fast=True, attention="cudnn"),
     "NF4 with NF4 T5": dict(model="sd35-large-nf4", offload="none", quantize_t5=True),
     "NF4 without T5": dict(model="sd35-large-nf4", offload="none", drop_t5=True),
-    "free Colab T4: NF4 T5, no tiling": T4_NF4_T5,
+    "free Colab T4: NF4 T5, no tiling": dict(T4_NF4_T5, vae_tiling=False),
     "NF4 fast (compiled)": dict(model="sd35-large-nf4", offload="none", fast=True),
 }
-NEEDS_GPU = {name for name, options in PLANS.items()
-             if options.get("offload") == "model" or options.get("cap") or options.get("attention")}
+NEEDS_GPU = {name for name, options in PLANS.items() if not options.get("staged_t5")
+             and (options.get("offload") == "model" or options.get("cap") or options.get("attention"))}
 
 COLUMNS = {
     "plan": "plan", "status": "status", "load_s": "load s", "gpu_after_load_bytes": "GPU after load",
@@ -67,6 +68,7 @@ COLUMNS = {
     "working_bytes": "working", "denoise_working_bytes": "of it denoising", "working_allowance_bytes": "planner allows",
     "host_peak_load_bytes": "host RSS peak (load)", "host_before_load_bytes": "host RSS before", "s_per_image": "s / image", "s_per_step": "s / step",
     "first_image_s": "first image s", "flop_fraction": "of peak FLOP/s",
+    "encode_s": "T5 encode s", "encode_peak_allocated_bytes": "encode peak alloc",
 }
 
 
@@ -130,7 +132,7 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
     if isinstance(options.get("dtype"), str):
         options["dtype"] = getattr(torch, options["dtype"])
     row["load_pipeline"] = {k: str(v).removeprefix("torch.") for k, v in options.items() if k != "cap"}
-    extras = {key: options.pop(key) for key in ("vae_tiling", "attention", "cap") if key in options}
+    extras = {key: options.pop(key) for key in ("attention", "cap", "staged_t5") if key in options}
     fast = options.pop("fast", False)
 
     # What the planner predicts for the real model (planning needs no token and reads no weights).
@@ -149,8 +151,10 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
             row["gpu_cap_bytes"] = FREE_COLAB_T4_GPU_BYTES
         row["free_before_bytes"] = torch.cuda.mem_get_info()[0]
         torch.cuda.reset_peak_memory_stats()
-    pipe = None
+    pipe = embeddings = None
     try:
+        if extras.get("staged_t5"):
+            embeddings = _staged_encode(options, prompt, row, cuda)
         with measuring.PeakMemory("cpu") as host:  # the process' resident memory, from the kernel's peak
             started = time.perf_counter()
             pipe = helpers.load_pipeline(**options, stand_in=True, **({"fast": True} if fast else {}))
@@ -163,8 +167,6 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
 
             row["fits_free_colab_ram"] = host.peak_bytes <= get_profile("free Colab T4").host_bytes  # the planner's T4
         pipe.set_progress_bar_config(disable=True)
-        if extras.get("vae_tiling"):
-            pipe.vae.enable_tiling()
         measured = measuring.component_footprints(pipe)  # bitsandbytes' block scales included
         row["measured_bytes"] = measured
         row["predicted_over_measured"] = {
@@ -181,12 +183,12 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
             row["save_quantized_s"] = clock.seconds
         attention = _attention(extras.get("attention"))
         with attention:
-            row["first_image_s"] = _timed_generate(pipe, prompt, steps, size, row, "first")
+            row["first_image_s"] = _timed_generate(pipe, prompt, steps, size, row, "first", embeddings)
             if cuda:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
                 base = torch.cuda.memory_allocated()
-            seconds = _timed_generate(pipe, prompt, steps, size, row, "measured")
+            seconds = _timed_generate(pipe, prompt, steps, size, row, "measured", embeddings)
         row["s_per_image"] = seconds
         row["s_per_step"] = seconds / steps
         if cuda:
@@ -229,7 +231,29 @@ def _attention(kind):
     return sdpa_kernel(order, set_priority=True)
 
 
-def _timed_generate(pipe, prompt, steps, size, row, which) -> float:
+def _staged_encode(options, prompt, row, cuda):
+    """Phase 1 of staged T5: the text encoders alone encode `prompt` and are released. Records their
+    time, GPU peak (against the planner's allowance), host RSS peak and what stays allocated after."""
+    import torch
+
+    from helpers import measuring
+    from helpers.loading.staged_t5 import encode_with_t5, encoder_bytes, text_encoder_plan
+
+    row["encode_allowance_bytes"] = encoder_bytes(text_encoder_plan(**options, stand_in=False))
+    with measuring.PeakMemory("cpu") as host:
+        started = time.perf_counter()
+        [embeddings] = encode_with_t5([prompt], **options, stand_in=True)
+        row["encode_s"] = time.perf_counter() - started
+    row["host_peak_encode_bytes"] = host.peak_bytes
+    if cuda:
+        row["encode_peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
+        row["encode_peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
+        row["after_encode_allocated_bytes"] = torch.cuda.memory_allocated()  # the embeddings only
+        torch.cuda.reset_peak_memory_stats()
+    return embeddings
+
+
+def _timed_generate(pipe, prompt, steps, size, row, which, embeddings=None) -> float:
     """One image, timed from outside `generate` (so a non-finite result still has a time). For the
     measured image, the GPU peak at the last denoising step is kept too (before the VAE decode)."""
     import hashlib
@@ -247,7 +271,8 @@ def _timed_generate(pipe, prompt, steps, size, row, which) -> float:
     device = pipe.load_info.plan.device
     with Stopwatch(device) as clock:
         try:
-            result = helpers.generate(pipe, prompt, seed=0, num_inference_steps=steps, height=size, width=size,
+            text = {"embeddings": embeddings} if embeddings is not None else {"prompt": prompt}
+            result = helpers.generate(pipe, **text, seed=0, num_inference_steps=steps, height=size, width=size,
                                       callback=at_step)
         except Exception as e:
             if "finite" not in str(e).lower():

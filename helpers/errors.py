@@ -18,4 +18,10 @@ class GenerationCancelled(RuntimeError):
 
 
 class NonFiniteImageError(RuntimeError):
-    """A generation produced NaN pixels (numbers overflowed, e.g. fp16 at a huge guidance scale)."""
+    """A generation produced NaN pixels (numbers overflowed, e.g. fp16 at a huge guidance scale).
+    `component` names the pipeline component that produced them first ("vae", "transformer",
+    "text_encoder_3", ...), and the message says how to fix it."""
+
+    def __init__(self, message: str, component: str | None = None):
+        super().__init__(message)
+        self.component = component

@@ -4,7 +4,9 @@ SD3.5 runs three text encoders (CLIP-L, CLIP-G, T5-XXL) on every call. A guidanc
 slider move changes nothing about the text, so the embeddings can be computed once and passed
 to the pipeline as `prompt_embeds`/`pooled_prompt_embeds` (and their negative twins).
 Embeddings remember which text encoders made them (`source`): another pipeline's (T5 dropped,
-another model) would make an image its recipe cannot reproduce, so they are refused.
+another model) would make an image its recipe cannot reproduce, so they are refused; one exception:
+embeddings encoded with T5 before the transformer loaded (`staged_t5`, helpers.loading.staged_t5)
+are taken by the same model's pipeline without T5, since its CLIPs are the ones that made them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class PromptEmbeddings:
     pooled_prompt_embeds: torch.Tensor
     negative_pooled_prompt_embeds: torch.Tensor
     source: str = "unknown"
+    staged_t5: str | None = None  # "nf4" or "full": T5 encoded them before the transformer loaded (staged)
 
     def as_pipeline_kwargs(self) -> dict:
         """Keyword arguments for the pipeline call, in place of `prompt`/`negative_prompt`."""
@@ -77,6 +80,9 @@ def check_embeddings(pipe, embeddings, prompt=None, negative_prompt=None) -> Non
             "encode_prompt(pipe, prompt, negative_prompt), or pass no negative_prompt."
         )
     here = text_encoders_id(pipe)
+    staged = embeddings.staged_t5 is not None and here.endswith("; text_encoder_3=none")
+    if staged and _clips(embeddings.source) == _clips(here):
+        return  # T5's embeddings, made before this T5-less pipeline loaded, with its own CLIPs
     if embeddings.source != here:
         raise ValueError(
             "These embeddings were made by other text encoders than this pipeline's, so the "
@@ -86,13 +92,21 @@ def check_embeddings(pipe, embeddings, prompt=None, negative_prompt=None) -> Non
         )
 
 
+def _clips(source: str) -> str:
+    """The CLIP part of a `text_encoders_id` line."""
+    return source.split("; text_encoder_3=")[0]
+
+
 @torch.no_grad()
-def encode_prompt(pipe, prompt: str, negative_prompt: str | None = None) -> PromptEmbeddings:
+def encode_prompt(pipe, prompt: str, negative_prompt: str | None = None, *, staged_t5: str | None = None) -> PromptEmbeddings:
     """Run the three text encoders once for `prompt` and `negative_prompt`.
 
     The negative branch is always encoded (an empty negative prompt is still a text), so the
-    result works for any guidance_scale."""
-    validation.check_pipeline(pipe, "encode_prompt")
+    result works for any guidance_scale. `staged_t5` marks embeddings of a text-encoders-only
+    pipeline (helpers.loading.staged_t5), which has no transformer."""
+    validation.check_pipeline(pipe, "encode_prompt", allow_released=staged_t5 is not None)
+    if getattr(pipe, "text_encoder", None) is None:
+        raise ValueError("This pipeline has been released (another one was loaded): load it again.")
     validation.check_prompt(prompt)
     validation.check_prompt(negative_prompt, "negative_prompt", allow_none=True)
     with pipeline_lock.using(pipe, "an encode_prompt() call"):  # not while the pipeline runs or is released
@@ -104,7 +118,7 @@ def encode_prompt(pipe, prompt: str, negative_prompt: str | None = None) -> Prom
             do_classifier_free_guidance=True,
             device=pipe._execution_device,
         )
-    return PromptEmbeddings(prompt, negative_prompt, pe, npe, ppe, nppe, text_encoders_id(pipe))
+    return PromptEmbeddings(prompt, negative_prompt, pe, npe, ppe, nppe, text_encoders_id(pipe), staged_t5)
 
 
 class PromptCache:

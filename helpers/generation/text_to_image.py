@@ -183,16 +183,20 @@ def generate(
         callback=callback, embeddings=embeddings,
     )
     recipe = make_recipe(pipe, prompt, negative_prompt, settings)
+    if embeddings is not None and embeddings.staged_t5:  # T5 made them, before this T5-less pipeline loaded
+        recipe["t5"] = f"{embeddings.staged_t5}, staged"
     texts = (
         embeddings.as_pipeline_kwargs()
         if embeddings is not None
         else {"prompt": prompt, "negative_prompt": negative_prompt}
     )
     cancelled = False
+    seen = {}  # the latest latents and embeddings: they say which component made a NaN image
 
     def on_step_end(pipeline, step, timestep, callback_kwargs):
         nonlocal cancelled
-        if callback(step, settings["num_inference_steps"], callback_kwargs["latents"]):
+        seen.update(callback_kwargs)
+        if callback is not None and callback(step, settings["num_inference_steps"], callback_kwargs["latents"]):
             cancelled = True
             pipeline._interrupt = True  # diffusers skips the remaining steps
         return callback_kwargs
@@ -209,7 +213,8 @@ def generate(
                 height=settings["height"],
                 width=settings["width"],
                 generator=torch.Generator("cpu").manual_seed(settings["seed"]),
-                callback_on_step_end=on_step_end if callback is not None else None,
+                callback_on_step_end=on_step_end,
+                callback_on_step_end_tensor_inputs=["latents", "prompt_embeds", "pooled_prompt_embeds"],
                 output_type="np",
             ).images
     except torch.OutOfMemoryError as e:
@@ -220,11 +225,13 @@ def generate(
     if cancelled:
         raise GenerationCancelled(f"Cancelled before the last of {settings['num_inference_steps']} steps.")
     if not np.isfinite(pixels).all():
+        # The pipeline folds CFG's halves into one batch: these are the embeddings it really used.
+        component = validation.nonfinite_source(
+            pipe, seen.get("prompt_embeds"), seen.get("pooled_prompt_embeds"), seen.get("latents"))
         raise NonFiniteImageError(
-            f"The image came out with non-finite pixels (NaN) at guidance_scale="
-            f"{settings['guidance_scale']:g} in {recipe['dtype']}: the numbers overflowed, and the "
-            "image would be black. Try a lower guidance_scale (SD3.5 Large is tuned for 3.5), or "
-            "load in bfloat16 or float32 (load_pipeline(..., dtype=torch.bfloat16)) instead of float16."
+            "The image came out with non-finite pixels (it would be black): "
+            + validation.nonfinite_fix(pipe, component, settings["guidance_scale"]),
+            component=component,
         )
     image = pipe.image_processor.numpy_to_pil(pixels)[0]
     return GenerationResult(image, recipe, clock.seconds, peak.peak_bytes, peak.kind)

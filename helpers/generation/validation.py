@@ -6,6 +6,8 @@ import math
 import numbers
 import os
 
+import torch
+
 MAX_SEED = 2**63 - 1
 # Far above any useful value (SD3.5 is tuned for 3.5-4.5; A1111's CFG slider stops at 30), and low
 # enough that fp16 does not overflow into a black image.
@@ -100,3 +102,52 @@ def check_pipeline(pipe, caller: str = "generate", allow_released: bool = False)
         )
     if not allow_released and getattr(pipe, "transformer", None) is None:
         raise ValueError("This pipeline has been released (another one was loaded): load it again.")
+
+
+# ---- Which component made an image non-finite, and what fixes it ----------------------------------
+COMPONENT_NAMES = {"text_encoder": "CLIP-L (text_encoder)", "text_encoder_2": "CLIP-G (text_encoder_2)",
+                   "text_encoder_3": "T5-XXL (text_encoder_3)", "transformer": "the transformer", "vae": "the VAE"}
+_TO_BF16 = "load in bfloat16 where the GPU has it (compute capability 8.0+: load_pipeline(..., dtype=torch.bfloat16))"
+
+
+def _not_finite(tensor) -> bool:
+    return tensor is not None and not bool(torch.isfinite(tensor).all())
+
+
+def nonfinite_source(pipe, prompt_embeds=None, pooled_prompt_embeds=None, latents=None) -> str:
+    """Which component of `pipe` produced the first non-finite values of an image whose pixels are not
+    finite: a text encoder (its slice of the embeddings, as `encode_prompt` lays them out: CLIP-L then
+    CLIP-G along the features of the first `tokenizer_max_length` tokens, T5 the tokens after them;
+    pooled: CLIP-L then CLIP-G), else the transformer (the final latents), else the VAE."""
+    clip_l, clip_g = getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)
+    if _not_finite(prompt_embeds):
+        clip_tokens, width_l = pipe.tokenizer_max_length, clip_l.config.hidden_size
+        width_g = clip_g.config.hidden_size
+        if _not_finite(prompt_embeds[:, :clip_tokens, :width_l]):
+            return "text_encoder"
+        if _not_finite(prompt_embeds[:, :clip_tokens, width_l:width_l + width_g]):
+            return "text_encoder_2"
+        if _not_finite(prompt_embeds[:, clip_tokens:]):
+            return "text_encoder_3"
+    if _not_finite(pooled_prompt_embeds):
+        return "text_encoder" if _not_finite(pooled_prompt_embeds[:, :clip_l.config.projection_dim]) else "text_encoder_2"
+    return "transformer" if _not_finite(latents) else "vae"
+
+
+def nonfinite_fix(pipe, component: str, guidance_scale: float) -> str:
+    """What to do when `component` of `pipe` produced non-finite values, in one or two sentences."""
+    model = getattr(pipe, component, None)
+    dtype = str(getattr(model, "dtype", "?")).removeprefix("torch.")
+    where = f"{COMPONENT_NAMES[component]} produced non-finite values (NaN or inf) in {dtype}"
+    if component == "vae":
+        if dtype == "float32":
+            return f"{where}: its weights, not the precision, are at fault. Reload the model."
+        return (f"{where}: its decoder overflowed. Decode in float32: helpers.loading.vae_decode.upcast_vae(pipe) "
+                "(load_pipeline does it under float16), or " + _TO_BF16 + ".")
+    if component == "transformer":
+        return (f"{where} while denoising at guidance_scale={guidance_scale:g}. Try a lower guidance_scale "
+                f"(SD3.5 Large is tuned for 3.5), or {_TO_BF16}, or dtype=torch.float32.")
+    if component == "text_encoder_3":
+        return (f"{where}. transformers keeps T5's `wo` layers in float32 under float16; if it still "
+                f"overflows, {_TO_BF16}, or leave T5 out (drop_t5=True).")
+    return f"{where}. Run it in float32 (pipe.{component}.float(), on the same device), or {_TO_BF16}."

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import GPUOutOfMemoryError, QuantizationNeedsGPUError
 from ..generation.pipeline_lock import releasing
-from . import devices, hub_access, quantized_checkpoints
+from . import devices, hub_access, quantized_checkpoints, vae_decode
 from .checks import check_fast, check_room_for_size
 from .planner import PREQUANTIZED, LoadingPlan, _does_not_fit, check_fits, plan_loading
 from .presets import PRESETS, Recommendation, resolve_preset
@@ -63,6 +63,7 @@ def load_pipeline(
     transformer: str | None = None,
     fast: bool = False,
     size: int | tuple[int, int] | None = None,
+    vae_tiling: bool = False,
 ):
     """Load a `StableDiffusion3Pipeline` for a preset ("sd35-large-nf4", "tiny", ...), a Hub id or
     a local folder, and return it with `pipe.load_info` (the plan, load seconds, recommendations).
@@ -75,6 +76,8 @@ def load_pipeline(
     channels-last VAE): the first image pays the compile time, later ones run faster.
     `drop_t5` / `quantize_t5` left as None let the planner pick T5 by its ranking (full, 4-bit, none);
     `size`: the largest image (pixels, or (height, width)) to plan memory for, the preset's by default.
+    `vae_tiling=True` decodes in 512 px tiles (`vae_decode.enable_vae_tiling`), for a GPU with no room
+    for a whole-image decode.
     """
     global _current_pipeline
     if not isinstance(fast, bool):
@@ -87,6 +90,7 @@ def load_pipeline(
     plan = plan_loading(  # every option checked, before anything is released or read
         model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
         dtype=dtype, stand_in=stand_in, transformer=transformer, size=size,
+        vae_tiling=vae_tiling,
     )
     check_fast(plan, fast)
     preset = resolve_preset(model)
@@ -114,6 +118,7 @@ def load_pipeline(
         plan = plan_loading(
             model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
             dtype=dtype, stand_in=stand_in, transformer=transformer, size=size,
+            vae_tiling=vae_tiling,
         )
         check_fast(plan, fast)
     check_fits(plan)
@@ -181,13 +186,16 @@ def check_quantization_runs_here(plan: LoadingPlan) -> None:
         raise
 
 
-def _from_pretrained(plan: LoadingPlan, token: str | None):
-    """The diffusers calls themselves: the same ones notebook 01 writes out by hand."""
+def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...] = ()):
+    """The diffusers calls themselves: the same ones notebook 01 writes out by hand. The components
+    in `skip` are left out (None), e.g. ("transformer", "vae") for the text encoders alone."""
     from diffusers import BitsAndBytesConfig, SD3Transformer2DModel, StableDiffusion3Pipeline
 
-    kwargs = {}
+    kwargs = dict.fromkeys(skip)
     saved_t5 = None
-    if plan.transformer_source is not None:
+    if "transformer" in skip:
+        pass
+    elif plan.transformer_source is not None:
         # Pre-quantized: the quantization config is read from the saved config.json.
         source, subfolder = quantized_checkpoints.transformer_folder(plan.transformer_source)
         kwargs["transformer"] = SD3Transformer2DModel.from_pretrained(
@@ -249,6 +257,8 @@ def _from_pretrained(plan: LoadingPlan, token: str | None):
             )
     else:
         pipe = StableDiffusion3Pipeline.from_pretrained(plan.model_id, dtype=plan.dtype, token=token, **kwargs)
+    if plan.vae_tiling:
+        vae_decode.enable_vae_tiling(pipe.vae)
     if plan.offload == "model":
         pipe.enable_model_cpu_offload(device=plan.device)
     elif plan.offload == "sequential":

@@ -234,6 +234,7 @@ MPS_ATTENTION_COPIES = 2  # ASSUMPTION, not measured: PyTorch's MPS SDPA (_scale
 VAE_DECODE_TENSORS = 5  # MEASURED: full-resolution 256-channel tensors alive at once in the VAE decoder
 #   (H200: 2.39 GiB above the weights at 1024x1024, ~4.75 tensors)
 VAE_DECODE_CHANNELS = 256  # the widest full-resolution activation of the SD3 VAE decoder (after upsampling)
+VAE_TILED_RGB_COPIES = 4  # tiled decode: the overlapping RGB tiles (16/9 of the image), blended rows, the image
 TEXT_ENCODING_BYTES = int(0.05 * GiB)  # MEASURED: above T5 + CLIP-G while encoding (H200, model offload:
 #   10.21 GiB peak allocated against 10.16 GiB of those two encoders' weights)
 # PyTorch's CUDA caching allocator reserves more than the tensors hold (cached blocks of earlier steps,
@@ -266,9 +267,11 @@ def image_size(size) -> tuple[int, int]:
 
 
 def phase_working(transformer_config, size=1024, dtype: torch.dtype = torch.bfloat16,
-                  kernel: str = "flash") -> Working:
+                  kernel: str = "flash", vae_tile: int | None = None) -> Working:
     """Working memory of one image of `size` (pixels, square, or (height, width)) in each phase.
     `kernel`: "flash", "memory-efficient", "math" (CUDA's, holds the attention matrix) or "mps".
+    `vae_tile`: the tile side in pixels when the VAE decodes in tiles (`vae_decode.enable_vae_tiling`):
+    the decoder then holds one tile's activations, plus every decoded RGB tile until they are blended.
     `transformer_config`: a family name ("large", "medium") or a transformer config dict."""
     from .architectures import TRANSFORMER_CONFIGS
 
@@ -281,14 +284,19 @@ def phase_working(transformer_config, size=1024, dtype: torch.dtype = torch.bflo
     denoise = CFG_BATCH * tokens * hidden * size_bytes * ACTIVATION_WIDTHS
     copies = {"math": MATH_ATTENTION_COPIES, "mps": MPS_ATTENTION_COPIES}.get(kernel, 0)
     denoise += copies * CFG_BATCH * config["num_attention_heads"] * tokens**2 * size_bytes
-    decode = VAE_DECODE_TENSORS * VAE_DECODE_CHANNELS * height * width * size_bytes
+    tile_h, tile_w = (height, width) if vae_tile is None else (min(height, vae_tile), min(width, vae_tile))
+    if (tile_h, tile_w) == (height, width):  # diffusers tiles only a latent larger than the tile
+        decode = VAE_DECODE_TENSORS * VAE_DECODE_CHANNELS * height * width * size_bytes
+    else:  # one tile's activations, then the decoded RGB tiles (overlapping by a quarter), rows and image
+        decode = VAE_DECODE_TENSORS * VAE_DECODE_CHANNELS * tile_h * tile_w * size_bytes
+        decode += VAE_TILED_RGB_COPIES * 3 * height * width * size_bytes
     return Working(TEXT_ENCODING_BYTES, int(denoise), int(decode))
 
 
 def working_bytes(transformer_config, size=1024, dtype: torch.dtype = torch.bfloat16,
-                  kernel: str = "flash") -> int:
+                  kernel: str = "flash", vae_tile: int | None = None) -> int:
     """Peak working memory of one image on top of the weights (the largest phase of `phase_working`)."""
-    return phase_working(transformer_config, size, dtype, kernel).peak
+    return phase_working(transformer_config, size, dtype, kernel, vae_tile).peak
 
 
 def _text_pair(weights: dict[str, int]) -> int:

@@ -19,7 +19,7 @@ import torch
 from .. import stand_in as stand_in_pipeline
 from ..errors import GPUOutOfMemoryError
 from ..measuring import format_bytes
-from . import architectures, devices, memory_model, quantized_checkpoints, ranking
+from . import architectures, devices, memory_model, quantized_checkpoints, ranking, vae_decode
 from .presets import PRESETS, get_preset, resolve_preset
 from .ranking import PREQUANTIZED, describe_options
 
@@ -60,6 +60,7 @@ class LoadingPlan:
     host_loading_bytes: int = 0  # host RAM while loading (memory_model.host_bytes["loading"])
     better: list = field(default_factory=list)  # load_pipeline kwargs of faster or better plans that fit
     transformer_config: dict | None = None  # the transformer's shape (working memory at other sizes)
+    vae_tiling: bool = False  # load_pipeline(vae_tiling=True): the VAE decodes in tiles (vae_decode.py)
 
     @property
     def total_bytes(self) -> int:
@@ -223,6 +224,7 @@ def plan_loading(
     transformer: str | None = None,
     host_bytes: int | None = None,
     size: int | tuple[int, int] | None = None,
+    vae_tiling: bool = False,
 ) -> LoadingPlan:
     """Decide how `model` will be loaded, without loading it. `free_bytes` / `host_bytes` override
     the measured free accelerator memory / available host RAM (to ask "what would happen on a
@@ -235,7 +237,8 @@ def plan_loading(
     `drop_t5` / `quantize_t5` left as None let the planner choose T5 by `ranking.RANKING` (full T5,
     then 4-bit, then none, against the offload each needs); True or False is kept as asked, and so is
     an explicit `offload`. `plan.better` lists plans that also fit and run faster or rank higher but
-    were not picked (lower in the ranking, or another preset or T5 than asked for); the reason names them."""
+    were not picked (lower in the ranking, or another preset or T5 than asked for); the reason names them.
+    `vae_tiling=True`: the VAE decodes in `vae_decode.VAE_TILE_PIXELS` tiles, and the decode is costed per tile."""
     if drop_t5 and quantize_t5:
         raise ValueError("drop_t5=True and quantize_t5=True contradict each other: choose one.")
     preset = resolve_preset(model)
@@ -245,7 +248,11 @@ def plan_loading(
     device = devices.pick_device(device)
     if not (dtype == "auto" or (isinstance(dtype, torch.dtype) and dtype in (torch.float32, torch.bfloat16, torch.float16))):
         raise ValueError(f"dtype must be 'auto', torch.float32, torch.bfloat16 or torch.float16, not {dtype!r}.")
+    if not isinstance(vae_tiling, bool):
+        raise ValueError(f"vae_tiling must be True or False, not {vae_tiling!r}.")
     options = dict(model=model, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5, dtype=dtype)
+    if vae_tiling:  # only when asked, so suggested plans name it only then
+        options["vae_tiling"] = True
     if size is not None:
         options["size"] = memory_model.image_size(size)
     plans = []
@@ -319,7 +326,9 @@ def _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer
     kernel = devices.sdpa_kernel(device, dtype)
     size = memory_model.image_size(options.get("size") or (PRESETS["tiny"].default_size if stand_in
                                                           else preset.default_size))
-    working = memory_model.phase_working(config, size, dtype, kernel)
+    tiling = bool(options.get("vae_tiling"))
+    tile = vae_decode.VAE_TILE_PIXELS if tiling else None
+    working = memory_model.phase_working(config, size, dtype, kernel, vae_tile=tile)
     if free_bytes is None:
         free_bytes = devices.free_accelerator_memory(device)
     if host_bytes is None:
@@ -341,6 +350,7 @@ def _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer
         working_bytes=working.peak, host_bytes_needed=max(host.values()), host_bytes_available=host_bytes,
         fits=problem is None, kernel=kernel, size=size, working=working, loaded_on_gpu=on_gpu,
         host_loading_bytes=host["loading"], transformer_config=dict(config),
+        vae_tiling=tiling,
     )
 
 

@@ -112,3 +112,21 @@ def test_the_planner_covers_the_host_memory_a_real_load_took(path):
         assert measured <= plan.host_bytes_needed * 1.01, (row["plan"], measured, plan.host_bytes_needed)
         if plan.offload == "none":
             assert plan.host_bytes_needed <= measured * 1.15, (row["plan"], measured, plan.host_bytes_needed)
+
+
+STAGED = "free Colab T4: staged T5 (NF4), then the planner's plan"
+
+
+def test_smoke_runs_the_staged_t5_row_on_the_cpu(tiny_dir, tmp_path):
+    """Staged T5 on the T4 plan: the encoders' phase is timed and planned, then the image is rendered
+    from its embeddings by the T5-less plan (helpers.loading.staged_t5)."""
+    done = run("--smoke", "--output", str(tmp_path), "--scratch", str(tmp_path / "scratch"), "--plans", STAGED)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [row] = json.loads((tmp_path / "smoke.json").read_text())["rows"]
+    assert row["status"] == "ok", row
+    assert row["encode_s"] > 0 and row["s_per_image"] > 0 and row["image_sha"]
+    assert "text_encoder_3" not in row["measured_bytes"]  # T5 is gone before the transformer loads
+    assert row["dtype"] == "float16"
+    # The encoders' phase as the planner costs it on the real model: CLIP-L, CLIP-G and NF4 T5 in fp16.
+    assert 7 * 2**30 < row["encode_allowance_bytes"] < 9 * 2**30
+    assert list(load_script().PLANS).index(STAGED) < 4  # among the first rows a short GPU budget measures

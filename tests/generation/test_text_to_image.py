@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusion3Pipeline
@@ -121,9 +122,32 @@ def test_non_finite_pixels_raise_a_clear_error_not_a_black_image(tiny_pipe):
     def poison(step, total, latents):
         latents.fill_(float("nan"))
 
-    with pytest.raises(NonFiniteImageError, match="lower guidance_scale.*bfloat16 or float32"):
+    with pytest.raises(NonFiniteImageError, match="the transformer .* lower guidance_scale.*bfloat16") as caught:
         helpers.generate(tiny_pipe, "a cat", num_inference_steps=2, callback=poison)
+    assert caught.value.component == "transformer"
     assert issubclass(helpers.errors.NonFiniteImageError, RuntimeError)
+
+
+# An overflow made on purpose in one component's real weights (an inf where a float16 value would
+# overflow): the error names that component and its fix, whichever runs after it.
+POISONED = [
+    ("vae", lambda p: p.vae.decoder.conv_in.bias, r"the VAE .*decoder overflowed.*upcast_vae"),
+    ("transformer", lambda p: p.transformer.proj_out.bias, r"the transformer .*lower guidance_scale"),
+    ("text_encoder_3", lambda p: p.text_encoder_3.encoder.final_layer_norm.weight, r"T5-XXL \(text_encoder_3\).*drop_t5"),
+    ("text_encoder_2", lambda p: p.text_encoder_2.text_model.final_layer_norm.bias, r"CLIP-G \(text_encoder_2\).*float\(\)"),
+    ("text_encoder", lambda p: p.text_encoder.text_model.encoder.layers[0].mlp.fc2.bias, r"CLIP-L \(text_encoder\)"),
+]
+
+
+@pytest.mark.parametrize("component,parameter,message", POISONED, ids=[c for c, _, _ in POISONED])
+def test_non_finite_pixels_name_the_component_that_overflowed(tiny_dir, component, parameter, message):
+    pipe = helpers.load_pipeline("tiny", dtype=torch.bfloat16)
+    assert np.isfinite(np.asarray(helpers.generate(pipe, "a cat", num_inference_steps=2).image)).all()
+    with torch.no_grad():
+        parameter(pipe)[0] = float("inf")
+    with pytest.raises(NonFiniteImageError, match=message) as caught:
+        helpers.generate(pipe, "a cat", num_inference_steps=2)
+    assert caught.value.component == component
 
 
 @pytest.mark.parametrize("pipe,given", [("tiny", "str 'tiny'"), (None, "NoneType"), (42, "int")])

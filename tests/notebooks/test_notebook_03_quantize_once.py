@@ -69,3 +69,27 @@ def test_t4_plan(executed):
     assert "load the pre-quantized transformer" in text
     assert (out / "outputs" / "t4_plan.png").is_file()
     assert sorted(p.name for p in out.iterdir()) == ["03_quantize_once.ipynb", "outputs"]
+
+
+def test_t4_staged_t5_phases_and_image(executed):
+    """The staged-T5 cell: the planner's bytes of each phase on the T4, then the T4 plan rendering from
+    embeddings that the text encoders (T5 in NF4) made before it loaded."""
+    from helpers import format_bytes
+    from helpers.loading import hardware_profiles, staged_t5
+
+    out, nb = executed
+    text = cell_outputs_text(nb)
+    t4 = hardware_profiles.get_profile("free Colab T4")
+    kwargs = hardware_profiles.colab_t4_plan()
+    with hardware_profiles.on_profile(t4):
+        encoders = staged_t5.text_encoder_plan(**kwargs, stand_in=False)
+    plan = hardware_profiles.plan_on(t4, **kwargs)
+    phase1, phase2 = staged_t5.encoder_bytes(encoders), plan.gpu_bytes_needed
+    together = phase2 + encoders.estimated_bytes["text_encoder_3"]
+    assert max(phase1, phase2) <= t4.free_gpu_bytes < together  # each phase fits, both at once do not
+    assert f"| 1. CLIP-L, CLIP-G and NF4 T5 (fp16), encoding | {format_bytes(phase1)} |" in text
+    assert f"| 2. the T4 plan above, generating | {format_bytes(phase2)} |" in text
+    assert f"| the T4 plan with the NF4 T5 beside it | {format_bytes(together)} |" in text
+    assert "t5=nf4, staged, pipeline's own T5: None" in text
+    assert "Same seed and prompt as the T4 plan without T5: a different image." in text
+    assert (out / "outputs" / "t4_plan_staged_t5.png").is_file()

@@ -1,0 +1,75 @@
+"""T5's prompt following on a GPU with no room for T5 beside the transformer: encode first.
+
+On a free Colab T4 (15 GB GPU, 12.7 GB RAM) SD3.5 Large in NF4 fits only without T5, and model
+offload needs more host RAM than Colab has. Staged encoding gives T5 back in two phases:
+
+1. `encode_with_t5(prompts, **plan)` loads only the text encoders (CLIP-L, CLIP-G and T5-XXL in NF4),
+   encodes every prompt (and negative prompt), and releases them;
+2. `load_pipeline(**plan)` then loads the T5-less plan, and `generate(pipe, embeddings=...)` renders
+   from the cached embeddings, which are exactly what a pipeline with the same NF4 T5 computes.
+
+The transformer never shares the GPU with T5. The price: a new prompt needs the encoders again. An
+image's recipe records `t5="nf4, staged"`: to make it again, encode its prompt with `encode_with_t5`.
+"""
+
+from __future__ import annotations
+
+from ..errors import GPUOutOfMemoryError
+from ..generation import validation
+from ..generation.prompt_embeddings import TEXT_ENCODERS, PromptEmbeddings, encode_prompt
+from ..measuring import format_bytes
+from . import devices, hub_access, load, memory_model
+from .planner import plan_loading
+from .presets import resolve_preset
+
+# load_pipeline options that change the transformer or the VAE only: the encoders ignore them.
+_NOT_FOR_ENCODERS = ("offload", "drop_t5", "quantize_t5", "transformer", "vae_tiling", "fast", "keep_previous")
+
+
+def text_encoder_plan(model: str = "sd35-large-nf4", *, quantize_t5: bool = True, **options):
+    """The loading plan of the text encoders alone (T5 in NF4 unless `quantize_t5=False`), on the GPU,
+    with the dtype and device `options` (the load_pipeline arguments of the pipeline that follows) give."""
+    kept = {k: v for k, v in options.items() if k not in _NOT_FOR_ENCODERS}
+    return plan_loading(model, offload="none", quantize_t5=quantize_t5, **kept)
+
+
+def encoder_bytes(plan) -> int:
+    """GPU bytes the text encoders need: their weights plus the accelerator overhead (a prompt's
+    activations are a few MB)."""
+    weights = sum(plan.estimated_bytes.get(name, 0) for name in TEXT_ENCODERS)
+    return weights + memory_model.ACCELERATOR_OVERHEAD_BYTES
+
+
+def encode_with_t5(prompts, model: str = "sd35-large-nf4", *, negative_prompt: str | None = None,
+                   quantize_t5: bool = True, **options) -> list[PromptEmbeddings]:
+    """Encode `prompts` (a string or a list) with CLIP-L, CLIP-G and T5 loaded on their own, then
+    release them; returns one `PromptEmbeddings` per prompt for `generate(pipe, embeddings=...)` with
+    the pipeline `load_pipeline(model, **options)` loads next (e.g. `**colab_t4_plan()`, no T5).
+
+    Like `load_pipeline`, it first releases the pipeline loaded last (the GPU has room for one phase)."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts:
+        raise ValueError("prompts is empty: give at least one prompt to encode.")
+    for prompt in prompts:
+        validation.check_prompt(prompt)
+    validation.check_prompt(negative_prompt, "negative_prompt", allow_none=True)
+    plan = text_encoder_plan(model, quantize_t5=quantize_t5, **options)  # every option checked first
+    token = None
+    if not plan.stand_in:
+        token = hub_access.find_token()
+        if resolve_preset(model).gated:
+            hub_access.require_access(plan.model_id, token)
+    load.release_current_pipeline()
+    devices.release_cached_memory(plan.device)
+    plan = text_encoder_plan(model, quantize_t5=quantize_t5, **options)  # free memory after the release
+    need = encoder_bytes(plan)
+    if plan.free_bytes is not None and need > plan.free_bytes:
+        raise GPUOutOfMemoryError(
+            f"The text encoders of {plan.preset} (T5 {plan.t5}) need about {format_bytes(need)} of GPU "
+            f"memory, but {format_bytes(plan.free_bytes)} is free. Free memory (restart the kernel) or "
+            "encode without T5 (load_pipeline(..., drop_t5=True) and plain prompts).")
+    encoders = load._from_pretrained(plan, token, skip=("transformer", "vae"))
+    try:
+        return [encode_prompt(encoders, prompt, negative_prompt, staged_t5=plan.t5) for prompt in prompts]
+    finally:
+        load.release_pipeline(encoders)
