@@ -34,10 +34,11 @@ def text_encoder_plan(model: str = "sd35-large-nf4", *, quantize_t5: bool = True
 
 
 def encoder_bytes(plan) -> int:
-    """GPU bytes the text encoders need: their weights plus the accelerator overhead (a prompt's
-    activations are a few MB)."""
-    weights = sum(plan.estimated_bytes.get(name, 0) for name in TEXT_ENCODERS)
-    return weights + memory_model.ACCELERATOR_OVERHEAD_BYTES
+    """GPU bytes the text encoders need: their weights, the text-encoding phase's working memory and,
+    on CUDA, what the caching allocator reserves above it (`memory_model.accelerator_bytes`)."""
+    weights = {name: plan.estimated_bytes[name] for name in TEXT_ENCODERS if name in plan.estimated_bytes}
+    working = memory_model.Working(text=memory_model.TEXT_ENCODING_BYTES, denoise=0, decode=0)
+    return memory_model.accelerator_bytes("none", weights, working, device=plan.device)
 
 
 def encode_with_t5(prompts, model: str = "sd35-large-nf4", *, negative_prompt: str | None = None,
