@@ -33,7 +33,12 @@ def check_guidance(guidance_scale) -> None:
         return
     if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real):
         raise TypeError(f"guidance_scale must be a number, not {type(guidance_scale).__name__}.")
-    if math.isnan(guidance_scale) or math.isinf(guidance_scale):
+    try:
+        finite = math.isfinite(guidance_scale)
+    except OverflowError:  # an int too large for a float, e.g. 10**400
+        raise ValueError(f"guidance_scale must be a finite number, not a {len(str(abs(guidance_scale)))}-digit "
+                         "whole number (too large for a float). SD3.5 Large is tuned for about 3.5.") from None
+    if not finite:
         raise ValueError(f"guidance_scale must be a finite number, not {guidance_scale}.")
     if guidance_scale < 0:
         raise ValueError(

@@ -28,6 +28,8 @@ def offline() -> bool:
 def is_cached(repo_id: str) -> bool:
     """True when the pipeline's index is on this machine: in the local Hugging Face cache, or
     `repo_id` is a folder holding a saved pipeline (a path is not a Hub id: never looked up)."""
+    if not isinstance(repo_id, (str, Path)):
+        raise TypeError(f"repo_id must be a Hub id or a folder, not {type(repo_id).__name__} {repo_id!r}.")
     if Path(repo_id).expanduser().is_dir():
         return (Path(repo_id).expanduser() / "model_index.json").is_file()
     try:

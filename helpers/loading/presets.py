@@ -6,6 +6,7 @@ recommended `guidance_scale`/steps: the model card's, and the values Stability A
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,8 +147,10 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except (KeyError, TypeError):
         known = ", ".join(PRESETS)
+        close = difflib.get_close_matches(name, PRESETS, n=1) if isinstance(name, str) else []
+        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(
-            f"Unknown model preset {name!r}. Use one of: {known}; or a Hub id such as "
+            f"Unknown model preset {name!r}.{hint} Use one of: {known}; or a Hub id such as "
             f"'{LARGE}', or a local folder saved with save_pretrained."
         ) from None
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..generation.validation import check_pipeline
+
 # Components `save_quantized` writes when they are quantized, as pipeline subfolder names.
 QUANTIZABLE = ("transformer", "text_encoder_3")
 
@@ -27,6 +29,7 @@ def save_quantized(pipe, folder) -> dict[str, Path]:
     Save right after loading: on CPU, bitsandbytes repacks 4-bit weights at the first forward pass
     (keeping their scales in bf16), so a save after generating reloads as a slightly different model.
     """
+    check_pipeline(pipe, "save_quantized", allow_released=True)  # a released one is refused below
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise FileExistsError(
