@@ -154,8 +154,7 @@ def check_arguments(
         prompt, negative_prompt = embeddings.prompt, embeddings.negative_prompt
     validation.check_prompt(prompt)
     validation.check_prompt(negative_prompt, "negative_prompt", allow_none=True)
-    if callback is not None and not callable(callback):
-        raise TypeError("callback must be a function (step, total, latents) -> bool | None.")
+    validation.check_callback(callback)
     settings = resolve_arguments(pipe, guidance_scale, num_inference_steps, height, width, seed)
     return prompt, negative_prompt, settings
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import os
@@ -93,6 +94,27 @@ def check_size(height, width, multiple: int = 16, largest: int | None = None) ->
             )
         if largest is not None and value > largest:
             raise ValueError(f"{name}={value} is larger than this model supports ({largest} pixels).")
+
+
+def check_callback(callback) -> None:
+    """`callback` must be callable as callback(step, total, latents): checked before the first step,
+    which is where a wrong signature would otherwise fail."""
+    if callback is None:
+        return
+    if not callable(callback):
+        raise TypeError(f"callback must be a function (step, total, latents) -> bool | None, not {type(callback).__name__}.")
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):  # a builtin without a readable signature: let it run
+        return
+    try:
+        signature.bind(0, 1, None)
+    except TypeError:
+        name = getattr(callback, "__name__", type(callback).__name__)
+        raise TypeError(
+            f"callback must take (step, total, latents) and return True to cancel; {name}{signature} "
+            "cannot be called that way (e.g. def on_step(step, total, latents): ...)."
+        ) from None
 
 
 def check_pipeline(pipe, caller: str = "generate", allow_released: bool = False) -> None:
