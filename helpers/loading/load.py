@@ -87,6 +87,8 @@ def load_pipeline(
         token = hub_access.find_token()
         if preset.gated:
             hub_access.require_access(plan.model_id, token)
+        if model not in PRESETS:  # a Hub id nobody has (a typo): say so before any memory complaint
+            hub_access.require_model(plan.model_id, token)
     # Checked before the previous pipeline is released: a load that cannot run here must not cost
     # the reader the pipeline they already have. (Whether it fits is checked first when nothing is
     # held; otherwise after the release, which frees the memory it is measured against.)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from .local_folders import check_local_source
 
 LARGE = "stabilityai/stable-diffusion-3.5-large"
 MEDIUM = "stabilityai/stable-diffusion-3.5-medium"
@@ -162,7 +163,7 @@ def resolve_preset(model: str) -> Preset:
     if model in PRESETS:
         return PRESETS[model]
     looks_like_repo = model.count("/") == 1 and not model.startswith((".", "/"))
-    if Path(model).is_dir() or looks_like_repo:
+    if check_local_source(model) or looks_like_repo:  # a local folder is checked: what is missing, if anything
         base = PRESETS["sd35-large"]
         return Preset(model, model, model, None, False, base.default_size, base.model_card)
     return get_preset(model)  # raises the "unknown preset" error

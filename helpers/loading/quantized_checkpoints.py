@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from ..generation.validation import check_pipeline
+from .local_folders import check_local_source
 
 # Components `save_quantized` writes when they are quantized, as pipeline subfolder names.
 QUANTIZABLE = ("transformer", "text_encoder_3")
@@ -85,6 +86,8 @@ def check_transformer_source(transformer) -> str | None:
     """Validate `transformer=` before loading; return the quantization saved in it, if known."""
     if not isinstance(transformer, (str, Path)) or not str(transformer):
         raise ValueError(f"transformer must be a folder or a Hub id, not {transformer!r}.")
+    if check_local_source(str(transformer), kind="transformer"):  # a folder: refused with what is missing
+        return saved_quantization(transformer)
     folder, subfolder = transformer_folder(transformer)
     looks_like_repo = str(transformer).count("/") == 1 and not str(transformer).startswith((".", "/", "~"))
     if not (Path(folder) / (subfolder or "") / "config.json").is_file() and (
