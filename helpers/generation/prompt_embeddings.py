@@ -79,18 +79,17 @@ def check_embeddings(pipe, embeddings, prompt=None, negative_prompt=None) -> Non
             f"with negative_prompt={embeddings.negative_prompt!r}. Encode it with them: "
             "encode_prompt(pipe, prompt, negative_prompt), or pass no negative_prompt."
         )
-    check_tensors(pipe, embeddings)
     here = text_encoders_id(pipe)
     staged = embeddings.staged_t5 is not None and here.endswith("; text_encoder_3=none")
-    if staged and _clips(embeddings.source) == _clips(here):
-        return  # T5's embeddings, made before this T5-less pipeline loaded, with its own CLIPs
-    if embeddings.source != here:
+    if embeddings.source != here and not (staged and _clips(embeddings.source) == _clips(here)):
+        # (staged: T5's embeddings, made before this T5-less pipeline loaded, with its own CLIPs)
         raise ValueError(
             "These embeddings were made by other text encoders than this pipeline's, so the "
             "recipe could not reproduce the image. Encode the prompt with this pipeline: "
             f"encode_prompt(pipe, prompt, negative_prompt).\n  embeddings from: {embeddings.source}\n"
             f"  this pipeline:   {here}"
         )
+    check_tensors(pipe, embeddings)
 
 
 def _clips(source: str) -> str:

@@ -127,7 +127,7 @@ def test_keep_previous_is_checked_before_loading(tiny_dir):
 
 
 @pytest.mark.parametrize("args,error,message", [
-    (("large", -1024), ValueError, "size must be a whole number of pixels, at least 16, not -1024"),
+    (("large", -1024), ValueError, "size must be a whole number of pixels .at least 16., or a .height, width. pair of them, not -1024"),
     (("large", 0), ValueError, "size must be"),
     (("large", 1024.0), ValueError, "size must be"),
     (("nope",), ValueError, "transformer_config must be one of 'large', 'medium'"),
