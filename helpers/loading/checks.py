@@ -1,12 +1,13 @@
-"""Checks made on a plan before work starts: `fast=True` with sequential offload (before loading), and
-whether a loaded pipeline's plan has room for the image size asked of `generate` (before generating)."""
+"""Checks made on a plan before work starts: whether it fits (before loading), `fast=True` with
+sequential offload (before loading), and whether a loaded pipeline's plan has room for the image size
+asked of `generate` (before generating)."""
 
 from __future__ import annotations
 
 from ..errors import GPUOutOfMemoryError
 from ..measuring import format_bytes
 from . import memory_model
-from .planner import LoadingPlan, _plan_label
+from .planner import DEFAULT_WORKING, LoadingPlan
 
 
 def check_room_for_size(plan: LoadingPlan | None, height: int, width: int) -> None:
@@ -37,3 +38,32 @@ def check_fast(plan: LoadingPlan, fast: bool) -> None:
             "with sequential offload, or a plan with offload='model' or 'none' (e.g. the 'sd35-large-nf4' "
             "preset, quantize_t5=True or drop_t5=True)."
         )
+
+
+def check_fits(plan: LoadingPlan) -> None:
+    """Raise GPUOutOfMemoryError, before any loading, when the plan cannot fit the accelerator or
+    host RAM; the message says why and, when one exists, which load_pipeline call would fit."""
+    if not plan.fits:
+        raise GPUOutOfMemoryError(
+            f"{plan.preset} ({_plan_label(plan)}) {plan.reason}."
+            + ("" if plan.would_fit else " No plan of this collection fits this machine.")
+        )
+    if plan.offload == "none" and plan.free_bytes is not None and plan.estimated_bytes:
+        needed = memory_model.accelerator_bytes("none", plan.estimated_bytes, plan.working or plan.working_bytes or DEFAULT_WORKING,
+                                   device=plan.device)
+        if needed > plan.free_bytes:
+            raise GPUOutOfMemoryError(_does_not_fit(plan, needed))
+
+
+def _plan_label(plan: LoadingPlan) -> str:
+    t5 = {"full": "full T5", "nf4": "NF4 T5", "dropped": "no T5"}[plan.t5]
+    return f"{str(plan.dtype).removeprefix('torch.')}, {t5}, offload='{plan.offload}'"
+
+
+def _does_not_fit(plan: LoadingPlan, needed: int) -> str:
+    return (
+        f"{plan.preset} needs about {format_bytes(needed)} of GPU memory with offload="
+        f"'{plan.offload}', but only {format_bytes(plan.free_bytes)} is free. Try "
+        "offload='auto' (or 'model'), the 'sd35-large-nf4' preset, drop_t5=True or quantize_t5=True, "
+        "or free memory by restarting the kernel."
+    )

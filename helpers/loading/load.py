@@ -21,8 +21,8 @@ from ..generation.pipeline_lock import releasing
 from ..generation.validation import check_pipeline
 from . import devices, hub_access, quantized_checkpoints, vae_decode
 from .arguments import check_bool
-from .checks import check_fast, check_room_for_size
-from .planner import PREQUANTIZED, LoadingPlan, _does_not_fit, check_fits, plan_loading
+from .checks import _does_not_fit, check_fast, check_fits, check_room_for_size
+from .planner import PREQUANTIZED, LoadingPlan, plan_loading
 from .presets import PRESETS, Recommendation, resolve_preset
 
 STAND_IN_BANNER = (

@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 
 from .. import stand_in as stand_in_pipeline
-from ..errors import GPUOutOfMemoryError
 from ..measuring import format_bytes
-from . import architectures, devices, memory_model, quantized_checkpoints, ranking, vae_decode
+from . import architectures, devices, host_memory, memory_model, quantized_checkpoints, ranking, vae_decode
 from .arguments import check_bool, check_byte_count, check_plan_options, env_flag
 from .presets import PRESETS, get_preset, resolve_preset
 from .ranking import PREQUANTIZED, describe_options
@@ -48,7 +47,7 @@ class LoadingPlan:
     free_bytes: int | None = None  # free accelerator memory when planned
     transformer_source: str | None = None  # pre-quantized transformer folder or Hub id, if given
     working_bytes: int = 0  # working-memory allowance on the accelerator (memory_model.working_bytes)
-    host_bytes_needed: int = 0  # peak host RAM, loading or generating (memory_model.host_bytes)
+    host_bytes_needed: int = 0  # peak host RAM, loading or generating (host_memory.host_bytes)
     host_bytes_available: int | None = None  # host RAM available when planned
     fits: bool = True  # False: neither the accelerator nor host RAM can hold this plan
     kernel: str | None = None  # SDPA attention kernel the device gets with this dtype
@@ -57,7 +56,7 @@ class LoadingPlan:
     size: tuple[int, int] = (1024, 1024)  # (height, width) in pixels the memory was planned for
     working: memory_model.Working | None = None  # working memory of each phase at `size`
     loaded_on_gpu: tuple[str, ...] = ()  # components bitsandbytes quantizes straight onto the GPU
-    host_loading_bytes: int = 0  # host RAM while loading (memory_model.host_bytes["loading"])
+    host_loading_bytes: int = 0  # host RAM while loading (host_memory.host_bytes["loading"])
     better: list = field(default_factory=list)  # load_pipeline kwargs of faster or better plans that fit
     transformer_config: dict | None = None  # the transformer's shape (working memory at other sizes)
     vae_tiling: bool = False  # load_pipeline(vae_tiling=True): the VAE decodes in tiles (vae_decode.py)
@@ -132,7 +131,7 @@ def choose_offload(
 
     "auto" takes the fastest plan that fits both the accelerator (`free_bytes`, against the largest
     phase of an image: see `accelerator_bytes`) and host RAM (`host_available`, when given; see
-    memory_model.host_bytes): everything on the GPU; else model offload (one model at a time); else
+    host_memory.host_bytes): everything on the GPU; else model offload (one model at a time); else
     sequential offload (layer by layer), never for a bitsandbytes-quantized model (accelerate's hooks
     break its 4-bit state). On Apple's unified memory offloading saves nothing, so "auto" is "none"
     there. When nothing fits, the reason starts with "does not fit" and names each way it failed."""
@@ -178,7 +177,7 @@ def _fit_problem(offload, device, estimated, free_bytes, working, reads, host_av
         return (f"with offload='{offload}', {phase} needs {format_bytes(need)} "
                 f"of the {format_bytes(free_bytes)} free on the {device}")
     if host_available is not None:
-        host = memory_model.host_bytes(offload, device, estimated, reads or {}, memory_model.as_working(working).peak,
+        host = host_memory.host_bytes(offload, device, estimated, reads or {}, memory_model.as_working(working).peak,
                                        loaded_on_gpu)
         peak = max(host.values())
         if peak > host_available:
@@ -337,7 +336,7 @@ def _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer
         free_bytes = devices.free_accelerator_memory(device)
     if host_bytes is None:
         host_bytes = devices.host_memory_available()
-    reads = memory_model.checkpoint_read_bytes(counts, quantization, t5, prequantized=transformer is not None)
+    reads = host_memory.checkpoint_read_bytes(counts, quantization, t5, prequantized=transformer is not None)
     on_gpu = loaded_on_gpu(device, quantization, t5)
     choice, reason = choose_offload(
         options["offload"], device, estimated, free_bytes, working, quantized=quantized, reads=reads,
@@ -346,7 +345,7 @@ def _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer
     problem = _fit_problem(choice, device, estimated, free_bytes, working, reads, host_bytes, on_gpu)
     if problem is not None and not reason.startswith("does not fit"):
         reason = "does not fit: " + problem
-    host = memory_model.host_bytes(choice, device, estimated, reads, working.peak, on_gpu)
+    host = host_memory.host_bytes(choice, device, estimated, reads, working.peak, on_gpu)
     return LoadingPlan(
         preset=preset.name, model_id=mid, stand_in=stand_in, device=device, dtype=dtype,
         quantization=quantization, t5=t5, offload=choice, reason=reason, estimated_bytes=estimated,
@@ -377,32 +376,3 @@ def _folder_census(folder) -> tuple[dict, dict]:
         config = json.loads((Path(folder) / "transformer" / "config.json").read_text())
         _CENSUS_CACHE[key] = (memory_model.folder_census(folder), config)
     return _CENSUS_CACHE[key]
-
-
-def check_fits(plan: LoadingPlan) -> None:
-    """Raise GPUOutOfMemoryError, before any loading, when the plan cannot fit the accelerator or
-    host RAM; the message says why and, when one exists, which load_pipeline call would fit."""
-    if not plan.fits:
-        raise GPUOutOfMemoryError(
-            f"{plan.preset} ({_plan_label(plan)}) {plan.reason}."
-            + ("" if plan.would_fit else " No plan of this collection fits this machine.")
-        )
-    if plan.offload == "none" and plan.free_bytes is not None and plan.estimated_bytes:
-        needed = accelerator_bytes("none", plan.estimated_bytes, plan.working or plan.working_bytes or DEFAULT_WORKING,
-                                   device=plan.device)
-        if needed > plan.free_bytes:
-            raise GPUOutOfMemoryError(_does_not_fit(plan, needed))
-
-
-def _plan_label(plan: LoadingPlan) -> str:
-    t5 = {"full": "full T5", "nf4": "NF4 T5", "dropped": "no T5"}[plan.t5]
-    return f"{str(plan.dtype).removeprefix('torch.')}, {t5}, offload='{plan.offload}'"
-
-
-def _does_not_fit(plan: LoadingPlan, needed: int) -> str:
-    return (
-        f"{plan.preset} needs about {format_bytes(needed)} of GPU memory with offload="
-        f"'{plan.offload}', but only {format_bytes(plan.free_bytes)} is free. Try "
-        "offload='auto' (or 'model'), the 'sd35-large-nf4' preset, drop_t5=True or quantize_t5=True, "
-        "or free memory by restarting the kernel."
-    )

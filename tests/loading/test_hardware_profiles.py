@@ -6,7 +6,7 @@ import torch
 
 import helpers
 from helpers.errors import GPUOutOfMemoryError
-from helpers.loading import hardware_profiles, memory_model
+from helpers.loading import hardware_profiles, host_memory, memory_model
 from helpers.loading.hardware_profiles import (
     PROFILES,
     colab_t4_plan,
@@ -29,9 +29,9 @@ def _exact_peaks(profile, plan):
     working = memory_model.phase_working(preset.family, 1024, plan.dtype, plan.kernel)
     on_gpu = loaded_on_gpu(profile.device, plan.quantization, plan.t5)
     gpu = memory_model.accelerator_bytes(plan.offload, weights, working, device=profile.device, loaded_on_gpu=on_gpu)
-    reads = memory_model.checkpoint_read_bytes(counts, plan.quantization, plan.t5,
+    reads = host_memory.checkpoint_read_bytes(counts, plan.quantization, plan.t5,
                                                prequantized=plan.transformer_source is not None)
-    host = max(memory_model.host_bytes(plan.offload, profile.device, weights, reads, working.peak, on_gpu).values())
+    host = max(host_memory.host_bytes(plan.offload, profile.device, weights, reads, working.peak, on_gpu).values())
     return gpu, host
 
 

@@ -7,7 +7,8 @@ import torch
 import helpers
 from helpers.errors import GatedModelError, GPUOutOfMemoryError, QuantizationNeedsGPUError
 from helpers.loading import devices, load
-from helpers.loading.planner import LoadingPlan, check_fits, choose_offload, estimate_footprint
+from helpers.loading.checks import check_fits
+from helpers.loading.planner import LoadingPlan, choose_offload, estimate_footprint
 from helpers.measuring import GiB
 
 FAKE_TOKEN = "hf_" + "Zq7" * 12  # shaped like a token, valid for nothing

@@ -11,7 +11,7 @@ from transformers import CLIPTextModelWithProjection, T5EncoderModel
 
 import helpers
 from helpers import measuring
-from helpers.loading import memory_model
+from helpers.loading import host_memory, memory_model
 from helpers.loading.planner import plan_loading
 from helpers.measuring import GiB
 
@@ -139,10 +139,10 @@ def test_model_offload_is_costed_by_phase():
 def test_host_bytes_offloaded_plans_keep_everything_in_host_ram():
     weights = {"transformer": 4 * GiB, "text_encoder_3": 6 * GiB}
     reads = {"transformer": 9 * GiB, "text_encoder_3": 5 * GiB}
-    cuda = memory_model.CUDA_LOAD_HOST_BYTES  # the CUDA libraries a GPU load maps in (measured)
-    assert memory_model.host_bytes("none", "cuda", weights, reads) == {"loading": 9 * GiB + cuda, "generating": cuda}
-    model = memory_model.host_bytes("model", "cuda", weights, reads, loaded_on_gpu=("transformer",))
+    cuda = host_memory.CUDA_LOAD_HOST_BYTES  # the CUDA libraries a GPU load maps in (measured)
+    assert host_memory.host_bytes("none", "cuda", weights, reads) == {"loading": 9 * GiB + cuda, "generating": cuda}
+    model = host_memory.host_bytes("model", "cuda", weights, reads, loaded_on_gpu=("transformer",))
     # Loading: one shard at a time (the CPU-side components stay memory-mapped), then the parts quantized
     # on the GPU move to host RAM; generating: every component in host RAM.
     assert model == {"loading": 9 * GiB + cuda, "generating": 10 * GiB + cuda}
-    assert memory_model.host_bytes("none", "mps", weights, reads, working=GiB)["generating"] == 11 * GiB
+    assert host_memory.host_bytes("none", "mps", weights, reads, working=GiB)["generating"] == 11 * GiB

@@ -7,7 +7,7 @@ import torch
 import helpers
 from helpers.errors import GPUOutOfMemoryError
 from helpers.generation.prompt_embeddings import TEXT_ENCODERS, encode_prompt
-from helpers.loading import memory_model
+from helpers.loading import host_memory, memory_model
 from helpers.loading.hardware_profiles import colab_t4_plan, get_profile, on_profile
 from helpers.loading.staged_t5 import encode_with_t5, encoder_bytes, text_encoder_plan
 
@@ -66,7 +66,7 @@ def test_on_the_free_t4_each_phase_fits_and_together_they_do_not():
     assert transformer.gpu_bytes_needed + t5 > free  # T5 beside the transformer: no room
     # Loading the encoders straight to the GPU reads one checkpoint shard at a time (T5's 5 GB is the
     # largest): Colab's RAM holds it with room to spare.
-    reads = memory_model.checkpoint_read_bytes(memory_model.FULL_SIZE["large"], None, "nf4", prequantized=False)
+    reads = host_memory.checkpoint_read_bytes(memory_model.FULL_SIZE["large"], None, "nf4", prequantized=False)
     weights = {name: encoders.estimated_bytes[name] for name in TEXT_ENCODERS}
-    host = memory_model.host_bytes("none", "cuda", weights, {name: reads[name] for name in TEXT_ENCODERS})
+    host = host_memory.host_bytes("none", "cuda", weights, {name: reads[name] for name in TEXT_ENCODERS})
     assert max(host.values()) <= t4.host_available_bytes - 4 * 1024**3
