@@ -18,7 +18,7 @@ import torch
 
 from ..errors import GPUOutOfMemoryError, QuantizationNeedsGPUError
 from ..generation.pipeline_lock import releasing
-from . import devices, hub_access, quantized_checkpoints
+from . import devices, fast_plan, hub_access, memory_model, quantized_checkpoints
 from .planner import PREQUANTIZED, LoadingPlan, _does_not_fit, check_fits, plan_loading
 from .presets import PRESETS, Recommendation, resolve_preset
 
@@ -42,6 +42,8 @@ class LoadInfo:
     blog: Recommendation | None
     default_size: int
     compute_dtypes: dict = field(default_factory=dict)  # 4-bit component -> dtype its maths really use
+    fast_precision: str | None = None  # the fast plan applied: None, "bf16" or "fp8" (load_pipeline(fast=...))
+    fast_plan: list = field(default_factory=list)  # what make_fast did, one line per change
 
 
 def load_pipeline(
@@ -55,7 +57,7 @@ def load_pipeline(
     stand_in: bool | None = None,
     keep_previous: bool = False,
     transformer: str | None = None,
-    fast: bool = False,
+    fast: bool | str = False,
 ):
     """Load a `StableDiffusion3Pipeline` for a preset ("sd35-large-nf4", "tiny", ...), a Hub id or
     a local folder, and return it with `pipe.load_info` (the plan, load seconds, recommendations).
@@ -64,12 +66,13 @@ def load_pipeline(
     pipeline this function returned last is released first (its GPU memory freed), since two
     SD3.5 Large pipelines rarely fit together. `transformer=` loads a pre-quantized transformer
     (a `save_quantized` folder or Hub id) instead of quantizing the model's bf16 one.
-    `fast=True` applies the fast plan (`helpers.loading.fast_plan.make_fast`: compiled transformer blocks,
-    channels-last VAE): the first image pays the compile time, later ones run faster.
+    `fast=True` applies the fast plan (`helpers.loading.fast_plan.make_fast`: compiled transformer blocks
+    and VAE decoder, channels-last VAE, and float8 linear layers where they run: sm_89+, a bf16
+    transformer kept on the GPU); `fast="bf16"` or `"fp8"` chooses the precision. The first image pays
+    the compile time, later ones run faster.
     """
     global _current_pipeline
-    if not isinstance(fast, bool):
-        raise ValueError(f"fast must be True or False, not {fast!r}.")
+    fast_plan.check_fast_argument(fast)
     if transformer == PREQUANTIZED:
         raise ValueError(
             f"transformer={PREQUANTIZED!r} stands for a pre-quantized transformer in a suggested plan: "
@@ -80,6 +83,9 @@ def load_pipeline(
         dtype=dtype, stand_in=stand_in, transformer=transformer,
     )
     preset = resolve_preset(model)
+    fast_plan.resolve_fast(  # an impossible fast="fp8" is refused now (offload="auto" is settled later)
+        fast, device=plan.device, capability=devices.compute_capability(plan.device), quantization=plan.quantization,
+        offload=plan.offload if offload != "auto" else "none", dtype=plan.dtype)
     token = None
     if not plan.stand_in:
         token = hub_access.find_token()
@@ -106,6 +112,9 @@ def load_pipeline(
             dtype=dtype, stand_in=stand_in, transformer=transformer,
         )
     check_fits(plan)
+    capability = devices.compute_capability(plan.device)
+    fast_precision = fast_plan.resolve_fast(fast, device=plan.device, capability=capability,
+                                            quantization=plan.quantization, offload=plan.offload, dtype=plan.dtype)
     global _stand_in_announced
     if plan.stand_in and not _stand_in_announced:
         print(STAND_IN_BANNER)
@@ -125,18 +134,31 @@ def load_pipeline(
         if better is not None:
             raise better from None  # `from None`: the Hub's error text may echo request headers
         raise
-    if fast:
-        from .fast_plan import make_fast
-
-        make_fast(pipe)
+    fast_done = fast_plan.make_fast(pipe, fast_precision, capability=capability) if fast_precision else []
+    if fast_precision == "fp8":  # the weights held from now on: float8 linear layers (the load peaked in bf16)
+        plan.estimated_bytes["transformer"] = fp8_transformer_bytes(plan, preset, capability)
     seconds = time.perf_counter() - started
     # The stand-in keeps the preset's guidance and steps (what the lesson teaches) but renders at its
     # own small size, so a CPU runs every notebook in seconds.
     size = PRESETS["tiny"].default_size if plan.stand_in else preset.default_size
-    plan.fast = fast
-    pipe.load_info = LoadInfo(plan, seconds, preset.model_card, preset.blog, size, compute_dtypes(pipe))
+    plan.fast = bool(fast_precision)
+    pipe.load_info = LoadInfo(plan, seconds, preset.model_card, preset.blog, size, compute_dtypes(pipe),
+                              fast_precision, fast_done)
     _current_pipeline = pipe
     return pipe
+
+
+def fp8_transformer_bytes(plan: LoadingPlan, preset, capability) -> int:
+    """The FP8 fast plan's transformer bytes (memory_model's "fp8" rules), counted from the
+    architecture the plan loads (a local folder such as the stand-in's, or the published family's)."""
+    from .planner import _folder_census
+
+    scales = fast_plan.FP8_SCALES_BY_CAPABILITY.get(tuple(capability) if capability else None, "row")
+    if Path(plan.model_id).is_dir():
+        counts = _folder_census(plan.model_id)[0]["transformer"]
+    else:
+        counts = (preset.census or memory_model.FULL_SIZE["large"])["transformer"]
+    return memory_model.loaded_bytes(counts, plan.dtype, "fp8-tensor" if scales == "tensor" else "fp8")
 
 
 def _needs_gpu(plan: LoadingPlan) -> str:
