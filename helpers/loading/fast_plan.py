@@ -97,6 +97,17 @@ def quantize_fp8(transformer, capability=None) -> int:
     return float8_layers(transformer)
 
 
+def quantize_fp8_weights(transformer, scales: str = "row") -> int:
+    """Float8 weight storage only (torchao `Float8WeightOnlyConfig`: bf16 matmuls on dequantized
+    weights), which runs on a CPU: the tests and the GPU check's --smoke measure float8's error and
+    bytes with it where float8 matmuls cannot run. Returns how many layers hold float8 weights."""
+    from torchao.quantization import Float8WeightOnlyConfig, PerRow, PerTensor, quantize_
+
+    granularity = PerTensor() if scales == "tensor" else PerRow()
+    quantize_(transformer, Float8WeightOnlyConfig(granularity=granularity, set_inductor_config=False))
+    return float8_layers(transformer)
+
+
 def float8_layers(module) -> int:
     """How many linear layers of `module` hold float8 weights."""
     return sum(1 for m in module.modules() if isinstance(m, torch.nn.Linear)

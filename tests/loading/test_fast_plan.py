@@ -2,6 +2,8 @@
 would not; FP8 is chosen by compute capability (faked here) and its error and bytes are measured with
 float8 weights (torchao's float8 *matmuls* need sm_89+, so the CPU runs float8 weight-only storage)."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -115,20 +117,9 @@ def test_fp8_on_a_faked_hopper_picks_row_scales_and_sm89_per_layer_scales(monkey
 
 # --- FP8: what it does to the output, and its bytes ------------------------------------------------
 
-def float8_weights(granularity):
-    """torchao float8 weight storage (the CPU runs it; float8 matmuls need sm_89+)."""
-    from torchao.quantization import Float8WeightOnlyConfig, quantize_
-
-    def quantize(transformer):
-        quantize_(transformer, Float8WeightOnlyConfig(granularity=granularity, set_inductor_config=False))
-        return fast_plan.float8_layers(transformer)
-    return quantize
-
-
 @pytest.mark.parametrize("scales", ["fp8", "fp8-tensor"])
 def test_float8_error_and_bytes_on_the_stand_in_transformer(tiny_dir, scales):
     from diffusers import SD3Transformer2DModel
-    from torchao.quantization import PerRow, PerTensor
 
     from helpers.loading import memory_model
     from helpers.measuring import module_bytes
@@ -137,7 +128,7 @@ def test_float8_error_and_bytes_on_the_stand_in_transformer(tiny_dir, scales):
     counts = memory_model.census(transformer)
     assert module_bytes(transformer) == memory_model.loaded_bytes(counts, torch.bfloat16)
     inputs = fast_plan.transformer_inputs(transformer.config, size=64)
-    quantize = float8_weights(PerRow() if scales == "fp8" else PerTensor())
+    quantize = functools.partial(fast_plan.quantize_fp8_weights, scales="row" if scales == "fp8" else "tensor")
     error = fast_plan.quantization_error(transformer, quantize, inputs)
     # Every linear layer now holds float8 weights, and the memory model counts their bytes exactly.
     assert error["quantized_layers"] == counts.linear_layers
