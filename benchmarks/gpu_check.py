@@ -534,6 +534,9 @@ def main(argv=None) -> int:
     def write():
         meta["seconds"] = round(time.perf_counter() - started, 1)
         merged = merge_previous(rows, previous)
+        if any(r.get("measured") for r in merged):
+            meta["runs"] = ("Rows with a date under \"measured\" were not run this time (time budget, or not chosen "
+                            "with --only): their figures come from the run of that date.")
         stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": merged}, indent=2, default=str))
         stem.with_suffix(".md").write_text(markdown(meta, merged))
         return merged
