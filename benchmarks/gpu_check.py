@@ -59,7 +59,7 @@ PLANS: dict[str, dict] = {
     "FP8 fast, NF4 T5": dict(model="sd35-large", offload="none", fast="fp8", quantize_t5=True, est_s=70),
     "FP8: one transformer forward vs bf16": dict(error="fp8", est_s=30),
     "bf16 fast (compiled)": dict(model="sd35-large", offload="none", fast="bf16", est_s=65),
-    "bf16 fast + cuDNN attention": dict(model="sd35-large", offload="none", fast="bf16", attention="cudnn", est_s=50),
+    "bf16 fast + cuDNN attention": dict(model="sd35-large", offload="none", fast="bf16", attention="cudnn", est_s=65),
     "NF4": dict(model="sd35-large-nf4", offload="none", est_s=42),
     "free Colab T4: NF4 T5 + VAE tiling": dict(T4_NF4_T5, vae_tiling=True, est_s=40),
     "NF4 fast (compiled)": dict(model="sd35-large-nf4", offload="none", fast=True, est_s=65),
@@ -82,12 +82,12 @@ BUILD_EST_S = 60.0  # building the random full-size weights once (H200: 56.6 s)
 # BUDGET (H200, 2026-11-26, torch 2.11): a row in a fresh process cost its load (about 20 s from the
 # random-weights folder), one image of warm-up and one measured image (5.4 s bf16, 3.9 s fast, 17.4 s
 # offloaded), plus about 9 s of process start, imports, planning and release (362 s in all for 6 rows
-# and the 56.6 s build). Compiled rows add about 16 s of compiling to their first image (the VAE
-# decoder's compile now adds some more). The warm-up is now 2 steps for the rows that do not compile
-# (their first image is not a goal), saving about 4 s a row. So the first 8 rows (new or never measured,
-# plus the bf16 and NF4 references) are estimated at 449 s with the build: within 8 minutes (480 s).
-# The other 7 rows add about 278 s: the whole 15-row table is about 12 minutes, more than one run
-# of 8 minutes, so they keep their last measured figures unless named with --only.
+# and the 56.6 s build). Compiled rows add about 16 s of compiling to their first image, each with an
+# empty compile cache (the VAE decoder's compile now adds some more). The warm-up is now 2 steps for the
+# rows that do not compile (their first image is not a goal), saving about 4 s a row. So the first 8
+# rows (new or never measured, plus the bf16 and NF4 references) are estimated at 474 s with the build:
+# within 8 minutes (480 s). The other 7 rows add about 278 s: the whole 15-row table is about 12.6
+# minutes, more than one run of 8 minutes, so they keep their last figures unless named with --only.
 NEEDS_GPU = {name for name, options in PLANS.items()
              if options.get("offload") == "model" or options.get("cap")}
 NEEDS_FP8_GPU = {name for name, options in PLANS.items() if options.get("fast") == "fp8"}
@@ -353,11 +353,13 @@ def _timed_generate(pipe, prompt, steps, size, row, which) -> float:
 
 
 def run_child(name: str, args, env: dict, timeout: float) -> dict:
-    """Measure plan `name` in a fresh Python process and return its row."""
+    """Measure plan `name` in a fresh Python process and return its row. Each process gets an empty
+    torch.compile cache, so a compiled plan's first image pays what a reader's first run pays."""
     import subprocess
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "row.json"
+        env = dict(env, TORCHINDUCTOR_CACHE_DIR=str(Path(tmp) / "inductor"))
         command = [sys.executable, str(Path(__file__).resolve()), "--one", name, "--row-json", str(out),
                    "--steps", str(args.steps), "--size", str(args.size), "--prompt", args.prompt,
                    "--saved", str(args.saved)]
