@@ -199,3 +199,20 @@ def test_a_winning_attention_kernel_wraps_every_transformer_forward(tiny_pipe, m
 
 def test_no_attention_kernel_is_kept_until_one_is_measured():
     assert fast_plan.ATTENTION_BY_CAPABILITY == {}  # the cuDNN row has not run on a GPU yet
+
+
+def test_the_loader_states_the_fp8_transformer_bytes_torchao_holds(tiny_dir):
+    """load_pipeline(fast="fp8") replaces the plan's transformer bytes with load.fp8_transformer_bytes:
+    on the stand-in, exactly what torchao's float8 weights (and their scales) hold."""
+    from helpers.loading.load import fp8_transformer_bytes
+    from helpers.loading.presets import resolve_preset
+    from helpers.measuring import module_bytes
+
+    pipe = helpers.load_pipeline("tiny", dtype=torch.bfloat16)
+    plan, preset = pipe.load_info.plan, resolve_preset("tiny")
+    hopper, ada = fp8_transformer_bytes(plan, preset, (9, 0)), fp8_transformer_bytes(plan, preset, (8, 9))
+    assert hopper < plan.estimated_bytes["transformer"] == module_bytes(pipe.transformer)
+    fast_plan.quantize_fp8_weights(pipe.transformer, "row")
+    assert module_bytes(pipe.transformer) == hopper
+    assert ada < hopper  # one scale per layer instead of one per row
+    helpers.release_current_pipeline()
