@@ -64,8 +64,8 @@ def test_smoke_covers_the_new_rows(tiny_dir, tmp_path):
     assert "NF4 was added" in done.stdout
     assert "FP8 fast, NF4 T5: not applicable: needs an sm_89+ GPU (float8 matmuls)" in done.stdout
     rows = {r["plan"]: r for r in json.loads((tmp_path / "smoke.json").read_text())["rows"]}
-    assert list(rows) == ["FP8 fast, NF4 T5", "FP8: one transformer forward vs bf16", "bf16 fast + cuDNN attention",
-                          "NF4", "free Colab T4: NF4 T5 + VAE tiling"]
+    assert list(rows) == ["NF4", "FP8 fast, NF4 T5", "FP8: one transformer forward vs bf16", "bf16 fast + cuDNN attention",
+                          "free Colab T4: NF4 T5 + VAE tiling"]
     error = rows["FP8: one transformer forward vs bf16"]
     assert error["status"] == "ok" and "float8 weights only (CPU" in error["quantization"], error
     assert 1e-3 < error["relative_error"] < 0.2 and error["float8_bytes"] < error["bf16_bytes"]
