@@ -149,7 +149,7 @@ def load_pipeline(
 
 
 def fp8_transformer_bytes(plan: LoadingPlan, preset, capability) -> int:
-    """The FP8 fast plan's transformer bytes (memory_model's "fp8" rules), counted from the
+    """The FP8 fast plan's transformer bytes (memory_model's "float8" rules), counted from the
     architecture the plan loads (a local folder such as the stand-in's, or the published family's)."""
     from .planner import _folder_census
 
@@ -158,7 +158,7 @@ def fp8_transformer_bytes(plan: LoadingPlan, preset, capability) -> int:
         counts = _folder_census(plan.model_id)[0]["transformer"]
     else:
         counts = (preset.census or memory_model.FULL_SIZE["large"])["transformer"]
-    return memory_model.loaded_bytes(counts, plan.dtype, "fp8-tensor" if scales == "tensor" else "fp8")
+    return memory_model.loaded_bytes(counts, plan.dtype, "float8-tensor" if scales == "tensor" else "float8")
 
 
 def _needs_gpu(plan: LoadingPlan) -> str:

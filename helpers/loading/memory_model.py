@@ -11,7 +11,7 @@ bytes by the libraries' rules:
   quantization); the modules left unquantized keep the rules above.
 - int8 (bitsandbytes LLM.int8): one byte per weight plus one fp32 scale per output row (SCB).
 - fp8 (torchao float8, the fast plan on sm_89+: `fast_plan.quantize_fp8`): one byte per weight plus
-  one fp32 scale per output row ("fp8", sm_90+) or per layer ("fp8-tensor", sm_89); biases keep the dtype.
+  one fp32 scale per output row ("float8", sm_90+) or per layer ("float8-tensor", sm_89); biases keep the dtype.
 
 The full-size counts (`FULL_SIZE`) were taken from the published architectures built on the
 `meta` device (`census(architectures.build_component(...))`); a test rebuilds them and checks.
@@ -98,7 +98,7 @@ def dtype_bytes(dtype: torch.dtype) -> int:
 
 def loaded_bytes(counts: Census, dtype: torch.dtype, quantization: str | None = None) -> int:
     """Bytes of a component with `counts` loaded in `dtype`, its Linear layers in `quantization`
-    (None, "nf4", "int8", "fp8" or "fp8-tensor")."""
+    (None, "nf4", "int8", "float8" or "float8-tensor")."""
     size = dtype_bytes(dtype)
     kept = counts.kept_fp32 * (4 if dtype == torch.float16 else size)
     rest = counts.other * size + counts.fixed_bytes + kept
@@ -109,11 +109,11 @@ def loaded_bytes(counts: Census, dtype: torch.dtype, quantization: str | None = 
         return packed + 4 * counts.linear_blocks + NF4_CODE_BYTES * counts.linear_layers + rest
     if quantization == "int8":
         return counts.linear_weights + 4 * counts.linear_rows + rest
-    if quantization == "fp8":
+    if quantization == "float8":
         return counts.linear_weights + 4 * counts.linear_rows + rest
-    if quantization == "fp8-tensor":
+    if quantization == "float8-tensor":
         return counts.linear_weights + 4 * counts.linear_layers + rest
-    raise ValueError(f"quantization must be None, 'nf4', 'int8', 'fp8' or 'fp8-tensor', not {quantization!r}.")
+    raise ValueError(f"quantization must be None, 'nf4', 'int8', 'float8' or 'float8-tensor', not {quantization!r}.")
 
 
 def pipeline_bytes(

@@ -117,7 +117,7 @@ def test_fp8_on_a_faked_hopper_picks_row_scales_and_sm89_per_layer_scales(monkey
 
 # --- FP8: what it does to the output, and its bytes ------------------------------------------------
 
-@pytest.mark.parametrize("scales", ["fp8", "fp8-tensor"])
+@pytest.mark.parametrize("scales", ["float8", "float8-tensor"])
 def test_float8_error_and_bytes_on_the_stand_in_transformer(tiny_dir, scales):
     from diffusers import SD3Transformer2DModel
 
@@ -128,7 +128,7 @@ def test_float8_error_and_bytes_on_the_stand_in_transformer(tiny_dir, scales):
     counts = memory_model.census(transformer)
     assert module_bytes(transformer) == memory_model.loaded_bytes(counts, torch.bfloat16)
     inputs = fast_plan.transformer_inputs(transformer.config, size=64)
-    quantize = functools.partial(fast_plan.quantize_fp8_weights, scales="row" if scales == "fp8" else "tensor")
+    quantize = functools.partial(fast_plan.quantize_fp8_weights, scales="row" if scales == "float8" else "tensor")
     error = fast_plan.quantization_error(transformer, quantize, inputs)
     # Every linear layer now holds float8 weights, and the memory model counts their bytes exactly.
     assert error["quantized_layers"] == counts.linear_layers
@@ -144,7 +144,7 @@ def test_fp8_large_transformer_with_nf4_t5_is_under_15_gib_of_weights():
     from helpers.loading import memory_model
 
     large = memory_model.FULL_SIZE["large"]
-    fp8 = memory_model.loaded_bytes(large["transformer"], torch.bfloat16, "fp8")
+    fp8 = memory_model.loaded_bytes(large["transformer"], torch.bfloat16, "float8")
     assert fp8 == large["transformer"].linear_weights + 4 * large["transformer"].linear_rows + 2 * large["transformer"].other
     weights = dict(memory_model.pipeline_bytes(large, torch.bfloat16, None, t5="nf4"), transformer=fp8)
     assert sum(weights.values()) < 15 * memory_model.GiB < sum(memory_model.pipeline_bytes(large, torch.bfloat16).values())
