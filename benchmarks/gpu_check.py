@@ -1,7 +1,9 @@
 """The GPU check: every loading plan measured on full-size SD3.5 with random weights, in one command.
 
     make gpu-check                       # or: python benchmarks/gpu_check.py
+    python benchmarks/gpu_check.py --only "FP8 fast, NF4 T5" "bf16"   # rerun chosen rows
     python benchmarks/gpu_check.py --smoke   # the same code path on the CPU stand-in (the tests run it)
+    bash benchmarks/gpu_check_device.sh ...  # on a lent GPU machine with no network (see that script)
 
 Speed and memory do not depend on the weights' values, so a CUDA GPU with no network and no model
 access measures every plan on SD3.5 Large built at full size with random weights (saved once to
@@ -11,12 +13,15 @@ loading, seconds per 1024x1024 28-step image and per step, and the fraction of t
 It also compares the planner's predicted bytes per component with the bytes really loaded, checks
 that a pre-quantized reload gives a byte-identical image and that a second load sees the memory the
 first one freed. Writes <gpu>.md and <gpu>.json to --output (default benchmarks/results).
-Rows that do not fit in --budget-s are skipped (and say so), so a run always ends with its results.
+Rows are ranked (new and never-measured first); a row starts only if its estimated time (BUDGET below)
+ends within --budget-s (default 8 minutes), else it is skipped and says so, so a run always ends with its
+results. Rows not run keep the figures of the last results file, labelled with their date.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -35,39 +40,67 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 FREE_COLAB_T4_GPU_BYTES = 15 * 1000**3  # "a 15 GB card" (a T4: 15360 MiB, less the CUDA context)
 
 # name -> load_pipeline keyword arguments (the preset is read from the random-weights folder), plus
-# knobs of this script's own: "attention" ("cudnn": SDPA with cuDNN's kernel first), "cap" (a smaller
-# GPU, emulated with torch.cuda.set_per_process_memory_fraction) and "staged_t5" (the prompt is first
-# encoded by the text encoders alone, T5 in NF4, then released: helpers.loading.staged_t5). Order
-# matters: the most informative rows first, so a short budget still measures them. "{saved}" is the NF4 row's transformer, saved with save_quantized.
-# "t4": "planner" takes the load_pipeline arguments the planner chooses for the free Colab T4
-# (helpers.loading.hardware_profiles.colab_t4_plan), with the NF4 row's saved transformer if "prequantized".
+# knobs of this script's own: "staged_t5" (the prompt is first encoded by the text encoders alone, T5
+# in NF4, then released: helpers.loading.staged_t5), "attention" ("cudnn": SDPA with cuDNN's kernel first, around generation), "cap" (a smaller GPU,
+# emulated with torch.cuda.set_per_process_memory_fraction) and "compile_mode" (the fast plan compiled
+# with that torch.compile mode). "est_s": the row's estimated seconds on an H100/H200 (fresh process,
+# load, warm-up, one measured image; from the H200 results of 2026-11-26, see BUDGET below): a row
+# starts only if it should end within --budget-s. "optional": run only when named with --only.
+# Rows of another kind: "error" ("fp8": one transformer forward in float8 against bf16, at full size)
+# and "backend" (a quantization backend, measured by benchmarks/backend_rows.py's measure_backend_row).
+# Order matters: new and never-measured rows first, so a short budget still measures them; rows not
+# run this time keep their previous figures (labelled with their date). "{saved}" is the NF4 row's
+# transformer, saved with save_quantized. "t4": "planner" takes the load_pipeline arguments the planner
+# chooses for the free Colab T4 (helpers.loading.hardware_profiles.colab_t4_plan), with the NF4 row's
+# saved transformer if "prequantized".
 T4_NF4_T5 = dict(model="sd35-large-nf4", offload="none", transformer="{saved}", quantize_t5=True, dtype="float16",
                  cap="t4")
 PLANS: dict[str, dict] = {
-    "bf16": dict(model="sd35-large", offload="none"),
-    "NF4": dict(model="sd35-large-nf4", offload="none"),
-    "free Colab T4: the planner's plan": dict(t4="planner", cap="t4"),
-    "free Colab T4: staged T5 (NF4), then the planner's plan": dict(t4="planner", cap="t4", staged_t5=True),
-    "free Colab T4: planner's plan, pre-quantized": dict(t4="planner", prequantized=True, cap="t4"),
-    "bf16 fast (compiled)": dict(model="sd35-large", offload="none", fast=True),
-    "NF4 + model CPU offload": dict(model="sd35-large-nf4", offload="model"),
-    "NF4, pre-quantized reload": dict(model="sd35-large-nf4", offload="none", transformer="{saved}"),
-    "free Colab T4: NF4 T5 + VAE tiling": dict(T4_NF4_T5, vae_tiling=True),
-    "bf16 fast + cuDNN attention": dict(model="sd35-large", offload="none", fast=True, attention="cudnn"),
-    "NF4 with NF4 T5": dict(model="sd35-large-nf4", offload="none", quantize_t5=True),
-    "NF4 without T5": dict(model="sd35-large-nf4", offload="none", drop_t5=True),
-    "free Colab T4: NF4 T5, no tiling": dict(T4_NF4_T5, vae_tiling=False),
-    "NF4 fast (compiled)": dict(model="sd35-large-nf4", offload="none", fast=True),
+    "FP8 fast, NF4 T5": dict(model="sd35-large", offload="none", fast="fp8", quantize_t5=True, est_s=70),
+    "FP8: one transformer forward vs bf16": dict(error="fp8", est_s=30),
+    "bf16 fast (compiled)": dict(model="sd35-large", offload="none", fast="bf16", est_s=65),
+    "bf16 fast + cuDNN attention": dict(model="sd35-large", offload="none", fast="bf16", attention="cudnn", est_s=65),
+    "free Colab T4: staged T5 (NF4), then the planner's plan": dict(t4="planner", cap="t4", staged_t5=True, est_s=60),
+    "NF4": dict(model="sd35-large-nf4", offload="none", est_s=42),
+    "free Colab T4: NF4 T5 + VAE tiling": dict(T4_NF4_T5, vae_tiling=True, est_s=40),
+    "NF4 fast (compiled)": dict(model="sd35-large-nf4", offload="none", fast=True, est_s=65),
+    "bf16": dict(model="sd35-large", offload="none", est_s=37),
+    # measured on the H200 on 2026-11-26; rerun when the budget allows (or with --only)
+    "free Colab T4: the planner's plan": dict(t4="planner", cap="t4", est_s=43),
+    "free Colab T4: planner's plan, pre-quantized": dict(t4="planner", prequantized=True, cap="t4", est_s=38),
+    "NF4 + model CPU offload": dict(model="sd35-large-nf4", offload="model", est_s=54),
+    "NF4, pre-quantized reload": dict(model="sd35-large-nf4", offload="none", transformer="{saved}", est_s=37),
+    "NF4 with NF4 T5": dict(model="sd35-large-nf4", offload="none", quantize_t5=True, est_s=37),
+    "NF4 without T5": dict(model="sd35-large-nf4", offload="none", drop_t5=True, est_s=37),
+    "free Colab T4: NF4 T5, no tiling": dict(T4_NF4_T5, vae_tiling=False, est_s=32),
+    # optional: compile time of minutes; run with --only when a GPU's time allows
+    "bf16 fast, max-autotune": dict(model="sd35-large", offload="none", fast="bf16", compile_mode="max-autotune",
+                                    optional=True, est_s=300),
 }
+KNOBS = ("staged_t5", "attention", "cap", "compile_mode", "est_s", "optional")
+DEFAULT_EST_S = 45.0  # a row without "est_s"
+BUILD_EST_S = 60.0  # building the random full-size weights once (H200: 56.6 s)
+# BUDGET (H200, 2026-11-26, torch 2.11): a row in a fresh process cost its load (about 20 s from the
+# random-weights folder), one image of warm-up and one measured image (5.4 s bf16, 3.9 s fast, 17.4 s
+# offloaded), plus about 9 s of process start, imports, planning and release (362 s in all for 6 rows
+# and the 56.6 s build). Compiled rows add about 16 s of compiling to their first image, each with an
+# empty compile cache (the VAE decoder's compile now adds some more). The warm-up is now 2 steps for the
+# rows that do not compile (their first image is not a goal), saving about 4 s a row. So the first 8
+# rows (new or never measured, plus the bf16 and NF4 references) were estimated at 474 s with the build;
+# the staged-T5 T4 row (new, issue 18: encode, release, then the T4 plan: about 60 s) makes the first 9
+# rows about 534 s, so with the default --budget-s the last of them (bf16) may keep its earlier figures.
+# The other 7 rows add about 278 s: the whole 16-row table is more than one run of 8 minutes, so they
+# keep their last figures unless named with --only.
 NEEDS_GPU = {name for name, options in PLANS.items() if not options.get("staged_t5")
-             and (options.get("offload") == "model" or options.get("cap") or options.get("attention"))}
+             and (options.get("offload") == "model" or options.get("cap"))}
+NEEDS_FP8_GPU = {name for name, options in PLANS.items() if options.get("fast") == "fp8"}
 
 COLUMNS = {
     "plan": "plan", "status": "status", "load_s": "load s", "gpu_after_load_bytes": "GPU after load",
     "peak_allocated_bytes": "peak alloc", "peak_reserved_bytes": "peak reserved",
     "working_bytes": "working", "denoise_working_bytes": "of it denoising", "working_allowance_bytes": "planner allows",
     "host_peak_load_bytes": "host RSS peak (load)", "host_before_load_bytes": "host RSS before", "s_per_image": "s / image", "s_per_step": "s / step",
-    "first_image_s": "first image s", "flop_fraction": "of peak FLOP/s",
+    "first_image_s": "first image s", "flop_fraction": "of peak FLOP/s", "measured": "measured",
     "encode_s": "T5 encode s", "encode_peak_allocated_bytes": "encode peak alloc",
 }
 
@@ -100,7 +133,7 @@ def build_random_pipeline(folder: Path, family: str = "large", device: str = "cu
 # --- one plan (run in a fresh child process, so load time and host memory are its own) --------------
 
 def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
-            flop_per_image: float | None, peak_flops: float | None) -> dict:
+            flop_per_image: float | None, peak_flops: float | None, args=None) -> dict:
     """Load one plan, render a warm-up and a measured image, compare with the planner, release."""
     import psutil
     import torch
@@ -108,16 +141,25 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
     import helpers
     from helpers import measuring
     from helpers.errors import GPUOutOfMemoryError
-    from helpers.loading import quantized_checkpoints
-    from helpers.loading.load import release_current_pipeline
+    from helpers.loading import devices, fast_plan, quantized_checkpoints
+    from helpers.loading.load import fp8_transformer_bytes, release_current_pipeline
     from helpers.loading.planner import WORKING_MEMORY_BYTES, plan_loading
+    from helpers.loading.presets import resolve_preset
     from helpers.measuring import Stopwatch
 
     cuda = torch.cuda.is_available()
     row = {"plan": name, "status": "ok"}
     options = dict(PLANS[name])
-    if not cuda and name in NEEDS_GPU:
-        return dict(row, status="not applicable: no GPU")
+    if "backend" in options:  # a quantization backend: benchmarks/backend_rows.py measures it
+        from backend_rows import measure_backend_row
+
+        return dict(row, **measure_backend_row(name, helpers.stand_in.tiny_pipeline_dir(), args))
+    if "error" in options:
+        return dict(row, **measure_forward_error(options["error"], size))
+    capability = devices.compute_capability("cuda") if cuda else None
+    why_not = not_applicable(name, capability)
+    if why_not:
+        return dict(row, status=f"not applicable: {why_not}")
     if options.pop("t4", None):
         from helpers.loading.hardware_profiles import colab_t4_plan
 
@@ -131,18 +173,23 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
         options["transformer"] = str(saved)
     if isinstance(options.get("dtype"), str):
         options["dtype"] = getattr(torch, options["dtype"])
-    row["load_pipeline"] = {k: str(v).removeprefix("torch.") for k, v in options.items() if k != "cap"}
-    extras = {key: options.pop(key) for key in ("attention", "cap", "staged_t5") if key in options}
+    extras = {key: options.pop(key) for key in KNOBS if key in options}
+    row["load_pipeline"] = {k: str(v).removeprefix("torch.") for k, v in options.items()}
     fast = options.pop("fast", False)
+    compiled = bool(fast) or bool(extras.get("compile_mode"))
 
     # What the planner predicts for the real model (planning needs no token and reads no weights).
     predicted_plan = plan_loading(**options, stand_in=False)
     row["predicted_bytes"] = dict(predicted_plan.estimated_bytes)
+    if fast == "fp8":  # the weights held after quantizing (the load itself peaks at the bf16 plan)
+        row["predicted_bytes"]["transformer"] = fp8_transformer_bytes(
+            predicted_plan, resolve_preset(options["model"]), capability)
     row["working_allowance_bytes"] = getattr(predicted_plan, "working_bytes", WORKING_MEMORY_BYTES)
     row["t5"] = predicted_plan.t5  # "full", "nf4" or "dropped": what the planner chose when not given
     row["planned_gpu_bytes"] = predicted_plan.gpu_bytes_needed  # largest phase, as the allocator reserves it
     row["planned_host_loading_bytes"] = getattr(predicted_plan, "host_loading_bytes", None)
     row["dtype"] = str(predicted_plan.dtype).removeprefix("torch.")
+    plan_loading(**options, stand_in=True)  # counting the folder's architecture once, outside the load's time
     row["host_before_load_bytes"] = psutil.Process().memory_info().rss
     if cuda:
         if extras.get("cap") == "t4":
@@ -157,7 +204,13 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
             embeddings = _staged_encode(options, prompt, row, cuda)
         with measuring.PeakMemory("cpu") as host:  # the process' resident memory, from the kernel's peak
             started = time.perf_counter()
-            pipe = helpers.load_pipeline(**options, stand_in=True, **({"fast": True} if fast else {}))
+            if extras.get("compile_mode"):
+                pipe = helpers.load_pipeline(**options, stand_in=True)
+                row["fast_plan"] = fast_plan.make_fast(pipe, "bf16" if fast is True else fast, capability=capability,
+                                                       mode=extras["compile_mode"])
+            else:
+                pipe = helpers.load_pipeline(**options, stand_in=True, fast=fast)
+                row["fast_plan"] = pipe.load_info.fast_plan
             if cuda:
                 torch.cuda.synchronize()
             row["load_s"] = time.perf_counter() - started
@@ -167,7 +220,7 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
 
             row["fits_free_colab_ram"] = host.peak_bytes <= get_profile("free Colab T4").host_bytes  # the planner's T4
         pipe.set_progress_bar_config(disable=True)
-        measured = measuring.component_footprints(pipe)  # bitsandbytes' block scales included
+        measured = measuring.component_footprints(pipe)  # bitsandbytes' block scales, torchao's scales included
         row["measured_bytes"] = measured
         row["predicted_over_measured"] = {
             k: round(row["predicted_bytes"][k] / measured[k], 4)
@@ -181,16 +234,19 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
             with Stopwatch("cpu") as clock:
                 quantized_checkpoints.save_quantized(pipe, saved)
             row["save_quantized_s"] = clock.seconds
-        attention = _attention(extras.get("attention"))
-        with attention:
-            row["first_image_s"] = _timed_generate(pipe, prompt, steps, size, row, "first", embeddings)
+        with fast_plan.attention_context(extras.get("attention")):
+            # A compiled plan's first image (compile included) is a goal of its own: timed in full.
+            # Other plans warm up with 2 steps (kernel selection, allocator growth).
+            if compiled:
+                row["first_image_s"] = _timed_generate(pipe, prompt, steps, size, row, "first", embeddings)
+            else:
+                row["warmup_s"] = _timed_generate(pipe, prompt, min(2, steps), size, row, "warm-up", embeddings)
             if cuda:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
                 base = torch.cuda.memory_allocated()
             seconds = _timed_generate(pipe, prompt, steps, size, row, "measured", embeddings)
         row["s_per_image"] = seconds
-        row["s_per_step"] = seconds / steps
         if cuda:
             row["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
             row["peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
@@ -219,16 +275,40 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
     return row
 
 
-def _attention(kind):
-    """A context that puts cuDNN's attention kernel first for SDPA ("cudnn"), or changes nothing."""
-    import contextlib
+def measure_forward_error(kind: str, size: int) -> dict:
+    """One transformer forward (the random-weights folder's transformer, bf16, batch 2 at `size`)
+    against the same forward after quantizing it to float8: the relative error of the output, a
+    kernel-level figure (helpers.loading.fast_plan.quantization_error says what it cannot show). On a
+    GPU below sm_89 or a CPU, float8 matmuls do not run: the CPU measures float8 weight storage
+    (weight-only), and the row says so."""
+    import torch
+    from diffusers import SD3Transformer2DModel
 
-    if kind != "cudnn":
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+    import helpers
+    from helpers.loading import devices, fast_plan
+    from helpers.measuring import module_bytes
 
-    order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-    return sdpa_kernel(order, set_priority=True)
+    assert kind == "fp8", kind
+    cuda = torch.cuda.is_available()
+    capability = devices.compute_capability("cuda") if cuda else None
+    if cuda and capability < fast_plan.FP8_MIN_CAPABILITY:
+        return {"status": "not applicable: needs an sm_89+ GPU (float8 matmuls)"}
+    device = "cuda" if cuda else "cpu"
+    started = time.perf_counter()
+    folder = helpers.stand_in.tiny_pipeline_dir() / "transformer"
+    transformer = SD3Transformer2DModel.from_pretrained(folder, torch_dtype=torch.bfloat16).to(device)
+    inputs = fast_plan.transformer_inputs(transformer.config, size=size, device=device)
+    if cuda:
+        row = {"quantization": "float8 weights and activations (Float8DynamicActivationFloat8WeightConfig)"}
+        quantize = functools.partial(fast_plan.quantize_fp8, capability=capability)
+    else:
+        row = {"quantization": "float8 weights only (CPU: float8 matmuls need an sm_89+ GPU)"}
+        quantize = fast_plan.quantize_fp8_weights
+    row["bf16_bytes"] = module_bytes(transformer)
+    row.update(fast_plan.quantization_error(transformer, quantize, inputs))
+    row["float8_bytes"] = module_bytes(transformer)
+    row["seconds"] = time.perf_counter() - started
+    return row
 
 
 def _staged_encode(options, prompt, row, cuda):
@@ -255,7 +335,8 @@ def _staged_encode(options, prompt, row, cuda):
 
 def _timed_generate(pipe, prompt, steps, size, row, which, embeddings=None) -> float:
     """One image, timed from outside `generate` (so a non-finite result still has a time). For the
-    measured image, the GPU peak at the last denoising step is kept too (before the VAE decode)."""
+    measured image, the GPU peak at the last denoising step is kept too (before the VAE decode), and
+    each step's time (CUDA events on a GPU, so nothing waits for them): the median and range."""
     import hashlib
 
     import numpy as np
@@ -264,9 +345,20 @@ def _timed_generate(pipe, prompt, steps, size, row, which, embeddings=None) -> f
     import helpers
     from helpers.measuring import Stopwatch
 
+    cuda = torch.cuda.is_available()
+    marks = []
+
     def at_step(step, total, latents):
-        if which == "measured" and step == total - 1 and torch.cuda.is_available():
-            row["denoise_peak_bytes"] = torch.cuda.max_memory_allocated()
+        if which != "measured":
+            return
+        if cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            marks.append(event)
+            if step == total - 1:
+                row["denoise_peak_bytes"] = torch.cuda.max_memory_allocated()
+        else:
+            marks.append(time.perf_counter())
 
     device = pipe.load_info.plan.device
     with Stopwatch(device) as clock:
@@ -279,6 +371,10 @@ def _timed_generate(pipe, prompt, steps, size, row, which, embeddings=None) -> f
                 raise
             row.setdefault("notes", []).append(f"{which} image not finite (random weights): {e}")
             result = None
+    if len(marks) > 1:  # the steps between the first step's end and the last's
+        step_s = sorted(a.elapsed_time(b) / 1000 if cuda else b - a for a, b in zip(marks, marks[1:]))
+        row["s_per_step"] = step_s[len(step_s) // 2]
+        row["s_per_step_range"] = [step_s[0], step_s[-1]]
     if result is not None and which == "measured":
         pixels = np.asarray(result.image)
         row["image_sha"] = hashlib.sha256(pixels.tobytes()).hexdigest()[:16]
@@ -287,11 +383,13 @@ def _timed_generate(pipe, prompt, steps, size, row, which, embeddings=None) -> f
 
 
 def run_child(name: str, args, env: dict, timeout: float) -> dict:
-    """Measure plan `name` in a fresh Python process and return its row."""
+    """Measure plan `name` in a fresh Python process and return its row. Each process gets an empty
+    torch.compile cache, so a compiled plan's first image pays what a reader's first run pays."""
     import subprocess
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "row.json"
+        env = dict(env, TORCHINDUCTOR_CACHE_DIR=str(Path(tmp) / "inductor"))
         command = [sys.executable, str(Path(__file__).resolve()), "--one", name, "--row-json", str(out),
                    "--steps", str(args.steps), "--size", str(args.size), "--prompt", args.prompt,
                    "--saved", str(args.saved)]
@@ -325,9 +423,79 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             f"{meta['size']}x{meta['size']}, {meta['steps']} steps with classifier-free guidance, "
             f"{meta['date']}; torch {meta['versions'].get('torch')}, diffusers {meta['versions'].get('diffusers')}, "
             f"bitsandbytes {meta['versions'].get('bitsandbytes')}. Random weights: speed and memory are the "
-            f"real model's, the images are not.\n\n{table}\n\n"
+            f"real model's, the images are not. s / step: the median step of the measured image; "
+            f"first image: with compiling (compiled plans only); measured: — for this run, else the date of "
+            f"the run the row comes from.\n\n{table}\n\n"
             f"Planner's predicted bytes / bytes really loaded, per component:\n\n" + "\n".join(ratios)
             + (f"\n\nChecks:\n\n{checks}\n" if checks else "\n"))
+
+
+def not_applicable(name: str, capability) -> str | None:
+    """Why row `name` cannot run on this machine (`capability`: the GPU's, None without one), or None."""
+    from helpers.loading.fast_plan import FP8_MIN_CAPABILITY
+
+    if name in NEEDS_GPU and capability is None:
+        return "no GPU"
+    if name in NEEDS_FP8_GPU and (capability or (0, 0)) < FP8_MIN_CAPABILITY:
+        return "needs an sm_89+ GPU (float8 matmuls)"
+    return None
+
+
+def choose_rows(only: list[str] | None) -> tuple[list[str], list[str]]:
+    """(rows to run, notes): every non-optional row in PLANS order, or the rows named with --only
+    (in PLANS order), with the NF4 row added first when a chosen row needs its saved transformer."""
+    if not only:
+        return [name for name, options in PLANS.items() if not options.get("optional")], []
+    chosen = [name for name in PLANS if name in only]
+    notes = []
+    needs_saved = [n for n in chosen if PLANS[n].get("transformer") == "{saved}" or PLANS[n].get("prequantized")]
+    if needs_saved and "NF4" not in chosen:
+        chosen.insert(0, "NF4")
+        notes.append(f"NF4 was added: {', '.join(needs_saved)} load(s) its saved transformer")
+    return chosen, notes
+
+
+def merge_previous(rows: list[dict], previous: dict | None) -> list[dict]:
+    """This run's rows, and for every row it did not measure (skipped, or not chosen) the row the
+    last results file holds, labelled with the date it was measured; in PLANS order, unknown last."""
+    if not previous:
+        return rows
+    ran = {r["plan"]: r for r in rows if not str(r.get("status", "")).startswith("skipped: time budget")}
+    date = previous.get("meta", {}).get("date", "an earlier run")
+    merged = []
+    old = {r["plan"].split(" [run ")[0]: r for r in previous.get("rows", [])}
+    for name in list(PLANS) + [n for n in old if n not in PLANS]:
+        if name in ran:
+            merged.append(ran[name])
+        elif name in old and not str(old[name].get("status", "")).startswith("skipped"):
+            merged.append(dict(old[name], plan=name, measured=old[name].get("measured") or date))
+        elif name in {r["plan"] for r in rows}:
+            merged.append(next(r for r in rows if r["plan"] == name))
+    return merged
+
+
+def goal_checks(rows: list[dict]) -> list[str]:
+    """The issue's goals, checked on this run's rows (1024x1024, 28 steps, H100/H200)."""
+    by_name = {r["plan"]: r for r in rows if r.get("status") == "ok" and not r.get("measured")}
+    checks = []
+    for name, r in by_name.items():
+        if r.get("first_image_s") and r.get("s_per_image"):
+            checks.append(f"{name}: {r['s_per_image']:.2f} s/image (goal <= 2.5: {'met' if r['s_per_image'] <= 2.5 else 'not met'}), "
+                          f"first image {r['first_image_s']:.1f} s with compiling (goal <= 25: "
+                          f"{'met' if r['first_image_s'] <= 25 else 'not met'})")
+    fp8 = by_name.get("FP8 fast, NF4 T5")
+    if fp8 and fp8.get("peak_allocated_bytes"):
+        gib = 1024**3
+        checks.append(f"FP8 plan's GPU memory: {fp8['gpu_after_load_bytes'] / gib:.2f} GiB after load, peak "
+                      f"{fp8['peak_allocated_bytes'] / gib:.2f} GiB allocated (goal <= 15 GiB: "
+                      f"{'met' if fp8['peak_allocated_bytes'] <= 15 * gib else 'not met'}); the load itself peaks "
+                      "at the bf16 plan (quantized after loading)")
+    error = by_name.get("FP8: one transformer forward vs bf16")
+    if error and error.get("relative_error") is not None:
+        checks.append(f"FP8 vs bf16, one transformer forward ({error['quantization']}): relative error "
+                      f"{error['relative_error']:.4f}, largest difference {error['max_abs_error']:.3g} (output RMS "
+                      f"{error['reference_rms']:.3g}); kernel-level on random weights, not image quality")
+    return checks
 
 
 def main(argv=None) -> int:
@@ -336,8 +504,11 @@ def main(argv=None) -> int:
     parser.add_argument("--family", choices=("large",), default="large")
     parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "sd35-gpu-check")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results")
-    parser.add_argument("--plans", nargs="*", default=None, help="plan names (default: all)")
-    parser.add_argument("--budget-s", type=float, default=420.0, help="skip the rows that would start after this")
+    parser.add_argument("--only", "--plans", dest="only", nargs="*", default=None,
+                        help="rerun only these rows (optional ones too); the others keep their last figures")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="start a row only if its estimate ends within this many seconds of the start "
+                             "(default 480; none with --smoke)")
     parser.add_argument("--steps", type=int, default=None, help="default: 28 (2 with --smoke)")
     parser.add_argument("--size", type=int, default=None, help="pixels; default 1024 (64 with --smoke)")
     parser.add_argument("--prompt", default="a capybara wearing a suit holding a sign that reads hello world")
@@ -347,17 +518,19 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
 
+    for name in (args.only or []) + ([args.one] if args.one else []):
+        if name not in PLANS:
+            parser.error(f"unknown plan {name!r}; choose from: {', '.join(PLANS)}")
     import torch
 
     cuda = torch.cuda.is_available()
-    plans = args.plans or list(PLANS)
-    for name in plans + ([args.one] if args.one else []):
-        if name not in PLANS:
-            parser.error(f"unknown plan {name!r}; choose from: {', '.join(PLANS)}")
+    plans, notes = choose_rows(args.only)
     if not cuda and not args.smoke and not args.one:
         print("The GPU check needs a CUDA GPU (full-size SD3.5 on a CPU would take hours). "
               "`python benchmarks/gpu_check.py --smoke` runs the same code path on the CPU stand-in.")
         return 0
+    if args.budget_s is None:
+        args.budget_s = float("inf") if args.smoke else 480.0
     args.steps = args.steps or (2 if args.smoke else 28)
     args.size = args.size or (64 if args.smoke else 1024)
     device = gpu_name()
@@ -369,7 +542,7 @@ def main(argv=None) -> int:
     peak = peak_flops(device) if cuda else None
     if args.one:  # the child process: one row, written as JSON for the parent
         row = measure(args.one, prompt=args.prompt, steps=args.steps, size=args.size, saved=args.saved,
-                      flop_per_image=flop_per_image, peak_flops=peak)
+                      flop_per_image=flop_per_image, peak_flops=peak, args=args)
         args.row_json.write_text(json.dumps(row, default=str))
         return 0
 
@@ -380,18 +553,28 @@ def main(argv=None) -> int:
             "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
             "versions": {**helpers.generation.text_to_image.library_versions(), "python": platform.python_version()},
             "host_ram_bytes": psutil.virtual_memory().total, "flop_per_image": flop_per_image,
-            "peak_flops": peak, "checks": []}
+            "peak_flops": peak, "checks": [], "budget_s": args.budget_s, "rows_run": plans}
+    capability = None
     if cuda:
         props = torch.cuda.get_device_properties(0)
+        capability = (props.major, props.minor)
         meta.update(capability=f"{props.major}.{props.minor}", gpu_total_bytes=props.total_memory)
     args.output.mkdir(parents=True, exist_ok=True)
     stem = args.output / ("smoke" if args.smoke else slug(device))
+    previous = json.loads(stem.with_suffix(".json").read_text()) if stem.with_suffix(".json").is_file() else None
     rows: list[dict] = []
+    for note in notes:
+        print(note)
 
     def write():
         meta["seconds"] = round(time.perf_counter() - started, 1)
-        stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
-        stem.with_suffix(".md").write_text(markdown(meta, rows))
+        merged = merge_previous(rows, previous)
+        if any(r.get("measured") for r in merged):
+            meta["runs"] = ("Rows with a date under \"measured\" were not run this time (time budget, or not chosen "
+                            "with --only): their figures come from the run of that date.")
+        stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": merged}, indent=2, default=str))
+        stem.with_suffix(".md").write_text(markdown(meta, merged))
+        return merged
 
     if args.smoke:
         folder = helpers.stand_in.tiny_pipeline_dir()
@@ -407,13 +590,25 @@ def main(argv=None) -> int:
     try:
         for name in plans:
             elapsed = time.perf_counter() - started
-            if elapsed > args.budget_s:
-                rows.append({"plan": name, "status": f"skipped: time budget ({elapsed:.0f} s of {args.budget_s:.0f})"})
+            estimate = 0.0 if args.smoke else PLANS[name].get("est_s", DEFAULT_EST_S)
+            if elapsed + estimate > args.budget_s:
+                rows.append({"plan": name, "status": f"skipped: time budget ({elapsed:.0f} s + about "
+                                                     f"{estimate:.0f} s > {args.budget_s:.0f})"})
+                print(f"{name}: {rows[-1]['status']}", flush=True)
+                continue
+            why_not = not_applicable(name, capability)
+            if why_not:  # said here: no process to start
+                rows.append({"plan": name, "status": f"not applicable: {why_not}"})
+                print(f"{name}: {rows[-1]['status']}", flush=True)
                 continue
             print(f"{name} ...", flush=True)
-            row = run_child(name, args, env, timeout=max(120.0, args.budget_s - elapsed + 120))
+            timeout = min(args.budget_s - elapsed + 120, 3600.0)
+            if not args.smoke:  # a row that takes 3 times its estimate is stopped: the rows after it still run
+                timeout = min(timeout, max(120.0, 3 * estimate))
+            row = run_child(name, args, env, timeout=timeout)
+            row["row_s"] = round(time.perf_counter() - started - elapsed, 1)
             rows.append(row)
-            print(f"  {row['status']}: load {row.get('load_s')} s, {row.get('s_per_image')} s/image, "
+            print(f"  {row['status']} in {row['row_s']} s: load {row.get('load_s')} s, {row.get('s_per_image')} s/image, "
                   f"peak {helpers.format_bytes(row.get('peak_allocated_bytes'))}", flush=True)
             if row.get("traceback"):
                 print(row["traceback"], flush=True)
@@ -431,8 +626,10 @@ def main(argv=None) -> int:
     if any("memory_returned" in r for r in rows):
         meta["checks"].append("every release_pipeline freed the GPU memory its pipeline held" if not returned
                               else f"GPU memory NOT freed by release_pipeline after: {', '.join(returned)}")
-    write()
-    print(markdown_table(rows, COLUMNS))
+    if args.size == 1024 and args.steps == 28:
+        meta["checks"] += goal_checks(rows)
+    merged = write()
+    print(markdown_table(merged, COLUMNS))
     for check in meta["checks"]:
         print("-", check)
     print(f"Wrote {stem.with_suffix('.md')} and {stem.with_suffix('.json')} in {meta['seconds']} s")

@@ -42,6 +42,10 @@ def module_bytes(module: torch.nn.Module) -> int:
 
     def add(tensor):  # once per storage: tied weights and shared tables count once
         nonlocal total
+        if hasattr(type(tensor), "__tensor_flatten__"):  # torchao's float8/int8 tensors: bytes in their parts
+            for name in tensor.__tensor_flatten__()[0]:
+                add(getattr(tensor, name))
+            return
         key = id(tensor) if tensor.device.type == "meta" else (tensor.device, tensor.data_ptr())
         if key not in seen:
             seen.add(key)

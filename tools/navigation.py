@@ -149,7 +149,8 @@ def gpu_results_section() -> str:
             f"{meta['date'][:10]}, torch {meta['versions']['torch']}, diffusers {meta['versions']['diffusers']}, "
             f"bitsandbytes {meta['versions']['bitsandbytes']}); details and the planner comparison in "
             f"[{file.with_suffix('.md').relative_to(REPO)}]({file.with_suffix('.md').relative_to(REPO)}):\n\n"
-            + markdown_table(short, GPU_COLUMNS)
+            + markdown_table(short, dict(GPU_COLUMNS, measured="measured") if any(r.get("measured") for r in rows)
+                             else GPU_COLUMNS)  # "measured": the date of a row an earlier run measured
             + (f"\n\n{meta['runs']}" if meta.get("runs") else "")  # what "[run 1]" and "skipped" rows mean
         )
     return "\n\n".join(parts) or "No GPU results are committed yet: run `make gpu-check` on a CUDA GPU."

@@ -110,7 +110,7 @@ def make_recipe(pipe, prompt, negative_prompt, settings: dict) -> dict:
         "dtype": str(plan.dtype).removeprefix("torch.") if plan else str(pipe.dtype),
         "device": plan.device if plan else str(pipe.device),
         "offload": plan.offload if plan else None,
-        "fast": bool(getattr(plan, "fast", False)) if plan else None,  # compiled blocks (load_pipeline(fast=True))
+        "fast": (getattr(info, "fast_precision", None) or False) if plan else None,  # load_pipeline(fast=): "bf16", "fp8"
         "transformer_source": plan.transformer_source if plan else None,
         "scheduler": type(pipe.scheduler).__name__,
         "prompt": prompt,

@@ -1,19 +1,188 @@
-"""The fast plan: compile the transformer's repeated blocks and keep the VAE in channels-last.
+"""The fast plan: compiled transformer blocks and VAE decoder, the VAE in channels-last, and on
+Ada/Hopper GPUs (compute capability 8.9+) the transformer's linear layers in float8.
 
 Regional compilation: SD3's transformer is 24-38 identical blocks, so compiling each block (not the
 whole model) lets torch.compile reuse one compiled graph for all of them, which keeps compile time
 short. diffusers' `compile_repeated_blocks()` would do this, but needs `_repeated_blocks`, which
 `SD3Transformer2DModel` does not declare (diffusers 0.42), so the blocks are compiled here one by one.
 
+FP8 (`load_pipeline(fast=True)` on sm_89+, or `fast="fp8"`): torchao's
+`Float8DynamicActivationFloat8WeightConfig` stores each linear weight in float8 (1 byte, plus one fp32
+scale per output row, or per layer on sm_89) and quantizes the activations on the fly, so the matmuls
+run on the float8 tensor cores (about twice the bf16 peak). `fast="bf16"` keeps the bf16 fast plan.
+`quantization_error` measures what float8 does to one transformer forward against bf16 at the same
+inputs: a kernel-level error on the weights it is given. It cannot show image quality with the
+trained weights (random weights' activations are not the trained model's); a reader who has them
+should compare images.
+
+Attention: SD3's `JointAttnProcessor2_0` calls `F.scaled_dot_product_attention` itself (diffusers
+0.42), so diffusers' `set_attention_backend` does not reach it; the kernel is chosen by PyTorch's SDPA,
+and `torch.nn.attention.sdpa_kernel` around the call is what changes it (tests/loading/test_fast_plan.py
+proves both on the stand-in). `ATTENTION_BY_CAPABILITY` keeps the kernel that won per GPU generation.
+
 Deliberately left out: diffusers' `fuse_qkv_projections()`. Its `FusedJointAttnProcessor2_0` skips
 the RMS query/key norms SD3.5 uses (`qk_norm="rms_norm"`), so it silently changes the images;
-tests/test_speedups.py shows it. It also keeps the unfused weights, costing memory.
+tests/test_speedups.py shows it. It also keeps the unfused weights, costing memory. So are
+max-autotune and CUDA graphs: their compile time is only worth it if a GPU-check row shows so.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import torch
 
+FAST_CHOICES = ("auto", "bf16", "fp8")  # plus True ("auto") and False (no fast plan)
+FP8_MIN_CAPABILITY = (8, 9)  # Ada (L4, L40S, RTX 40xx) and Hopper (H100, H200): float8 tensor cores
+# Float8 weight scales per GPU generation: "row" (one fp32 scale per output row: the more accurate,
+# PyTorch's CUTLASS row-wise kernel, built for sm_90) or "tensor" (one per layer: cuBLASLt). sm_89
+# takes "tensor": row-wise scaled matmuls on sm_89 came later to PyTorch and had stream bugs before 2.12.
+FP8_SCALES_BY_CAPABILITY = {(8, 9): "tensor"}  # anything newer: "row"
+# The SDPA kernel that won on the GPU check, per compute capability, with the measurement it rests
+# on. Empty: "bf16 fast + cuDNN attention" has not been measured yet (the H200 run of 2026-11-26 ran
+# out of its budget before that row), so every GPU keeps PyTorch's default kernel order.
+ATTENTION_BY_CAPABILITY: dict[tuple[int, int], str] = {}
+ATTENTION_KINDS = ("cudnn",)
+
+
+def fp8_unavailable(device: str, capability, quantization, offload: str, dtype) -> str | None:
+    """Why the FP8 fast plan cannot run with these settings (one sentence), or None if it can."""
+    if not str(device).startswith("cuda"):
+        return (f"float8 matmuls need an NVIDIA GPU of compute capability 8.9 or newer (Ada, Hopper); "
+                f"this loads on {device!r}.")
+    if capability is None or tuple(capability) < FP8_MIN_CAPABILITY:
+        return (f"float8 matmuls need compute capability 8.9 or newer (Ada, Hopper); this GPU is "
+                f"sm_{''.join(map(str, capability or ()))} (a T4 is sm_75, an A100 sm_80): use fast='bf16'.")
+    if quantization is not None:
+        return (f"this model's transformer is already quantized ({quantization}); fast='fp8' quantizes the "
+                "bf16 transformer: load model='sd35-large' (or 'sd35-medium'), or use fast='bf16'.")
+    if offload != "none":
+        return f"fast='fp8' keeps the transformer on the GPU (offload='none'); this plan offloads ({offload!r})."
+    if dtype != torch.bfloat16:
+        return f"fast='fp8' quantizes bf16 weights; this plan computes in {str(dtype).removeprefix('torch.')}."
+    return None
+
+
+def resolve_fast(fast, *, device: str, capability, quantization, offload: str, dtype) -> str | None:
+    """Which fast plan `load_pipeline(fast=...)` applies: None (none), "bf16" or "fp8".
+    True and "auto" take FP8 where it runs (sm_89+, a bf16 transformer kept on the GPU), else bf16;
+    an explicit "fp8" that cannot run here raises ValueError saying why."""
+    check_fast_argument(fast)
+    if fast is False:
+        return None
+    if fast == "bf16":
+        return "bf16"
+    why_not = fp8_unavailable(device, capability, quantization, offload, dtype)
+    if fast == "fp8" and why_not:
+        raise ValueError(f"fast='fp8' cannot run here: {why_not}")
+    return "bf16" if why_not else "fp8"
+
+
+def check_fast_argument(fast) -> None:
+    if not (isinstance(fast, bool) or fast in FAST_CHOICES):
+        raise ValueError(f"fast must be True, False, 'auto', 'bf16' or 'fp8', not {fast!r}.")
+
+
+def quantize_fp8(transformer, capability=None) -> int:
+    """Quantize the transformer's linear layers to float8 in place (torchao); returns how many.
+    Layers whose sizes float8 matmuls cannot take (not multiples of 16) stay in bf16.
+    torchao's inductor settings are left alone, so compiling costs what the bf16 fast plan's does."""
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, PerTensor, quantize_
+
+    scales = FP8_SCALES_BY_CAPABILITY.get(tuple(capability) if capability else None, "row")
+    config = Float8DynamicActivationFloat8WeightConfig(
+        granularity=PerTensor() if scales == "tensor" else PerRow(), set_inductor_config=False)
+    quantize_(transformer, config)
+    return float8_layers(transformer)
+
+
+def quantize_fp8_weights(transformer, scales: str = "row") -> int:
+    """Float8 weight storage only (torchao `Float8WeightOnlyConfig`: bf16 matmuls on dequantized
+    weights), which runs on a CPU: the tests and the GPU check's --smoke measure float8's error and
+    bytes with it where float8 matmuls cannot run. Returns how many layers hold float8 weights."""
+    from torchao.quantization import Float8WeightOnlyConfig, PerRow, PerTensor, quantize_
+
+    granularity = PerTensor() if scales == "tensor" else PerRow()
+    quantize_(transformer, Float8WeightOnlyConfig(granularity=granularity, set_inductor_config=False))
+    return float8_layers(transformer)
+
+
+def float8_layers(module) -> int:
+    """How many linear layers of `module` hold float8 weights."""
+    return sum(1 for m in module.modules() if isinstance(m, torch.nn.Linear)
+               and getattr(getattr(m, "weight", None), "qdata", torch.empty(0)).dtype in FLOAT8_DTYPES)
+
+
+FLOAT8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+# --- what float8 does to one transformer forward ------------------------------------------------------
+
+def transformer_inputs(config, *, size: int = 1024, batch: int = 2, text_tokens: int = 333,
+                       dtype=torch.bfloat16, device="cpu", seed: int = 0) -> dict:
+    """Random inputs of one denoising step at `size` pixels (batch 2: classifier-free guidance; 333
+    text tokens: CLIP's 77 + T5's 256), for a transformer with `config`."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+    latent = size // 8
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator).to(device=device, dtype=dtype)
+
+    return dict(hidden_states=randn(batch, config.in_channels, latent, latent),
+                encoder_hidden_states=randn(batch, text_tokens, config.joint_attention_dim),
+                pooled_projections=randn(batch, config.pooled_projection_dim),
+                timestep=torch.full((batch,), 500.0, device=device))
+
+
+def relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
+    """||output - reference|| / ||reference|| (Frobenius norms, computed in fp32)."""
+    output, reference = output.float(), reference.float()
+    return float((output - reference).norm() / reference.norm())
+
+
+@torch.no_grad()
+def quantization_error(transformer, quantize, inputs: dict) -> dict:
+    """Run one forward at `inputs`, `quantize(transformer)` in place, run it again: the relative
+    error of the quantized output against the unquantized one, and the largest absolute difference.
+    A kernel-level figure for these weights, not an image-quality one (see the module docstring)."""
+    reference = transformer(**inputs, return_dict=False)[0]
+    layers = quantize(transformer)
+    output = transformer(**inputs, return_dict=False)[0]
+    return {"relative_error": relative_error(output, reference),
+            "max_abs_error": float((output.float() - reference.float()).abs().max()),
+            "reference_rms": float(reference.float().pow(2).mean().sqrt()), "quantized_layers": layers}
+
+
+# --- attention ------------------------------------------------------------------------------------------
+
+def attention_context(kind: str | None):
+    """A context that puts `kind`'s SDPA kernel first ("cudnn": cuDNN's fused attention), or changes nothing."""
+    if kind is None:
+        return contextlib.nullcontext()
+    if kind not in ATTENTION_KINDS:
+        raise ValueError(f"attention must be one of {', '.join(ATTENTION_KINDS)} or None, not {kind!r}.")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    return sdpa_kernel(order, set_priority=True)
+
+
+def use_attention(transformer, kind: str) -> None:
+    """Run every forward of `transformer` inside `attention_context(kind)` (wraps its forward, which
+    is where JointAttnProcessor2_0's F.scaled_dot_product_attention calls happen)."""
+    attention_context(kind)  # checks `kind` now
+    forward = transformer.forward
+
+    @functools.wraps(forward)
+    def forward_with_attention(*args, **kwargs):
+        with attention_context(kind):
+            return forward(*args, **kwargs)
+
+    transformer.forward = forward_with_attention
+
+
+# --- the plan -------------------------------------------------------------------------------------------
 
 def compile_transformer_blocks(transformer, **compile_options) -> int:
     """Compile every transformer block in place (`nn.Module.compile`, so weights keep their names
@@ -24,16 +193,31 @@ def compile_transformer_blocks(transformer, **compile_options) -> int:
     return len(blocks)
 
 
-def make_fast(pipe) -> list[str]:
+def make_fast(pipe, precision: str = "bf16", *, capability=None, mode: str | None = None) -> list[str]:
     """Apply the fast plan to a loaded pipeline; return what was done, one line per change.
 
+    `precision`: "bf16" or "fp8" (float8 linear layers, sm_89+). `capability`: the GPU's compute
+    capability, which picks the float8 scales and the attention kernel. `mode`: torch.compile's
+    mode (None: the default; "max-autotune" only behind a GPU-check row that shows it pays).
     The first image after this pays the compile time (tens of seconds on a GPU); every later
-    image at the same size runs the compiled blocks. A new image size compiles once more."""
+    image at the same size runs the compiled code. A new image size compiles once more."""
     if getattr(pipe, "transformer", None) is None:
         raise ValueError("This pipeline has no transformer (it was released?): load it again.")
-    done = [f"torch.compile of the transformer's {compile_transformer_blocks(pipe.transformer)} blocks "
-            "(regional: one graph reused by every block)"]
+    if precision not in ("bf16", "fp8"):
+        raise ValueError(f"precision must be 'bf16' or 'fp8', not {precision!r}.")
+    options = {"mode": mode} if mode else {}
+    done = []
+    if precision == "fp8":
+        done.append(f"float8 weights and activations in {quantize_fp8(pipe.transformer, capability)} linear "
+                    "layers of the transformer (torchao)")
+    done.append(f"torch.compile of the transformer's {compile_transformer_blocks(pipe.transformer, **options)} "
+                "blocks (regional: one graph reused by every block)" + (f", mode {mode!r}" if mode else ""))
     if getattr(pipe, "vae", None) is not None:
         pipe.vae.to(memory_format=torch.channels_last)
-        done.append("VAE in channels-last memory format (faster convolutions on GPUs)")
+        pipe.vae.decoder.compile(**options)
+        done.append("VAE in channels-last memory format, its decoder compiled")
+    kind = ATTENTION_BY_CAPABILITY.get(tuple(capability) if capability else None)
+    if kind:
+        use_attention(pipe.transformer, kind)
+        done.append(f"attention: {kind} kernel first (it won on this GPU generation)")
     return done

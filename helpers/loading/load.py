@@ -19,7 +19,7 @@ import torch
 from ..errors import GPUOutOfMemoryError, QuantizationNeedsGPUError
 from ..generation.pipeline_lock import releasing
 from ..generation.validation import check_pipeline
-from . import devices, hub_access, quantized_checkpoints, vae_decode
+from . import devices, fast_plan, hub_access, memory_model, quantized_checkpoints, vae_decode
 from .arguments import check_bool
 from .checks import _does_not_fit, check_fast, check_fits, check_room_for_size
 from .planner import PREQUANTIZED, LoadingPlan, plan_loading
@@ -45,6 +45,8 @@ class LoadInfo:
     blog: Recommendation | None
     default_size: int
     compute_dtypes: dict = field(default_factory=dict)  # 4-bit component -> dtype its maths really use
+    fast_precision: str | None = None  # the fast plan applied: None, "bf16" or "fp8" (load_pipeline(fast=...))
+    fast_plan: list = field(default_factory=list)  # what make_fast did, one line per change
 
     def check_room(self, height: int, width: int) -> None:
         """Raise GPUOutOfMemoryError when this pipeline's plan has no room for a height x width image
@@ -63,7 +65,7 @@ def load_pipeline(
     stand_in: bool | None = None,
     keep_previous: bool = False,
     transformer: str | None = None,
-    fast: bool = False,
+    fast: bool | str = False,
     size: int | tuple[int, int] | None = None,
     vae_tiling: bool = False,
 ):
@@ -74,15 +76,17 @@ def load_pipeline(
     pipeline this function returned last is released first (its GPU memory freed), since two
     SD3.5 Large pipelines rarely fit together. `transformer=` loads a pre-quantized transformer
     (a `save_quantized` folder or Hub id) instead of quantizing the model's bf16 one.
-    `fast=True` applies the fast plan (`helpers.loading.fast_plan.make_fast`: compiled transformer blocks,
-    channels-last VAE): the first image pays the compile time, later ones run faster.
+    `fast=True` applies the fast plan (`helpers.loading.fast_plan.make_fast`: compiled transformer blocks
+    and VAE decoder, channels-last VAE, and float8 linear layers where they run: sm_89+, a bf16
+    transformer kept on the GPU); `fast="bf16"` or `"fp8"` chooses the precision. The first image pays
+    the compile time, later ones run faster.
     `drop_t5` / `quantize_t5` left as None let the planner pick T5 by its ranking (full, 4-bit, none);
     `size`: the largest image (pixels, or (height, width)) to plan memory for, the preset's by default.
     `vae_tiling=True` decodes in 512 px tiles (`vae_decode.enable_vae_tiling`), for a GPU with no room
     for a whole-image decode.
     """
     global _current_pipeline
-    check_bool("fast", fast)
+    fast_plan.check_fast_argument(fast)
     check_bool("keep_previous", keep_previous)
     if transformer == PREQUANTIZED:
         raise ValueError(
@@ -96,6 +100,9 @@ def load_pipeline(
     )
     check_fast(plan, fast)
     preset = resolve_preset(model)
+    fast_plan.resolve_fast(  # an impossible fast="fp8" is refused now (offload="auto" is settled later)
+        fast, device=plan.device, capability=devices.compute_capability(plan.device), quantization=plan.quantization,
+        offload=plan.offload if offload != "auto" else "none", dtype=plan.dtype)
     token = None
     if not plan.stand_in:
         token = hub_access.find_token()
@@ -126,6 +133,9 @@ def load_pipeline(
         )
         check_fast(plan, fast)
     check_fits(plan)
+    capability = devices.compute_capability(plan.device)
+    fast_precision = fast_plan.resolve_fast(fast, device=plan.device, capability=capability,
+                                            quantization=plan.quantization, offload=plan.offload, dtype=plan.dtype)
     global _stand_in_announced
     if plan.stand_in and not _stand_in_announced:
         print(STAND_IN_BANNER)
@@ -145,18 +155,31 @@ def load_pipeline(
         if better is not None:
             raise better from None  # `from None`: the Hub's error text may echo request headers
         raise
-    if fast:
-        from .fast_plan import make_fast
-
-        make_fast(pipe)
+    fast_done = fast_plan.make_fast(pipe, fast_precision, capability=capability) if fast_precision else []
+    if fast_precision == "fp8":  # the weights held from now on: float8 linear layers (the load peaked in bf16)
+        plan.estimated_bytes["transformer"] = fp8_transformer_bytes(plan, preset, capability)
     seconds = time.perf_counter() - started
     # The stand-in keeps the preset's guidance and steps (what the lesson teaches) but renders at its
     # own small size, so a CPU runs every notebook in seconds.
     size = PRESETS["tiny"].default_size if plan.stand_in else preset.default_size
-    plan.fast = fast
-    pipe.load_info = LoadInfo(plan, seconds, preset.model_card, preset.blog, size, compute_dtypes(pipe))
+    plan.fast = bool(fast_precision)
+    pipe.load_info = LoadInfo(plan, seconds, preset.model_card, preset.blog, size, compute_dtypes(pipe),
+                              fast_precision, fast_done)
     _current_pipeline = pipe
     return pipe
+
+
+def fp8_transformer_bytes(plan: LoadingPlan, preset, capability) -> int:
+    """The FP8 fast plan's transformer bytes (memory_model's "float8" rules), counted from the
+    architecture the plan loads (a local folder such as the stand-in's, or the published family's)."""
+    from .planner import _folder_census
+
+    scales = fast_plan.FP8_SCALES_BY_CAPABILITY.get(tuple(capability) if capability else None, "row")
+    if Path(plan.model_id).is_dir():
+        counts = _folder_census(plan.model_id)[0]["transformer"]
+    else:
+        counts = (preset.census or memory_model.FULL_SIZE["large"])["transformer"]
+    return memory_model.loaded_bytes(counts, plan.dtype, "float8-tensor" if scales == "tensor" else "float8")
 
 
 def _needs_gpu(plan: LoadingPlan) -> str:

@@ -16,6 +16,8 @@ bytes by the libraries' rules:
   every other tensor in `dtype` (diffusers' GGUF loader).
 - fp8 layerwise storage (`enable_layerwise_casting`): one byte per value of the layers it casts,
   the ones its skip patterns leave out (norms, the positional embedding, ...) in `dtype`.
+- fp8 (torchao float8, the fast plan on sm_89+: `fast_plan.quantize_fp8`): one byte per weight plus
+  one fp32 scale per output row ("float8", sm_90+) or per layer ("float8-tensor", sm_89); biases keep the dtype.
 
 The full-size counts (`FULL_SIZE`) were taken from the published architectures built on the
 `meta` device (`census(architectures.build_component(...))`); a test rebuilds them and checks.
@@ -134,14 +136,15 @@ def dtype_bytes(dtype: torch.dtype) -> int:
     return torch.tensor([], dtype=dtype).element_size()
 
 
-QUANTIZATIONS = (None, "nf4", "int8", "torchao-int8", "float8", "gguf-q8_0", "gguf-q4_0", "fp8-layerwise")
+QUANTIZATIONS = (None, "nf4", "int8", "torchao-int8", "float8", "float8-tensor", "gguf-q8_0", "gguf-q4_0",
+                 "fp8-layerwise")
 GGUF_BLOCK_BYTES = {"gguf-q8_0": 34, "gguf-q4_0": 18}  # per block of 32 weights: fp16 scale + values
 
 
 def loaded_bytes(counts: Census, dtype: torch.dtype, quantization: str | None = None) -> int:
     """Bytes of a component with `counts` loaded in `dtype`, its Linear layers in `quantization`
     (one of `QUANTIZATIONS`: None, bitsandbytes "nf4"/"int8", torchao "torchao-int8"/"float8",
-    "gguf-q8_0"/"gguf-q4_0", or "fp8-layerwise" storage)."""
+    "gguf-q8_0"/"gguf-q4_0", "fp8-layerwise" storage, or the fast plan's "float8-tensor": one scale per layer)."""
     check_census(counts)
     check_dtype(dtype)
     size = dtype_bytes(dtype)
@@ -154,6 +157,8 @@ def loaded_bytes(counts: Census, dtype: torch.dtype, quantization: str | None = 
         return packed + 4 * counts.linear_blocks + NF4_CODE_BYTES * counts.linear_layers + rest
     if quantization in ("int8", "torchao-int8", "float8"):
         return counts.linear_weights + 4 * counts.linear_rows + rest
+    if quantization == "float8-tensor":
+        return counts.linear_weights + 4 * counts.linear_layers + rest
     if quantization in GGUF_BLOCK_BYTES:
         return -(-counts.linear_weights // 32) * GGUF_BLOCK_BYTES[quantization] + rest
     if quantization == "fp8-layerwise":

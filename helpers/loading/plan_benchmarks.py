@@ -27,7 +27,7 @@ PLANS: dict[str, dict] = {
     "NF4 without T5": dict(model="sd35-large-nf4", offload="none", drop_t5=True),
     "NF4 with NF4 T5": dict(model="sd35-large-nf4", offload="none", quantize_t5=True),
     "8-bit": dict(model="sd35-large-8bit", offload="none"),
-    "bf16 fast (compiled)": dict(model="sd35-large", offload="none", fast=True),
+    "bf16 fast (compiled)": dict(model="sd35-large", offload="none", fast="bf16"),  # fast=True: FP8 on sm_89+
 }
 
 # SD3.5 Large at 1024x1024, 28 steps with classifier-free guidance (batch of 2 per step).

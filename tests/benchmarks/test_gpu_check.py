@@ -22,10 +22,10 @@ def load_script():
     return module
 
 
-def run(*args, shim=True):
+def run(*args, shim=True, timeout=600):
     paths = ([str(TESTS / "kernel_site")] if shim else []) + [str(REPO)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 
 def test_smoke_runs_every_plan_in_its_own_process_and_writes_results(tiny_dir, tmp_path):
@@ -33,7 +33,7 @@ def test_smoke_runs_every_plan_in_its_own_process_and_writes_results(tiny_dir, t
     assert done.returncode == 0, done.stderr[-3000:]
     data = json.loads((tmp_path / "smoke.json").read_text())
     rows = {r["plan"]: r for r in data["rows"]}
-    assert list(rows) == SMOKE_PLANS
+    assert list(rows) == [name for name in load_script().PLANS if name in SMOKE_PLANS]  # in the table's order
     assert rows["free Colab T4: the planner's plan"]["status"] == "not applicable: no GPU"
     for name in ("bf16", "NF4", "NF4, pre-quantized reload", "NF4 without T5"):
         row = rows[name]
@@ -48,6 +48,107 @@ def test_smoke_runs_every_plan_in_its_own_process_and_writes_results(tiny_dir, t
     table = (tmp_path / "smoke.md").read_text()
     assert "| NF4 without T5 | ok |" in table and "Planner's predicted bytes" in table
     assert not (tmp_path / "scratch").exists() or not any((tmp_path / "scratch").iterdir())  # cleaned up
+
+
+NEW_ROWS = ["FP8 fast, NF4 T5", "FP8: one transformer forward vs bf16", "bf16 fast + cuDNN attention",
+            "free Colab T4: NF4 T5 + VAE tiling"]
+
+
+def test_smoke_covers_the_new_rows(tiny_dir, tmp_path):
+    """--only runs the chosen rows (adding the NF4 row whose saved transformer one of them loads).
+    On a CPU: float8 matmuls need sm_89+, so the FP8 plan says so (printed); the FP8 error row measures
+    float8 *weight* storage on the stand-in, and says that is what it measured; cuDNN attention's
+    priority context falls back to the CPU's kernel; the T4 rows need a GPU to emulate."""
+    # Compiling the stand-in on a CPU takes minutes when the CPU is shared: a generous limit.
+    done = run("--smoke", "--output", str(tmp_path), "--scratch", str(tmp_path / "scratch"), "--only", *NEW_ROWS,
+               timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "NF4 was added" in done.stdout
+    assert "FP8 fast, NF4 T5: not applicable: needs an sm_89+ GPU (float8 matmuls)" in done.stdout
+    rows = {r["plan"]: r for r in json.loads((tmp_path / "smoke.json").read_text())["rows"]}
+    assert list(rows) == ["NF4", "FP8 fast, NF4 T5", "FP8: one transformer forward vs bf16", "bf16 fast + cuDNN attention",
+                          "free Colab T4: NF4 T5 + VAE tiling"]
+    error = rows["FP8: one transformer forward vs bf16"]
+    assert error["status"] == "ok" and "float8 weights only (CPU" in error["quantization"], error
+    assert 1e-3 < error["relative_error"] < 0.2 and error["float8_bytes"] < error["bf16_bytes"]
+    cudnn = rows["bf16 fast + cuDNN attention"]
+    assert cudnn["status"] == "ok" and cudnn["first_image_s"] > 0 and cudnn["s_per_image"] > 0, cudnn
+    assert any("decoder compiled" in line for line in cudnn["fast_plan"])
+    lo, hi = cudnn["s_per_step_range"]
+    assert lo <= cudnn["s_per_step"] <= hi  # the median step, with its range
+    assert rows["NF4"]["status"] == "ok" and rows["NF4"]["warmup_s"] > 0 and "first_image_s" not in rows["NF4"]
+    assert rows["free Colab T4: NF4 T5 + VAE tiling"]["status"] == "not applicable: no GPU"
+
+
+def test_rows_not_run_keep_their_last_figures_labelled_with_their_date():
+    gpu_check = load_script()
+    previous = {"meta": {"date": "2026-11-26"}, "rows": [
+        {"plan": "bf16", "status": "ok", "s_per_image": 5.37},
+        {"plan": "NF4 with NF4 T5 [run 1]", "status": "ok", "s_per_image": 5.68},
+        {"plan": "NF4 fast (compiled)", "status": "skipped: time budget (361 s of 295)"}]}
+    rows = [{"plan": "FP8 fast, NF4 T5", "status": "ok", "s_per_image": 2.0},
+            {"plan": "NF4 fast (compiled)", "status": "skipped: time budget (400 s + about 65 s > 480)"}]
+    merged = {r["plan"]: r for r in gpu_check.merge_previous(rows, previous)}
+    assert merged["FP8 fast, NF4 T5"]["s_per_image"] == 2.0 and "measured" not in merged["FP8 fast, NF4 T5"]
+    assert merged["bf16"] == {"plan": "bf16", "status": "ok", "s_per_image": 5.37, "measured": "2026-11-26"}
+    assert merged["NF4 with NF4 T5"]["measured"] == "2026-11-26"
+    assert merged["NF4 fast (compiled)"]["status"].startswith("skipped: time budget (400 s")  # never measured
+    assert list(merged) == [n for n in gpu_check.PLANS if n in merged]
+
+
+def test_only_adds_the_nf4_row_a_chosen_row_needs_and_optional_rows_run_only_when_named():
+    gpu_check = load_script()
+    rows, notes = gpu_check.choose_rows(["NF4, pre-quantized reload"])
+    assert rows == ["NF4", "NF4, pre-quantized reload"] and "NF4 was added" in notes[0]
+    everything, _ = gpu_check.choose_rows(None)
+    assert "bf16 fast, max-autotune" not in everything and everything[:2] == ["FP8 fast, NF4 T5",
+                                                                          "FP8: one transformer forward vs bf16"]
+    assert gpu_check.choose_rows(["bf16 fast, max-autotune"])[0] == ["bf16 fast, max-autotune"]
+
+
+def test_the_default_table_fits_its_budget_by_its_estimates():
+    """The rows a default run starts, by their estimated seconds (BUDGET in gpu_check.py), end within
+    the default budget of 8 minutes with the build; a row that would not is skipped and says so."""
+    gpu_check = load_script()
+    rows, _ = gpu_check.choose_rows(None)
+    elapsed, started = gpu_check.BUILD_EST_S, []
+    for name in rows:
+        estimate = gpu_check.PLANS[name].get("est_s", gpu_check.DEFAULT_EST_S)
+        if elapsed + estimate <= 480:
+            elapsed += estimate
+            started.append(name)
+    assert started[:8] == rows[:8] and elapsed <= 480  # the new and never-measured rows all start
+
+
+def test_a_backend_row_is_measured_by_backend_rows(tmp_path, monkeypatch, tiny_dir):
+    """A PLANS entry with a "backend" key goes to benchmarks/backend_rows.py's measure_backend_row
+    (helper "backends" writes it); here a stand-in module answers in its place."""
+    gpu_check = load_script()
+    (tmp_path / "backend_rows.py").write_text(
+        "def measure_backend_row(name, source, args):\n"
+        "    return {'s_per_image': 1.5, 'source': str(source), 'steps': args.steps}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "backend_rows", raising=False)
+    monkeypatch.setitem(gpu_check.PLANS, "backend: test", dict(backend="test"))
+    monkeypatch.setenv("SD35_TINY_DIR", str(tiny_dir))
+
+    class Args:
+        steps = 2
+
+    row = gpu_check.measure("backend: test", prompt="p", steps=2, size=64, saved=tmp_path / "saved",
+                            flop_per_image=None, peak_flops=None, args=Args())
+    assert row == {"plan": "backend: test", "status": "ok", "s_per_image": 1.5, "source": str(tiny_dir), "steps": 2}
+
+
+def test_goal_checks_say_met_or_not_met():
+    gpu_check = load_script()
+    gib = 1024**3
+    checks = gpu_check.goal_checks([
+        {"plan": "FP8 fast, NF4 T5", "status": "ok", "s_per_image": 2.4, "first_image_s": 30.0,
+         "gpu_after_load_bytes": 13.4 * gib, "peak_allocated_bytes": 15.2 * gib},
+        {"plan": "bf16", "status": "ok", "s_per_image": 5.4, "warmup_s": 2.0}])
+    assert checks[0].startswith("FP8 fast, NF4 T5: 2.40 s/image (goal <= 2.5: met)") and "25: not met" in checks[0]
+    assert "peak 15.20 GiB allocated (goal <= 15 GiB: not met)" in checks[1] and len(checks) == 2
 
 
 def test_without_a_gpu_the_full_check_says_so_and_exits_cleanly(tmp_path):
@@ -73,16 +174,21 @@ def test_the_planner_predicts_the_bytes_a_real_gpu_loaded(path):
     """Every row a real GPU measured: today's planner must predict each component's bytes within 1%
     (the GPU check recorded the load_pipeline arguments and the bytes really loaded)."""
     import helpers
+    from helpers.loading.load import fp8_transformer_bytes
+    from helpers.loading.presets import resolve_preset
 
     rows = [r for r in json.loads(path.read_text())["rows"] if r.get("measured_bytes") and r.get("load_pipeline")]
     assert rows
     for row in rows:
         options = {k: (v == "True" if v in ("True", "False") else v) for k, v in row["load_pipeline"].items()}
-        options.pop("fast", None)
+        fast = options.pop("fast", None)
         options.pop("transformer", None)  # a saved NF4 transformer: the preset's own quantization
         options["offload"] = "none"  # where the weights live does not change their bytes; this CPU plans "none"
         options["dtype"] = getattr(torch, options.get("dtype", row["dtype"]))
         plan = helpers.plan_loading(**options, stand_in=False, free_bytes=200 * 2**30)
+        if fast == "fp8":  # float8 linear layers, with the scales this GPU generation takes
+            capability = tuple(int(x) for x in json.loads(path.read_text())["meta"]["capability"].split("."))
+            plan.estimated_bytes["transformer"] = fp8_transformer_bytes(plan, resolve_preset(options["model"]), capability)
         for component, measured in row["measured_bytes"].items():
             predicted = plan.estimated_bytes[component]
             assert abs(predicted / measured - 1) < 0.01, (row["plan"], component, predicted, measured)

@@ -1,10 +1,15 @@
-"""The fast plan on the stand-in: compiled blocks give the plain plan's image; fused QKV would not."""
+"""The fast plan on the stand-in: compiled blocks and VAE decoder give the plain plan's image; fused QKV
+would not; FP8 is chosen by compute capability (faked here) and its error and bytes are measured with
+float8 weights (torchao's float8 *matmuls* need sm_89+, so the CPU runs float8 weight-only storage)."""
+
+import functools
 
 import numpy as np
 import pytest
 import torch
 
 import helpers
+from helpers.loading import fast_plan
 from helpers.loading.fast_plan import compile_transformer_blocks, make_fast
 
 # Stated tolerance: the fast plan's image may differ from the plain one by at most 2/255 per pixel
@@ -21,9 +26,12 @@ def test_fast_plan_gives_the_plain_image_within_tolerance(tiny_dir):
     pipe = helpers.load_pipeline("tiny", fast=True)
     blocks = pipe.transformer.transformer_blocks
     assert all(block._compiled_call_impl is not None for block in blocks)  # really compiled
+    assert pipe.vae.decoder._compiled_call_impl is not None  # the VAE decode too
     result = helpers.generate(pipe, "a red fox in the snow", seed=3)
     assert np.abs(pixels(result) - plain).max() <= FAST_TOLERANCE
-    assert result.recipe["fast"] is True and pipe.load_info.plan.fast is True  # the recipe says how it ran
+    # The recipe says how it ran: on a CPU, fast=True is the bf16 fast plan (float8 needs sm_89+).
+    assert result.recipe["fast"] == "bf16" and pipe.load_info.plan.fast is True
+    assert pipe.load_info.fast_precision == "bf16" and any("decoder compiled" in line for line in pipe.load_info.fast_plan)
     # Compiling in place keeps the weights' names: save_pretrained / save_quantized still work.
     assert not any("_orig_mod" in name for name in pipe.transformer.state_dict())
     helpers.release_current_pipeline()
@@ -60,5 +68,151 @@ def test_compile_counts_every_block(tiny_pipe):
 
 def test_fast_must_be_a_bool_and_is_checked_before_loading(tiny_dir):
     helpers.release_current_pipeline()
-    with pytest.raises(ValueError, match="fast must be True or False"):
+    with pytest.raises(ValueError, match="fast must be True, False, 'auto', 'bf16' or 'fp8', not 'yes'"):
         helpers.load_pipeline("tiny", fast="yes")
+
+
+# --- FP8: chosen by compute capability -------------------------------------------------------------
+
+def choose(fast, capability=(9, 0), quantization=None, offload="none", dtype=torch.bfloat16, device="cuda"):
+    return fast_plan.resolve_fast(fast, device=device, capability=capability, quantization=quantization,
+                                  offload=offload, dtype=dtype)
+
+
+def test_auto_takes_fp8_on_ada_and_hopper_only():
+    assert choose(True, (9, 0)) == "fp8" and choose("auto", (8, 9)) == "fp8"  # H100/H200, L4/RTX 4090
+    assert choose(True, (8, 0)) == "bf16" and choose(True, (7, 5)) == "bf16"  # A100, T4
+    assert choose(True, None, device="cpu") == "bf16" and choose(True, None, device="mps") == "bf16"
+    assert choose(True, quantization="nf4") == "bf16"  # an NF4 transformer keeps its 4-bit weights
+    assert choose(True, offload="model") == "bf16"
+    assert choose("bf16", (9, 0)) == "bf16"  # the explicit choice keeps today's bf16 fast plan
+    assert choose(False, (9, 0)) is None
+
+
+@pytest.mark.parametrize("kwargs, says", [
+    (dict(capability=(8, 0)), "sm_80"), (dict(capability=None, device="cpu"), "NVIDIA GPU"),
+    (dict(quantization="nf4"), "already quantized"), (dict(offload="model"), "offload"),
+    (dict(dtype=torch.float16), "float16"),
+])
+def test_explicit_fp8_says_why_it_cannot_run(kwargs, says):
+    with pytest.raises(ValueError, match="fast='fp8' cannot run here") as error:
+        choose("fp8", **kwargs)
+    assert says in str(error.value)
+
+
+def test_explicit_fp8_on_this_cpu_is_refused_before_the_held_pipeline_is_released(tiny_pipe):
+    with pytest.raises(ValueError, match="float8 matmuls need an NVIDIA GPU"):
+        helpers.load_pipeline("tiny", fast="fp8")
+    assert tiny_pipe.transformer is not None  # nothing the reader had is lost
+
+
+def test_fp8_on_a_faked_hopper_picks_row_scales_and_sm89_per_layer_scales(monkeypatch):
+    from helpers.loading import devices
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    assert devices.compute_capability("cuda") == (9, 0) and choose(True, devices.compute_capability("cuda")) == "fp8"
+    assert fast_plan.FP8_SCALES_BY_CAPABILITY.get((9, 0), "row") == "row"
+    assert fast_plan.FP8_SCALES_BY_CAPABILITY[(8, 9)] == "tensor"
+
+
+# --- FP8: what it does to the output, and its bytes ------------------------------------------------
+
+@pytest.mark.parametrize("scales", ["float8", "float8-tensor"])
+def test_float8_error_and_bytes_on_the_stand_in_transformer(tiny_dir, scales):
+    from diffusers import SD3Transformer2DModel
+
+    from helpers.loading import memory_model
+    from helpers.measuring import module_bytes
+
+    transformer = SD3Transformer2DModel.from_pretrained(tiny_dir / "transformer", torch_dtype=torch.bfloat16)
+    counts = memory_model.census(transformer)
+    assert module_bytes(transformer) == memory_model.loaded_bytes(counts, torch.bfloat16)
+    inputs = fast_plan.transformer_inputs(transformer.config, size=64)
+    quantize = functools.partial(fast_plan.quantize_fp8_weights, scales="row" if scales == "float8" else "tensor")
+    error = fast_plan.quantization_error(transformer, quantize, inputs)
+    # Every linear layer now holds float8 weights, and the memory model counts their bytes exactly.
+    assert error["quantized_layers"] == counts.linear_layers
+    assert module_bytes(transformer) == memory_model.loaded_bytes(counts, torch.bfloat16, scales)
+    # float8 e4m3 keeps 3 mantissa bits: a few percent of error, neither zero nor noise.
+    assert 1e-3 < error["relative_error"] < 0.2, error
+    assert error["max_abs_error"] > 0 and error["reference_rms"] > 0
+
+
+def test_fp8_large_transformer_with_nf4_t5_is_under_15_gib_of_weights():
+    """The FP8 plan's weights at full size (meta-counted): the transformer at one byte per weight
+    plus a fp32 scale per row; with T5 in NF4 the pipeline holds under 15 GiB."""
+    from helpers.loading import memory_model
+
+    large = memory_model.FULL_SIZE["large"]
+    fp8 = memory_model.loaded_bytes(large["transformer"], torch.bfloat16, "float8")
+    assert fp8 == large["transformer"].linear_weights + 4 * large["transformer"].linear_rows + 2 * large["transformer"].other
+    weights = dict(memory_model.pipeline_bytes(large, torch.bfloat16, None, t5="nf4"), transformer=fp8)
+    assert sum(weights.values()) < 15 * memory_model.GiB < sum(memory_model.pipeline_bytes(large, torch.bfloat16).values())
+
+
+def test_relative_error_is_the_norm_ratio():
+    reference = torch.tensor([3.0, 4.0])
+    assert fast_plan.relative_error(reference + torch.tensor([0.3, 0.4]), reference) == pytest.approx(0.1)
+
+
+# --- attention: SD3 calls F.scaled_dot_product_attention itself ----------------------------------------
+
+def test_set_attention_backend_does_not_reach_sd3_but_sdpa_kernel_does(tiny_pipe, monkeypatch):
+    """JointAttnProcessor2_0 calls F.scaled_dot_product_attention directly (diffusers 0.42): it has no
+    `_attention_backend` for `set_attention_backend` to set, so diffusers' `_native_math` backend (SDPA
+    under sdpa_kernel(MATH)) changes nothing, and an outer sdpa_kernel that allows only cuDNN (absent
+    on a CPU) still decides: the call fails. The SDPA kernel context is what chooses SD3's attention."""
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    monkeypatch.setattr(_AttentionBackendRegistry, "_active_backend", _AttentionBackendRegistry._active_backend)
+    transformer = tiny_pipe.transformer
+    processors = [b.attn.processor for b in transformer.transformer_blocks]
+    assert {type(p).__name__ for p in processors} == {"JointAttnProcessor2_0"}
+    inputs = fast_plan.transformer_inputs(transformer.config, size=64, dtype=transformer.dtype)
+    with torch.no_grad():
+        before = transformer(**inputs).sample
+        transformer.set_attention_backend("_native_math")
+        assert _AttentionBackendRegistry.get_active_backend()[0] == "_native_math"  # set, globally...
+        assert not any(hasattr(p, "_attention_backend") for p in processors)  # ...but not on SD3's processors
+        assert torch.equal(transformer(**inputs).sample, before)
+        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]), pytest.raises(RuntimeError, match="No viable backend for scaled_dot_product_attention"):
+            transformer(**inputs)
+        with sdpa_kernel([SDPBackend.MATH]):
+            assert torch.allclose(transformer(**inputs).sample, before, atol=1e-5)  # the kernel SDPA may use runs
+
+
+def test_a_winning_attention_kernel_wraps_every_transformer_forward(tiny_pipe, monkeypatch):
+    monkeypatch.setitem(fast_plan.ATTENTION_BY_CAPABILITY, (9, 0), "cudnn")
+    seen = []
+    # pos_embed runs inside the transformer's forward and is not compiled: it sees the SDPA state then.
+    tiny_pipe.transformer.pos_embed.register_forward_pre_hook(lambda *a: seen.append(torch._C._get_sdp_priority_order()))
+    default_order = torch._C._get_sdp_priority_order()
+    done = make_fast(tiny_pipe, capability=(9, 0))
+    assert any("attention: cudnn" in line for line in done)
+    helpers.generate(tiny_pipe, "a red fox", seed=1, num_inference_steps=1)
+    from torch.nn.attention import SDPBackend
+
+    assert seen and all(order[0] == int(SDPBackend.CUDNN_ATTENTION) for order in seen)
+    assert torch._C._get_sdp_priority_order() == default_order  # restored after each forward
+
+
+def test_no_attention_kernel_is_kept_until_one_is_measured():
+    assert fast_plan.ATTENTION_BY_CAPABILITY == {}  # the cuDNN row has not run on a GPU yet
+
+
+def test_the_loader_states_the_fp8_transformer_bytes_torchao_holds(tiny_dir):
+    """load_pipeline(fast="fp8") replaces the plan's transformer bytes with load.fp8_transformer_bytes:
+    on the stand-in, exactly what torchao's float8 weights (and their scales) hold."""
+    from helpers.loading.load import fp8_transformer_bytes
+    from helpers.loading.presets import resolve_preset
+    from helpers.measuring import module_bytes
+
+    pipe = helpers.load_pipeline("tiny", dtype=torch.bfloat16)
+    plan, preset = pipe.load_info.plan, resolve_preset("tiny")
+    hopper, ada = fp8_transformer_bytes(plan, preset, (9, 0)), fp8_transformer_bytes(plan, preset, (8, 9))
+    assert hopper < plan.estimated_bytes["transformer"] == module_bytes(pipe.transformer)
+    fast_plan.quantize_fp8_weights(pipe.transformer, "row")
+    assert module_bytes(pipe.transformer) == hopper
+    assert ada < hopper  # one scale per layer instead of one per row
+    helpers.release_current_pipeline()
