@@ -117,7 +117,8 @@ def test_the_default_table_fits_its_budget_by_its_estimates():
         if elapsed + estimate <= 480:
             elapsed += estimate
             started.append(name)
-    assert started[:8] == rows[:8] and elapsed <= 480  # the new and never-measured rows all start
+    assert started[:7] == rows[:7] and elapsed <= 480  # the new and never-measured rows start, but for
+    assert "NF4 fast (compiled)" not in started  # this one, left to a second call with --only (BUDGET)
 
 
 def test_a_backend_row_is_measured_by_backend_rows(tmp_path, monkeypatch, tiny_dir):
