@@ -200,9 +200,9 @@ def save_png(image, path: Path, recipe: dict) -> None:
     """Save `image` as a PNG carrying its recipe; refuse to overwrite an existing file.
 
     Encoded in memory first: a failed save (bad image, full disk) leaves no partial file."""
-    from ..generation.png_metadata import png_bytes, write_new_file
+    from ..generation.png_metadata import png_bytes, recipe_json, write_new_file
 
-    write_new_file(path, png_bytes(image, {"recipe": json.dumps(recipe)}))
+    write_new_file(path, png_bytes(image, {"recipe": recipe_json(recipe)}))
 
 
 def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str = "auto",
