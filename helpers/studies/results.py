@@ -107,14 +107,15 @@ def append_row(row: dict, path) -> None:
     data = memoryview(text.encode("utf-8"))
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
-        size = os.fstat(fd).st_size
+        size, written = os.fstat(fd).st_size, 0
         try:
-            while data:
-                data = data[os.write(fd, data):]
-            os.fsync(fd)
+            while written < len(data):
+                written += os.write(fd, data[written:])
         except BaseException:
-            os.ftruncate(fd, size)
+            if written < len(data):  # half a row: cut it off again
+                os.ftruncate(fd, size)
             raise
+        os.fsync(fd)
     finally:
         os.close(fd)
 
