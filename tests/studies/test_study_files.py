@@ -136,3 +136,47 @@ def test_numpy_seeds_are_accepted_as_plain_ints(tmp_path):
     checked = jobs_module.check_jobs(numpy_jobs)
     assert checked == jobs and all(type(job["seed"]) is int for job in checked)
     json.dumps(checked)
+
+
+@pytest.mark.parametrize("labels, error, match", [
+    ("ab", TypeError, "labels must be a list of texts"), (["", ""], ValueError, "labels must be non-empty texts"),
+    (["a cake", "a cake"], ValueError, "labels has duplicates"), (["a cake", None], ValueError, "non-empty texts"),
+    (None, TypeError, "labels must be a list"),
+])
+def test_run_study_labels_are_checked_before_anything(tmp_path, labels, error, match):
+    with pytest.raises(error, match=match):
+        run_study(small_jobs(), tmp_path, labels=labels, stand_in=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(job_id="../../evil"), "job_id must be a whole number >= 0"), (dict(job_id=1.5), "job_id must be"),
+    (dict(job_id=None), "job_id must be"), (dict(job_id=-1), "job_id must be"),
+    (dict(condition=None), "job 1: condition must be a non-empty name"), (dict(condition=123), "condition must be"),
+    (dict(condition=""), "condition must be"),
+])
+def test_check_jobs_refuses_bad_ids_and_conditions_up_front(tmp_path, change, match):
+    jobs = small_jobs()
+    with pytest.raises(TypeError, match=match):
+        run_study([jobs[0], {**jobs[1], **change}], tmp_path, labels=LABELS, stand_in=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("jobs, match", [(None, "jobs must be a list of job dicts"), ("abc", "jobs must be a list"),
+                                         ({"job_id": 0}, "jobs must be a list")])
+def test_check_jobs_needs_a_list(jobs, match):
+    with pytest.raises(TypeError, match=match):
+        jobs_module.check_jobs(jobs)
+
+
+@pytest.mark.parametrize("root, error, match", [
+    (None, TypeError, "root must be a folder path"), (123, TypeError, "root must be a folder path"),
+    ("file", NotADirectoryError, "root=.* is a file, not a folder"),
+])
+def test_run_study_root_must_be_a_folder(tmp_path, root, error, match):
+    if root == "file":
+        root = tmp_path / "notes.txt"
+        root.write_text("the user's notes")
+    with pytest.raises(error, match=match):
+        run_study(small_jobs(), root, labels=LABELS, stand_in=True)
+    assert [p.name for p in tmp_path.iterdir()] in ([], ["notes.txt"])
