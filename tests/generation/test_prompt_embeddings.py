@@ -33,7 +33,7 @@ def test_editing_a_cache_hit_in_place_cannot_change_later_hits(tiny_pipe):
     cache = helpers.PromptCache(tiny_pipe)
     first = cache.get("a cat", "blurry")
     kept = {k: v.clone() for k, v in first.as_pipeline_kwargs().items()}
-    for name, tensor in first.as_pipeline_kwargs().items():
+    for tensor in first.as_pipeline_kwargs().values():
         tensor.mul_(0).add_(7)  # a user's experiment on the tensors it got
     hit = cache.get("a cat", "blurry")
     hit.prompt_embeds.zero_()
