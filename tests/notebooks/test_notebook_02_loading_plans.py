@@ -48,12 +48,19 @@ def test_the_pixel_difference_is_the_one_of_the_two_images(executed, bnb_cpu):
     _, nb = executed
     found = re.search(r"Mean absolute pixel difference: \*\*([0-9.]+)\*\* of 255; (\d+)% of pixels", cell_outputs_text(nb))
     assert found, "the sentence with the number is missing"
+    parameters = {}  # the notebook's own PROMPT and SEED, as its parameters cell sets them
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code" and "PROMPT = " in source(cell):
+            for node in ast.parse(source(cell)).body:
+                if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) in ("PROMPT", "SEED"):
+                    parameters[ast.unparse(node.targets[0])] = ast.literal_eval(node.value)
     dtype = devices.pick_dtype("cpu", quantized=True)
     images = []
     for plan in ("bf16", "NF4"):
         pipe = helpers.load_pipeline(**plan_benchmarks.PLANS[plan], dtype=dtype, stand_in=True)
-        images.append(np.asarray(helpers.generate(pipe, "a capybara wearing a suit holding a sign that reads hello world",
-                                                  seed=0, num_inference_steps=2, height=64, width=64).image, dtype=np.int16))
+        result = helpers.generate(pipe, parameters["PROMPT"], seed=parameters["SEED"], num_inference_steps=2,
+                                  height=64, width=64)  # STEPS=2 (run above); the stand-in's 64 px
+        images.append(np.asarray(result.image, dtype=np.int16))
         helpers.release_current_pipeline()
     diff = np.abs(images[0] - images[1])
     assert diff.mean() > 0  # NF4 changed the weights: the two images differ
