@@ -12,8 +12,8 @@ import contextlib
 import glob
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 PARTIAL = ".partial-"  # in the names of unfinished temporaries: ".results.csv.partial-x1y2"
@@ -54,8 +54,9 @@ def write_atomically(path, data: bytes | str, *, overwrite: bool = False) -> Pat
         data = data.encode("utf-8")
     if not overwrite and path.exists():
         raise FileExistsError(f"{path} already exists: nothing is overwritten.")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name[:100]}{PARTIAL}", dir=path.parent)
-    try:
+    temporary = _partial_name(path)
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:  # (0o666 less the umask: the permissions a plain open() gives, unlike mkstemp's 0o600)
         with os.fdopen(handle, "wb") as f:
             f.write(data)
             f.flush()
@@ -83,7 +84,8 @@ def finished_folder(folder):
     must not exist, or be empty), on failure remove it: `folder` appears whole or not at all."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name[:100]}{PARTIAL}", dir=folder.parent))
+    scratch = _partial_name(folder)
+    scratch.mkdir()  # 0o777 less the umask, as a plain mkdir (mkdtemp's would be 0o700)
     try:
         yield scratch
         if folder.is_dir() and not any(folder.iterdir()):
@@ -91,6 +93,11 @@ def finished_folder(folder):
         os.rename(scratch, folder)  # fails rather than replace a folder someone filled meanwhile
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _partial_name(path: Path) -> Path:
+    """A fresh temporary name beside `path`: hidden, and saying whose unfinished write it is."""
+    return path.parent / f".{path.name[:100]}{PARTIAL}{secrets.token_hex(4)}"
 
 
 def leftovers(folder, name: str) -> list[Path]:

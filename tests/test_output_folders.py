@@ -66,3 +66,20 @@ def test_a_file_or_no_path_where_a_folder_is_expected_is_named(tmp_path):
         with pytest.raises(TypeError, match="root must be a folder path"):
             fresh_run_dir(root)
     assert blocker.read_text() == "the user's notes"
+
+
+def test_written_files_and_folders_get_the_usual_permissions(tmp_path):
+    import os
+
+    from helpers.output_folders import finished_folder, write_atomically
+
+    umask = os.umask(0o022)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        assert (write_atomically(tmp_path / "atomic.txt", "x").stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)
+        with finished_folder(tmp_path / "saved") as scratch:
+            (scratch / "a").write_text("x")
+        assert ((tmp_path / "saved").stat().st_mode & 0o777) == 0o755
+    finally:
+        os.umask(umask)
