@@ -83,6 +83,8 @@ def read_results(path) -> list[dict]:
     """Read a results CSV back, with numbers as numbers and empty negative prompts as None.
 
     A file whose last row was cut off (see `parse_results`) is refused with a message naming it."""
+    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise TypeError(f"path must be a results CSV's path (a str or pathlib.Path), not {type(path).__name__} {path!r:.60}.")
     path = Path(path)
     if not path.is_file():
         leftover = leftovers(path.parent, path.name)

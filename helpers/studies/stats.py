@@ -76,8 +76,8 @@ def bootstrap_mean_ci(values, confidence: float = 0.95, resamples: int = 10_000,
 
     The interval resamples the values with replacement `resamples` times (seeded, so reruns give
     the same interval). With one value, or identical values, the interval is that value."""
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be between 0 and 1 (e.g. 0.95), not {confidence}.")
+    if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1 (e.g. 0.95), not {confidence!r:.40}.")
     if isinstance(resamples, bool) or not isinstance(resamples, numbers.Integral) or resamples < 1:
         raise ValueError(f"resamples must be a whole number >= 1 (e.g. 10000), not {resamples!r}.")
     array = _values(values)

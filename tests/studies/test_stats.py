@@ -136,6 +136,7 @@ def test_describe_and_verdict_read_the_comparison_and_the_reachable_floor():
     (lambda: bootstrap_mean_ci([1.0, "x"]), TypeError, "values must be a list of numbers"),
     (lambda: bootstrap_mean_ci([1.0, 2.0], resamples=0), ValueError, "resamples must be a whole number >= 1"),
     (lambda: bootstrap_mean_ci([1.0, 2.0], resamples=2.5), ValueError, "resamples must be a whole number"),
+    (lambda: bootstrap_mean_ci([1.0, 2.0], confidence="95%"), ValueError, "confidence must be between 0 and 1"),
     (lambda: format_p("x"), TypeError, "p must be a p-value"),
     (lambda: format_p(None), TypeError, "p must be a p-value"),
 ])

@@ -118,6 +118,14 @@ def test_writes_are_whole_or_none_and_never_overwrite(tmp_path):
     assert path.read_bytes() == before
 
 
+def test_read_results_of_no_file_names_what_is_there(tmp_path):
+    with pytest.raises(TypeError, match="path must be a results CSV's path"):
+        read_results(None)
+    (tmp_path / ".results.csv.partial-1a2b").write_text("job_id,mod")  # what a hard kill mid-write leaves
+    with pytest.raises(FileNotFoundError, match=r"\.results\.csv\.partial-1a2b there is an unfinished write"):
+        read_results(tmp_path / "results.csv")
+
+
 @pytest.mark.parametrize("missing", ["seed", "status"])
 def test_read_results_names_a_missing_column(tmp_path, missing):
     path = tmp_path / "results.csv"
