@@ -539,13 +539,14 @@ def main(argv=None) -> int:
 
     import helpers
     from helpers.loading.plan_benchmarks import LARGE_FLOP_PER_IMAGE, markdown_table, peak_flops
+    from helpers.output_folders import write_atomically
 
     flop_per_image = LARGE_FLOP_PER_IMAGE * args.steps / 28 if (cuda and args.size == 1024) else None
     peak = peak_flops(device) if cuda else None
     if args.one:  # the child process: one row, written as JSON for the parent
         row = measure(args.one, prompt=args.prompt, steps=args.steps, size=args.size, saved=args.saved,
                       flop_per_image=flop_per_image, peak_flops=peak, args=args)
-        args.row_json.write_text(json.dumps(row, default=str))
+        write_atomically(args.row_json, json.dumps(row, default=str), overwrite=True)
         return 0
 
     import psutil
@@ -574,8 +575,9 @@ def main(argv=None) -> int:
         if any(r.get("measured") for r in merged):
             meta["runs"] = ("Rows with a date under \"measured\" were not run this time (time budget, or not chosen "
                             "with --only): their figures come from the run of that date.")
-        stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": merged}, indent=2, default=str))
-        stem.with_suffix(".md").write_text(markdown(meta, merged))
+        write_atomically(stem.with_suffix(".json"), json.dumps({"meta": meta, "rows": merged}, indent=2, default=str),
+                         overwrite=True)
+        write_atomically(stem.with_suffix(".md"), markdown(meta, merged), overwrite=True)
         return merged
 
     if args.smoke:
