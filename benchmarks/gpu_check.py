@@ -336,13 +336,14 @@ def main(argv=None) -> int:
 
     import helpers
     from helpers.loading.plan_benchmarks import LARGE_FLOP_PER_IMAGE, markdown_table, peak_flops
+    from helpers.output_folders import write_atomically
 
     flop_per_image = LARGE_FLOP_PER_IMAGE * args.steps / 28 if (cuda and args.size == 1024) else None
     peak = peak_flops(device) if cuda else None
     if args.one:  # the child process: one row, written as JSON for the parent
         row = measure(args.one, prompt=args.prompt, steps=args.steps, size=args.size, saved=args.saved,
                       flop_per_image=flop_per_image, peak_flops=peak)
-        args.row_json.write_text(json.dumps(row, default=str))
+        write_atomically(args.row_json, json.dumps(row, default=str), overwrite=True)
         return 0
 
     import psutil
@@ -362,8 +363,9 @@ def main(argv=None) -> int:
 
     def write():
         meta["seconds"] = round(time.perf_counter() - started, 1)
-        stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))
-        stem.with_suffix(".md").write_text(markdown(meta, rows))
+        write_atomically(stem.with_suffix(".json"), json.dumps({"meta": meta, "rows": rows}, indent=2, default=str),
+                         overwrite=True)
+        write_atomically(stem.with_suffix(".md"), markdown(meta, rows), overwrite=True)
 
     if args.smoke:
         folder = helpers.stand_in.tiny_pipeline_dir()

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from helpers.loading.architectures import COMPONENTS, build_component  # noqa: E402  (published full-size configs
+from helpers.output_folders import write_atomically  # noqa: E402
 
 __all__ = ["COMPONENTS", "build_component", "save_random_pipeline", "main"]
 
@@ -135,11 +136,11 @@ def main(argv=None) -> int:
             "flop_per_image": flops_per_image, "peak_flops": peak,
             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "versions": helpers.generation.text_to_image.library_versions()}
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "loading_plans.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    write_atomically(args.output / "loading_plans.json", json.dumps({"meta": meta, "rows": rows}, indent=2), overwrite=True)
     columns = dict(PLAN_COLUMNS, flop_fraction="fraction of peak FLOP/s") if flops_per_image else PLAN_COLUMNS
     table = markdown_table(rows, columns)
-    (args.output / "loading_plans.md").write_text(
-        f"# Loading plans: {what}\n\n{device_name}, {size}x{size}, {steps} steps.\n\n{table}\n")
+    write_atomically(args.output / "loading_plans.md", overwrite=True,
+                     data=f"# Loading plans: {what}\n\n{device_name}, {size}x{size}, {steps} steps.\n\n{table}\n")
     print(table)
     print(f"Wrote {args.output / 'loading_plans.json'} and {args.output / 'loading_plans.md'}")
     return 0

@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from helpers.output_folders import fresh_run_dir
+from helpers.output_folders import fresh_run_dir, write_atomically
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
     lines.append(f"{len(paths) - len(failed)} of {len(paths)} notebooks ran; outputs in {run_dir}")
-    (run_dir / SUMMARY).write_text("\n".join(lines) + "\n")
+    write_atomically(run_dir / SUMMARY, "\n".join(lines) + "\n", overwrite=True)
     mark.unlink()
     print(lines[-1])
     return 1 if failed else 0

@@ -16,13 +16,18 @@ import os
 import re
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
+
+from ..output_folders import check_folder, write_atomically
+from .validation import check_guidance, check_prompt, check_seed, check_size, check_steps
 
 PARAMETERS_KEY = "parameters"
 RECIPE_KEY = "sd35_recipe"
 # What A1111 calls the sampler diffusers' schedulers implement.
 SAMPLER_NAMES = {"FlowMatchEulerDiscreteScheduler": "Euler"}
+# The image modes PNG can hold.
+PNG_MODES = ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
 
 
 def _quote(value) -> str:
@@ -84,11 +89,19 @@ _SETTING = re.compile(r'\s*([\w ]+):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
 
 
 def parse_a1111_parameters(text: str) -> dict:
-    """Read an A1111 "parameters" text back: {"prompt", "negative_prompt", and each setting}."""
+    """Read an A1111 "parameters" text back: {"prompt", "negative_prompt", and each setting}.
+
+    The settings line is the last one when it starts with "Steps:" (as A1111 and this module
+    write it); a text without one is all prompt."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be an A1111 parameters string, not {type(text).__name__} {text!r:.60}.")
     *head, last = text.strip("\n").split("\n")
     settings = {}
-    for key, value in _SETTING.findall(last):
-        settings[key.strip()] = json.loads(value) if value.startswith('"') else value.strip()
+    if last.startswith("Steps:"):
+        for key, value in _SETTING.findall(last):
+            settings[key.strip()] = json.loads(value) if value.startswith('"') else value.strip()
+    else:
+        head.append(last)
     prompt_lines, negative_lines, in_negative = [], [], False
     for line in head:
         if not in_negative and line.startswith(NEGATIVE_PREFIX):
@@ -100,6 +113,52 @@ def parse_a1111_parameters(text: str) -> dict:
         "negative_prompt": _read_prompt_text("\n".join(negative_lines)),
         **settings,
     }
+
+
+def check_recipe(recipe, source="recipe") -> dict:
+    """`recipe` must be a dict holding what `generate` needs to remake its image (`RECIPE_KEYS`),
+    each value as `generate` would take it; one clear error naming `source` otherwise."""
+    from .text_to_image import RECIPE_KEYS
+
+    if not isinstance(recipe, dict):
+        raise TypeError(f"{source} must be a recipe dict as generate() makes (GenerationResult.recipe), "
+                        f"not {type(recipe).__name__} {recipe!r:.60}.")
+    missing = [key for key in RECIPE_KEYS if key not in recipe]
+    if missing:
+        raise ValueError(f"{source} lacks {', '.join(missing)}: it is not a whole recipe as generate() makes.")
+    try:
+        check_prompt(recipe["prompt"])
+        check_prompt(recipe["negative_prompt"], "negative_prompt", allow_none=True)
+        check_guidance(recipe["guidance_scale"])
+        check_steps(recipe["num_inference_steps"])
+        check_seed(recipe["seed"])
+        check_size(recipe["height"], recipe["width"], multiple=1)
+        for key in ("guidance_scale", "num_inference_steps", "seed", "height", "width"):
+            if recipe[key] is None:
+                raise ValueError(f"{key} is None; a recipe holds the value that was used")
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{source}: {e}") from None
+    return recipe
+
+
+def recipe_json(recipe: dict) -> str:
+    """The recipe as standard JSON (NaN or infinity, which JSON has no word for, are refused)."""
+    try:
+        return json.dumps(recipe, ensure_ascii=False, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"the recipe cannot be saved as JSON: {e}.") from None
+
+
+def check_stem(stem) -> str | None:
+    """A file name stem must stay inside its folder: no path separators, no "..", not absolute."""
+    if stem is None:
+        return None
+    if not isinstance(stem, str) or not stem.strip():
+        raise TypeError(f"stem must be a non-empty file name without extension (a str), not {stem!r:.60}.")
+    if stem != Path(stem).name or stem in (".", "..") or any(c in stem for c in '/\\\0') or os.path.isabs(stem):
+        raise ValueError(f"stem={stem!r:.80} must be a plain file name (no folders, '..' or absolute path): "
+                         "the PNG is written inside folder=.")
+    return stem
 
 
 def next_free_path(folder, stem: str, suffix: str = ".png") -> Path:
@@ -117,6 +176,11 @@ def png_bytes(image: Image.Image, text: dict[str, str]) -> bytes:
     image = getattr(image, "image", image)  # a GenerationResult is welcome too
     if not isinstance(image, Image.Image):
         raise TypeError(f"image must be a PIL image (or a GenerationResult), not {type(image).__name__}.")
+    if 0 in image.size:
+        raise ValueError(f"image is {image.width}x{image.height} pixels: an empty image cannot be saved as PNG.")
+    if image.mode not in PNG_MODES:
+        raise ValueError(f"image has mode {image.mode!r}, which PNG cannot hold (it holds {', '.join(PNG_MODES)}): "
+                         "convert it first, e.g. image.convert('RGB').")
     info = PngInfo()
     for key, value in text.items():
         info.add_text(key, value)
@@ -126,19 +190,9 @@ def png_bytes(image: Image.Image, text: dict[str, str]) -> bytes:
 
 
 def write_new_file(path, data: bytes) -> Path:
-    """Write `data` to a file that must not exist yet (FileExistsError otherwise). A failed write
-    (disk full, quota) removes the partial file before the error goes on: whole file or none."""
-    path = Path(path)
-    with open(path, "xb") as f:  # "x": fail rather than overwrite
-        try:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        except BaseException:
-            f.close()
-            path.unlink(missing_ok=True)
-            raise
-    return path
+    """Write `data` to a file that must not exist yet (FileExistsError otherwise), whole or not at
+    all (output_folders.write_atomically: a full disk or an interrupt leaves no partial file)."""
+    return write_atomically(path, data)
 
 
 def save_png_with_recipe(image: Image.Image, recipe: dict, folder=".", stem: str | None = None) -> Path:
@@ -146,17 +200,11 @@ def save_png_with_recipe(image: Image.Image, recipe: dict, folder=".", stem: str
 
     Never overwrites: the file is created exclusively, and a taken name moves on to the next one.
     The PNG is encoded first, so a bad image or a full disk leaves no file behind."""
-    from .validation import check_prompt
-
-    check_prompt(recipe.get("prompt"))
-    check_prompt(recipe.get("negative_prompt"), "negative_prompt", allow_none=True)
-    data = png_bytes(image, {
-        PARAMETERS_KEY: a1111_parameters(recipe),
-        RECIPE_KEY: json.dumps(recipe, ensure_ascii=False, sort_keys=True),
-    })
-    folder = Path(folder)
+    check_recipe(recipe)
+    stem = check_stem(stem) or f"sd35-seed{recipe['seed']}"
+    folder = check_folder(folder)
+    data = png_bytes(image, {PARAMETERS_KEY: a1111_parameters(recipe), RECIPE_KEY: recipe_json(recipe)})
     folder.mkdir(parents=True, exist_ok=True)
-    stem = stem or f"sd35-seed{recipe['seed']}"
     while True:
         try:
             return write_new_file(next_free_path(folder, stem), data)
@@ -165,8 +213,23 @@ def save_png_with_recipe(image: Image.Image, recipe: dict, folder=".", stem: str
 
 
 def read_png_recipe(path) -> tuple[str | None, dict | None]:
-    """(A1111 parameters text, recipe dict) stored in a PNG; None for what it does not hold."""
-    with Image.open(path) as image:
-        text = dict(getattr(image, "text", {}) or {})
+    """(A1111 parameters text, recipe dict) stored in a PNG; None for what it does not hold.
+
+    A file that is not an image, or a recipe that is damaged or incomplete, is one clear error."""
+    if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise TypeError(f"path must be a PNG file's path (a str or pathlib.Path), not {type(path).__name__} {path!r:.60}.")
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"path={str(path)!r} is a folder, not a PNG file.")
+    try:
+        with Image.open(path) as image:
+            text = dict(getattr(image, "text", {}) or {})
+    except UnidentifiedImageError:
+        raise ValueError(f"{path} is not an image PIL can read (a PNG saved by save_png_with_recipe is).") from None
     recipe = text.get(RECIPE_KEY)
-    return text.get(PARAMETERS_KEY), json.loads(recipe) if recipe is not None else None
+    if recipe is None:
+        return text.get(PARAMETERS_KEY), None
+    try:
+        recipe = json.loads(recipe)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: its {RECIPE_KEY!r} text is not valid JSON ({e}); the recipe is damaged.") from None
+    return text.get(PARAMETERS_KEY), check_recipe(recipe, f"the recipe in {path}")

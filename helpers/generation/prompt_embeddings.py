@@ -9,6 +9,7 @@ another model) would make an image its recipe cannot reproduce, so they are refu
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from dataclasses import dataclass
 
@@ -119,16 +120,23 @@ class PromptCache:
         self.hits = self.misses = 0
 
     def get(self, prompt: str, negative_prompt: str | None = None) -> PromptEmbeddings:
+        """The embeddings of (prompt, negative_prompt): encoded on the first request, a copy of the
+        cached tensors afterwards (editing one in place cannot change a later hit)."""
         validation.check_prompt(prompt)
         validation.check_prompt(negative_prompt, "negative_prompt", allow_none=True)
         key = (prompt, negative_prompt or "")
         if key in self._entries:
             self.hits += 1
             self._entries[key] = self._entries.pop(key)  # most recently used goes last
-            return self._entries[key]
+            return _copy(self._entries[key])
         self.misses += 1
         embeddings = encode_prompt(self.pipe, prompt, negative_prompt)
         self._entries[key] = embeddings
         while len(self._entries) > self.size:
             self._entries.pop(next(iter(self._entries)))
-        return embeddings
+        return _copy(embeddings)
+
+
+def _copy(embeddings: PromptEmbeddings) -> PromptEmbeddings:
+    """The same embeddings in tensors of their own."""
+    return dataclasses.replace(embeddings, **{k: v.clone() for k, v in embeddings.as_pipeline_kwargs().items()})

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..output_folders import check_folder, finished_folder, leftovers
+
 # Components `save_quantized` writes when they are quantized, as pipeline subfolder names.
 QUANTIZABLE = ("transformer", "text_encoder_3")
 
@@ -24,11 +26,13 @@ def save_quantized(pipe, folder) -> dict[str, Path]:
     as `folder/transformer` and `folder/text_encoder_3`; return {component: subfolder}.
 
     Refuses to write into an existing non-empty folder, so nothing saved earlier is overwritten.
+    The save goes to a temporary sibling folder renamed into place when whole: a full disk or an
+    interrupt leaves no half-written checkpoint under `folder`.
     Save right after loading: on CPU, bitsandbytes repacks 4-bit weights at the first forward pass
     (keeping their scales in bf16), so a save after generating reloads as a slightly different model.
     """
-    folder = Path(folder)
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+    folder = check_folder(folder)
+    if folder.exists() and any(folder.iterdir()):
         raise FileExistsError(
             f"{folder} already exists and is not empty: choose a new folder (nothing is overwritten)."
         )
@@ -41,11 +45,12 @@ def save_quantized(pipe, folder) -> dict[str, Path]:
             "BitsAndBytesConfig (e.g. load_pipeline('sd35-large-nf4')), or use pipe.save_pretrained."
         )
     saved = {}
-    for name in QUANTIZABLE:
-        component = getattr(pipe, name, None)
-        if component is not None and is_quantized(component):
-            component.save_pretrained(folder / name)
-            saved[name] = folder / name
+    with finished_folder(folder) as scratch:
+        for name in QUANTIZABLE:
+            component = getattr(pipe, name, None)
+            if component is not None and is_quantized(component):
+                component.save_pretrained(scratch / name)
+                saved[name] = folder / name
     return saved
 
 
@@ -87,8 +92,10 @@ def check_transformer_source(transformer) -> str | None:
     if not (Path(folder) / (subfolder or "") / "config.json").is_file() and (
         Path(transformer).exists() or not looks_like_repo
     ):
+        unfinished = leftovers(Path(transformer).parent, Path(transformer).name)
         raise ValueError(
             f"transformer={str(transformer)!r} is neither a folder with a saved transformer "
             "(config.json, or transformer/config.json as save_quantized writes) nor a Hub id."
+            + (f" {unfinished[0]} is an unfinished save_quantized (interrupted): save again." if unfinished else "")
         )
     return saved_quantization(transformer)

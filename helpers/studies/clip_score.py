@@ -9,6 +9,10 @@ On real runs the scorer is openai/clip-vit-large-patch14; offline it is a tiny r
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
 import torch
 
 REAL_CLIP = "openai/clip-vit-large-patch14"
@@ -21,6 +25,22 @@ def clip_model_id(stand_in: bool) -> str:
 
         return str(tiny_clip_dir())
     return REAL_CLIP
+
+
+def _check_images(images) -> list:
+    """A non-empty list of PIL images (GenerationResults welcome), or one clear error."""
+    from PIL import Image
+
+    if isinstance(images, (str, bytes, Image.Image)) or not isinstance(images, Iterable):
+        raise TypeError(f"images must be a list of PIL images, not {type(images).__name__} {images!r:.60}.")
+    images = [getattr(image, "image", image) for image in images]
+    if not images:
+        raise ValueError("images is empty: give at least one PIL image to score.")
+    for i, image in enumerate(images):
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"images[{i}] must be a PIL image (or a GenerationResult), not {type(image).__name__} "
+                            f"{image!r:.40}.")
+    return images
 
 
 class ClipScorer:
@@ -36,11 +56,20 @@ class ClipScorer:
 
         from ..loading.devices import pick_device
 
+        if not isinstance(model_id, (str, os.PathLike)) or not str(model_id):
+            raise TypeError(f"model_id must be a CLIP Hub id or folder (e.g. {REAL_CLIP!r}), not "
+                            f"{type(model_id).__name__} {model_id!r:.60}.")
+        text = str(model_id)
+        is_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and not os.path.exists(text)
+        if not is_hub_id and not (Path(text).expanduser() / "config.json").is_file():
+            raise FileNotFoundError(f"model_id={text!r:.120} is neither a Hub id ('owner/name') nor a folder with a "
+                                    f"saved CLIP model (config.json); the real scorer is {REAL_CLIP!r}.")
         device = pick_device(device)
         return cls(CLIPModel.from_pretrained(model_id), CLIPProcessor.from_pretrained(model_id), device)
 
     @torch.no_grad()
     def _embed(self, images, texts):
+        images = _check_images(images)
         inputs = self.processor(text=list(texts), images=list(images), return_tensors="pt", padding=True,
                                 truncation=True)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
@@ -51,7 +80,8 @@ class ClipScorer:
 
     def score(self, images, texts) -> torch.Tensor:
         """CLIP score of each image against its own text (pairs, same length): 100 x cosine, >= 0."""
-        images, texts = list(images), [texts] * len(images) if isinstance(texts, str) else list(texts)
+        images = _check_images(images)
+        texts = [texts] * len(images) if isinstance(texts, str) else list(texts)
         if len(images) != len(texts):
             raise ValueError(f"score() pairs images with texts: got {len(images)} images, {len(texts)} texts.")
         image, text = self._embed(images, texts)
@@ -63,6 +93,6 @@ class ClipScorer:
         labels = list(labels)
         if len(labels) < 2:
             raise ValueError("zero_shot() needs at least two labels to choose between.")
-        image, text = self._embed(list(images), labels)
+        image, text = self._embed(images, labels)
         logits = self.model.logit_scale.exp().float().cpu() * (image @ text.T).cpu()
         return logits.softmax(dim=-1)

@@ -8,6 +8,9 @@ two `generate` arguments, encoding each distinct prompt pair once.
 from __future__ import annotations
 
 import inspect
+import itertools
+import numbers
+from collections.abc import Iterable, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -16,6 +19,10 @@ from ..generation.prompt_embeddings import PromptCache, text_encoders_id
 from ..generation.text_to_image import check_arguments, generate
 
 BACKGROUND, INK = (255, 255, 255), (20, 20, 20)
+# At most this many cells in one grid (a 20 x 20 sweep): more would take hours and make an unreadable image.
+MAX_CELLS = 400
+# Axes a grid cannot have: every image of one grid has the same size.
+SIZE_AXES = ("height", "width")
 # Pixels on a grid's longer side when shown in a notebook; the saved PNG keeps full resolution.
 DISPLAY_MAX_SIDE = 1536
 
@@ -67,6 +74,26 @@ def _fit(text: str, draw, font, width: int) -> str:
     return text[:fits] + "…"
 
 
+def check_titles(**titles) -> None:
+    """Titles are text (or None): checked before any image is made or drawn."""
+    for name, value in titles.items():
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{name} must be a string (or None), not {type(value).__name__} {value!r:.40}.")
+
+
+def check_axis(name: str, axis) -> tuple[str, list]:
+    """An xy_grid axis: (argument name, values), e.g. ("seed", [0, 1, 2])."""
+    if (isinstance(axis, (str, bytes)) or not isinstance(axis, Sequence) or len(axis) != 2
+            or not isinstance(axis[0], str)
+            or isinstance(axis[1], (str, bytes, dict)) or not isinstance(axis[1], Iterable)):
+        raise TypeError(f"{name} must be (argument name, list of values), e.g. ('seed', [0, 1, 2]), not {axis!r:.60}.")
+    values = list(itertools.islice(axis[1], MAX_CELLS + 1))  # a generator is read once, here, never forever
+    if axis[0] in SIZE_AXES:
+        raise ValueError(f"{axis[0]!r} cannot drive an axis: a grid's images share one size. Put {axis[0]} in base "
+                         "and make one grid per size.")
+    return axis[0], values
+
+
 def image_grid(images, rows: int, cols: int, *, row_labels=None, col_labels=None, title=None,
                row_title=None, col_title=None):
     """Lay `images` (PIL images or GenerationResults, row-major, all the same size) out as a
@@ -74,10 +101,24 @@ def image_grid(images, rows: int, cols: int, *, row_labels=None, col_labels=None
 
     Labels are scaled to the tile size, so a grid of 64 px stand-in tiles and one of 1024 px
     tiles both stay readable."""
+    for name, value in (("rows", rows), ("cols", cols)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be a whole number, not {type(value).__name__} {value!r:.40}.")
+    check_titles(title=title, row_title=row_title, col_title=col_title)
+    if isinstance(images, (str, bytes, Image.Image)) or not isinstance(images, Iterable):
+        raise TypeError(f"images must be a list of PIL images (or GenerationResults), not {type(images).__name__}.")
     images = [getattr(im, "image", im) for im in images]  # GenerationResults are welcome too
+    for i, image in enumerate(images):
+        if not isinstance(image, Image.Image):
+            raise TypeError(f"images[{i}] must be a PIL image (or a GenerationResult), not {type(image).__name__} "
+                            f"{image!r:.40}; open files with PIL.Image.open and arrays with PIL.Image.fromarray first.")
+    if rows * cols > MAX_CELLS:
+        raise ValueError(f"image_grid of {rows} x {cols} = {rows * cols} cells is more than {MAX_CELLS}: split it into smaller grids.")
     if rows < 1 or cols < 1 or len(images) != rows * cols:
         raise ValueError(f"image_grid needs rows x cols = {rows} x {cols} = {rows * cols} images, got {len(images)}.")
     for labels, n, name in ((row_labels, rows, "row_labels"), (col_labels, cols, "col_labels")):
+        if labels is not None and (isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence)):
+            raise TypeError(f"{name} must be a list of labels, not {type(labels).__name__} {labels!r:.40}.")
         if labels is not None and len(labels) != n:
             raise ValueError(f"{name} has {len(labels)} entries for {n} {name[:3]}s.")
     w, h = images[0].size
@@ -130,9 +171,15 @@ def xy_grid(pipe, *, x, y, base=None, embeddings_cache=None, title=None):
     `x` and `y` are (argument name, values), e.g. ("guidance_scale", [1, 3.5, 7]) and
     ("seed", [0, 1]); `base` holds the fixed arguments (prompt, steps, ...). Each distinct
     (prompt, negative_prompt) is encoded once and reused. Returns (grid image, results[row][col])."""
+    if base is not None and not isinstance(base, dict):
+        raise TypeError(f"base must be a dict of generate() arguments, not {type(base).__name__} {base!r:.40}.")
     base = dict(base or {})
-    (x_name, x_values), (y_name, y_values) = x, y
-    x_values, y_values = list(x_values), list(y_values)  # a generator is read once, here
+    check_titles(title=title)
+    (x_name, x_values), (y_name, y_values) = check_axis("x", x), check_axis("y", y)
+    if len(x_values) * len(y_values) > MAX_CELLS:
+        raise ValueError(f"xy_grid of {len(x_values)}{'+' if len(x_values) > MAX_CELLS else ''} x "
+                         f"{len(y_values)}{'+' if len(y_values) > MAX_CELLS else ''} cells is more than {MAX_CELLS} "
+                         "images: use fewer values per axis.")
     for name in (x_name, y_name):
         if name not in _AXES:
             raise ValueError(f"{name!r} cannot drive an axis; choose one of: {', '.join(_AXES)}.")

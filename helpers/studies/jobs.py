@@ -11,10 +11,11 @@ finished-rows-process-N.csv), so an interrupted study keeps its work and `resume
 
 from __future__ import annotations
 
-import csv
 import json
 import math
+import numbers
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +23,18 @@ import torch
 
 from ..errors import QuantizationNeedsGPUError
 from ..generation import pipeline_lock, validation
-from ..output_folders import fresh_run_dir
-from .results import COLUMNS, RECIPE_FIELDS, RESULTS_CSV, read_results, write_results
+from ..output_folders import check_folder, fresh_run_dir, write_atomically
+from .results import (
+    FINISHED_ROWS_CSV,
+    RECIPE_FIELDS,
+    RESULTS_CSV,
+    append_row,
+    finished_rows,
+    parse_results,
+    write_results,
+)
 
 JOBS_JSON = "jobs.json"
-# Each process appends its rows here the moment they are made (what an interrupted study keeps).
-FINISHED_ROWS_CSV = "finished-rows-process-{}.csv"
 JOB_KEYS = ("job_id", "model", "condition", "prompt", "negative_prompt", "seed", "guidance_scale",
             "num_inference_steps", "height", "width")
 # The example of Stability AI's SD3.5 prompting guide: a prompt, what a negative prompt should
@@ -134,15 +141,26 @@ def _check_settings(guidance_scale, num_inference_steps, height, width) -> None:
 def check_jobs(jobs) -> list[dict]:
     """Check every job before the first image: its keys, model, prompts, settings and seed; unique
     job ids, and no image twice (the same model, condition and seed would count as n=2)."""
+    if isinstance(jobs, (str, bytes, dict)) or not isinstance(jobs, Iterable):
+        raise TypeError(f"jobs must be a list of job dicts (use plan_jobs), not {type(jobs).__name__} {jobs!r:.60}.")
     jobs = list(jobs)
     if not jobs:
         raise ValueError("jobs must be a non-empty list (use plan_jobs).")
+    checked = []
     for job in jobs:
         if not isinstance(job, dict):
             raise TypeError(f"each job must be a dict as plan_jobs makes, not {type(job).__name__}.")
         missing = [key for key in JOB_KEYS if key not in job]
         if missing:
-            raise ValueError(f"job {job.get('job_id', '?')} lacks {', '.join(missing)} (use plan_jobs).")
+            raise ValueError(f"job {job.get('job_id', '?')!r} lacks {', '.join(missing)} (use plan_jobs).")
+        job_id = job["job_id"]
+        if isinstance(job_id, bool) or not isinstance(job_id, numbers.Integral) or job_id < 0:
+            raise TypeError(f"job_id must be a whole number >= 0 (it names the job's PNG), not "
+                            f"{type(job_id).__name__} {job_id!r:.60}.")
+        condition = job["condition"]
+        if not isinstance(condition, str) or not condition.strip():
+            raise TypeError(f"job {job_id}: condition must be a non-empty name (a str), not "
+                            f"{type(condition).__name__} {condition!r:.60}.")
         try:
             check_model(job["model"])
             validation.check_prompt(job["prompt"])
@@ -152,7 +170,14 @@ def check_jobs(jobs) -> list[dict]:
                 raise ValueError("seed must be a whole number, not None.")
             _check_settings(job["guidance_scale"], job["num_inference_steps"], job["height"], job["width"])
         except (TypeError, ValueError) as e:
-            raise type(e)(f"job {job['job_id']}: {e}") from None
+            raise type(e)(f"job {job_id}: {e}") from None
+        # numpy whole numbers (np.arange seeds) are accepted as the plain ints they equal: JSON and
+        # the PNG names need plain Python numbers.
+        checked.append(dict(job, job_id=int(job_id), seed=int(job["seed"]),
+                            guidance_scale=float(job["guidance_scale"]),
+                            num_inference_steps=int(job["num_inference_steps"]),
+                            height=int(job["height"]), width=int(job["width"])))
+    jobs = checked
     ids = [job["job_id"] for job in jobs]
     if len(set(ids)) != len(ids):
         raise ValueError("jobs must have unique job_id values (use plan_jobs).")
@@ -175,9 +200,9 @@ def save_png(image, path: Path, recipe: dict) -> None:
     """Save `image` as a PNG carrying its recipe; refuse to overwrite an existing file.
 
     Encoded in memory first: a failed save (bad image, full disk) leaves no partial file."""
-    from ..generation.png_metadata import png_bytes, write_new_file
+    from ..generation.png_metadata import png_bytes, recipe_json, write_new_file
 
-    write_new_file(path, png_bytes(image, {"recipe": json.dumps(recipe)}))
+    write_new_file(path, png_bytes(image, {"recipe": recipe_json(recipe)}))
 
 
 def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str = "auto",
@@ -244,27 +269,6 @@ def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str
     return rows
 
 
-def append_row(row: dict, path) -> None:
-    """Append one result row to a CSV (header first when the file is new), flushed at once."""
-    path = Path(path)
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def finished_rows(run_dir) -> dict[int, dict]:
-    """job_id -> row of every image finished in a run folder (status "ok" with its PNG there)."""
-    done = {}
-    for path in sorted(Path(run_dir).glob(FINISHED_ROWS_CSV.format("*"))):
-        for row in read_results(path):
-            if row["status"] == "ok" and (Path(run_dir) / row["image"]).is_file():
-                done[row["job_id"]] = row
-    return done
-
-
 def _row(job, status, labels, process, *, p_object=float("nan"), image="", seconds=float("nan"),
          recipe=None, clip_model="", note="") -> dict:
     recipe = recipe or {}
@@ -303,17 +307,16 @@ def run_study(jobs, root, *, labels, stand_in: bool | None = None, clip_model: s
     from accelerate.utils import broadcast_object_list, gather_object
 
     jobs = check_jobs(jobs)
-    labels = list(labels)
-    if len(labels) < 2:
-        raise ValueError(f"labels needs the object's label and at least one alternative, not {labels!r}.")
+    labels = check_labels(labels)
+    root = check_folder(root, "root")
     if resume is not None:
-        _check_resumable(Path(resume), jobs)
+        _check_resumable(check_folder(resume, "resume"), jobs)
 
     state = PartialState(cpu=not torch.cuda.is_available())
     if state.is_main_process:
         if resume is None:
             run_dir = fresh_run_dir(root)
-            (run_dir / JOBS_JSON).write_text(json.dumps(jobs, indent=1))
+            write_atomically(run_dir / JOBS_JSON, json.dumps(jobs, indent=1))
             done = {}
         else:
             run_dir, done = Path(resume), finished_rows(resume)
@@ -338,16 +341,44 @@ def run_study(jobs, root, *, labels, stand_in: bool | None = None, clip_model: s
     if not state.is_main_process:
         return None
     rows = sorted(list(done.values()) + rows, key=lambda row: row["job_id"])
-    write_results(rows, run_dir / RESULTS_CSV)
+    # A resume replaces a results.csv only when it is a partial one (an older, interrupted write).
+    write_results(rows, run_dir / RESULTS_CSV, overwrite=resume is not None)
     return StudyResult(run_dir, rows)
 
 
+def check_labels(labels) -> list[str]:
+    """CLIP's zero-shot labels: a list of at least two distinct, non-empty texts (the object's first)."""
+    if isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
+        raise TypeError(f"labels must be a list of texts, the object's label first (e.g. {list(DEFAULT_LABELS)}), "
+                        f"not {type(labels).__name__} {labels!r:.60}.")
+    labels = list(labels)
+    if len(labels) < 2:
+        raise ValueError(f"labels needs the object's label and at least one alternative, not {labels!r}.")
+    for label in labels:
+        if not isinstance(label, str) or not label.strip():
+            raise ValueError(f"labels must be non-empty texts, not {label!r} (in {labels!r:.80}).")
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels has duplicates: {labels!r:.80}; CLIP would split the probability between them.")
+    return labels
+
+
 def _check_resumable(run_dir: Path, jobs: list[dict]) -> None:
-    """`run_dir` must be an unfinished run of these very jobs."""
+    """`run_dir` must be an unfinished run of these very jobs: no results.csv, or only a partial
+    one (a whole one covering every job means that study finished: refused)."""
     saved = run_dir / JOBS_JSON
     if not saved.is_file():
         raise FileNotFoundError(f"resume={str(run_dir)!r} is not a study's run folder (no {JOBS_JSON}).")
-    if json.loads(saved.read_text()) != json.loads(json.dumps(jobs)):
+    try:
+        saved_jobs = json.loads(saved.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"resume: {saved} is damaged ({e}); it cannot tell which jobs that study ran.") from None
+    if saved_jobs != json.loads(json.dumps(jobs)):
         raise ValueError(f"resume: these jobs differ from the ones in {saved}; pass the same jobs to finish that study.")
-    if (run_dir / RESULTS_CSV).exists():
-        raise FileExistsError(f"{run_dir / RESULTS_CSV} exists: that study finished already.")
+    results = run_dir / RESULTS_CSV
+    if results.exists():
+        try:
+            rows, torn = parse_results(results.read_text(encoding="utf-8"), results)
+        except (ValueError, UnicodeDecodeError):
+            rows, torn = [], True
+        if not torn and {row["job_id"] for row in rows} >= {job["job_id"] for job in jobs}:
+            raise FileExistsError(f"{results} exists: that study finished already.")

@@ -7,6 +7,7 @@ and every comparison of two models is paired on the seed (same starting noise fo
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,12 @@ EXACT_SIGN_FLIPS_UP_TO = 16  # 2**16 = 65,536 sign patterns: exact and still ins
 
 
 def _values(values, name: str = "values") -> np.ndarray:
-    array = np.asarray(values, dtype=float).ravel()
+    try:
+        if isinstance(values, (str, bytes)):
+            raise ValueError
+        array = np.asarray(values, dtype=float).ravel()
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a list of numbers, not {type(values).__name__} {values!r:.60}.") from None
     if array.size == 0:
         raise ValueError(f"{name} is empty: at least one number is needed.")
     if not np.all(np.isfinite(array)):
@@ -70,8 +76,10 @@ def bootstrap_mean_ci(values, confidence: float = 0.95, resamples: int = 10_000,
 
     The interval resamples the values with replacement `resamples` times (seeded, so reruns give
     the same interval). With one value, or identical values, the interval is that value."""
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be between 0 and 1 (e.g. 0.95), not {confidence}.")
+    if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1 (e.g. 0.95), not {confidence!r:.40}.")
+    if isinstance(resamples, bool) or not isinstance(resamples, numbers.Integral) or resamples < 1:
+        raise ValueError(f"resamples must be a whole number >= 1 (e.g. 10000), not {resamples!r}.")
     array = _values(values)
     rng = np.random.default_rng(seed)
     means = array[rng.integers(0, array.size, size=(resamples, array.size))].mean(axis=1)
@@ -147,6 +155,8 @@ def smallest_possible_p_value(n: int) -> float:
 
 def format_p(p: float) -> str:
     """A p-value for prose: 'p = 0.031', or 'p < 0.001'."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"p must be a p-value (a number between 0 and 1), not {type(p).__name__} {p!r:.40}.")
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if not math.isnan(p) else "p = n/a"
 
 

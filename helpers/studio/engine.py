@@ -12,15 +12,23 @@ full recipe, and prompt embeddings per (prompt, negative prompt), so slider move
 
 from __future__ import annotations
 
+import numbers
 import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
 
 from ..generation import pipeline_lock, validation
-from ..generation.png_metadata import save_png_with_recipe
+from ..generation.png_metadata import check_recipe, save_png_with_recipe
 from ..generation.prompt_embeddings import PromptCache
-from ..generation.text_to_image import RECIPE_KEYS, GenerationResult, generate, resolve_arguments
+from ..generation.text_to_image import (
+    RECIPE_KEYS,
+    GenerationResult,
+    check_arguments,
+    generate,
+    resolve_arguments,
+)
+from ..output_folders import check_folder
 
 RELEASED = ("This studio's pipeline was released (another model was loaded, or release_pipeline was called): "
             "make a new studio for the pipeline you use now, helpers.Studio(pipe).")
@@ -55,6 +63,35 @@ def check_pipeline(pipe) -> None:
         raise ValueError(RELEASED.replace("make a new studio", "load it again and make the studio"))
 
 
+def check_settings(pipe, settings) -> None:
+    """`settings` must hold exactly `generate`'s recipe arguments, each one `generate` accepts
+    (its own checks, text_to_image.check_arguments): one clear error before the cache or the queue."""
+    if not isinstance(settings, dict):
+        raise TypeError(f"settings must be a dict of generate() arguments ({', '.join(RECIPE_KEYS)}), "
+                        f"not {type(settings).__name__} {settings!r:.60}.")
+    missing = [k for k in RECIPE_KEYS if k not in settings]
+    unknown = sorted(set(settings) - set(RECIPE_KEYS))
+    if missing or unknown:
+        raise ValueError(f"settings must hold exactly {', '.join(RECIPE_KEYS)}; "
+                         + (f"missing: {', '.join(missing)}" if missing else f"unknown: {', '.join(unknown)}") + ".")
+    check_arguments(pipe, **settings)
+
+
+def check_texts(prompt, negative_prompt) -> str:
+    """The studio's starting texts must be strings (an empty prompt box is fine); None: no negative."""
+    for name, value in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+        if not isinstance(value, str) and not (name == "negative_prompt" and value is None):
+            raise TypeError(f"{name} must be a string (the text the box starts with), not {type(value).__name__} {value!r:.60}.")
+    return negative_prompt or ""
+
+
+def check_result(result) -> None:
+    """What `restore` puts back must be a GenerationResult with a whole recipe (from the history)."""
+    if not isinstance(result, GenerationResult):
+        raise TypeError(f"restore needs a GenerationResult (an entry of studio.history), not {type(result).__name__} {result!r:.60}.")
+    check_recipe(result.recipe, "the result's recipe")
+
+
 def check_sizes(history_size, cache_size) -> None:
     for name, value, smallest in (("history_size", history_size, 1), ("cache_size", cache_size, 0)):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -72,7 +109,7 @@ class StudioEngine:
         check_pipeline(pipe)
         check_sizes(history_size, cache_size)
         self.pipe, self.listener, self.who = pipe, listener or Listener(), who
-        self.save_dir = Path(save_dir)
+        self.save_dir = check_folder(save_dir, "save_dir")
         self.history_size, self.cache_size = history_size, cache_size
         self.prompts = PromptCache(pipe)
         self.cache: OrderedDict[tuple, GenerationResult] = OrderedDict()
@@ -112,6 +149,7 @@ class StudioEngine:
         if self.released:
             self.listener.on_status("not started: the pipeline was released")
             raise ValueError(RELEASED)
+        check_settings(self.pipe, settings)  # before the cache: seed=True must not find seed 1's image
         key = self.cache_key(settings)
         with self._lock:
             cached = self.cache.get(key)
@@ -147,6 +185,10 @@ class StudioEngine:
 
     def wait_idle(self, timeout: float = 60.0) -> None:
         """Block until no generation runs or waits (for tests and scripts); TimeoutError after `timeout` seconds."""
+        if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+            raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__} {timeout!r:.40}.")
+        if not timeout >= 0:
+            raise ValueError(f"timeout must be a number of seconds >= 0, not {timeout!r}.")
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:

@@ -22,7 +22,7 @@ from PIL import Image
 from ..errors import GatedModelError, GenerationCancelled, GPUOutOfMemoryError, QuantizationNeedsGPUError
 from ..generation.latent_preview import latent_preview
 from ..generation.text_to_image import GenerationResult
-from .engine import RELEASED, Listener, StudioEngine
+from .engine import RELEASED, Listener, StudioEngine, check_result, check_texts
 
 DEFAULT_PROMPT = "a capybara wearing a suit holding a sign that reads hello world"
 DISPLAY_WIDTH = 384  # pixels the image takes on screen, whatever its size; its height keeps the aspect ratio
@@ -198,6 +198,7 @@ class Studio(StudioWidgets, Listener):
                  save_dir="studio", history_size: int = 8, cache_size: int = 64, preview: bool = True):
         if not isinstance(preview, bool):
             raise TypeError(f"preview must be True or False, not {type(preview).__name__} {preview!r}.")
+        negative_prompt = check_texts(prompt, negative_prompt)
         self.engine = StudioEngine(pipe, self, save_dir=save_dir, history_size=history_size, cache_size=cache_size)
         self.pipe, self.save_dir, self.preview = pipe, self.engine.save_dir, preview
         self.current: GenerationResult | None = None  # the image shown (what Save writes)
@@ -261,6 +262,7 @@ class Studio(StudioWidgets, Listener):
 
     def restore(self, result: GenerationResult) -> None:
         """Put a past image's settings back into the controls and show it."""
+        check_result(result)
         r = result.recipe
         self._restoring = True
         try:

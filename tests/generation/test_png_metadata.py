@@ -153,3 +153,97 @@ def test_a_study_png_that_fails_leaves_no_partial_file(tmp_path):
         with pytest.raises(OSError):
             save_png(image, tmp_path / "0001.png", {"seed": 1})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("stem", ["../escape", "/tmp/absolute", "a/b", "..", "a\\b"])
+def test_a_stem_cannot_leave_the_folder(tmp_path, stem):
+    folder = tmp_path / "inside"
+    with pytest.raises(ValueError, match="stem=.*plain file name"):
+        save_png_with_recipe(Image.new("RGB", (8, 8)), RECIPE, folder, stem=stem)
+    assert list(tmp_path.rglob("*.png")) == []
+
+
+@pytest.mark.parametrize("seed", ["../x", None, 1.5, -1])
+def test_a_recipe_seed_is_checked_before_it_names_a_file(tmp_path, seed):
+    with pytest.raises((TypeError, ValueError), match="seed"):
+        save_png_with_recipe(Image.new("RGB", (8, 8)), {**RECIPE, "seed": seed}, tmp_path / "inside")
+    assert list(tmp_path.rglob("*")) == []
+
+
+@pytest.mark.parametrize("recipe, match", [
+    ([1, 2], "recipe must be a recipe dict"),
+    (None, "recipe must be a recipe dict"),
+    ({k: v for k, v in RECIPE.items() if k != "seed"}, "lacks seed"),
+    ({k: v for k, v in RECIPE.items() if k != "num_inference_steps"}, "lacks num_inference_steps"),
+    ({**RECIPE, "guidance_scale": float("nan")}, "guidance_scale must be a finite number"),
+])
+def test_a_bad_recipe_is_refused_before_any_file(tmp_path, recipe, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        save_png_with_recipe(Image.new("RGB", (8, 8)), recipe, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_study_png_recipe_is_standard_json(tmp_path):
+    from helpers.studies.jobs import save_png
+
+    with pytest.raises(ValueError, match="JSON"):
+        save_png(Image.new("RGB", (8, 8)), tmp_path / "0000.png", {"guidance_scale": float("nan")})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("image, match", [
+    (Image.new("F", (8, 8)), "mode 'F'"), (Image.new("RGB", (0, 0)), "0x0 pixels"),
+    (Image.new("CMYK", (8, 8)), "mode 'CMYK'"),
+])
+def test_an_image_png_cannot_hold_is_one_clear_error(tmp_path, image, match):
+    with pytest.raises(ValueError, match=match):
+        save_png_with_recipe(image, RECIPE, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_where_the_folder_should_be_is_named(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("the user's notes")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        save_png_with_recipe(Image.new("RGB", (8, 8)), RECIPE, blocker)
+    for folder in (None, 123):
+        with pytest.raises(TypeError, match="folder must be a folder path"):
+            save_png_with_recipe(Image.new("RGB", (8, 8)), RECIPE, folder)
+    assert blocker.read_text() == "the user's notes"
+
+
+def test_recipe_readers_give_one_clear_error(tmp_path):
+    text_file = tmp_path / "notes.png"
+    text_file.write_text("not an image")
+    with pytest.raises(ValueError, match="not an image"):
+        read_png_recipe(text_file)
+    with pytest.raises(TypeError, match="path must be a PNG file's path"):
+        read_png_recipe(None)
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        read_png_recipe(tmp_path)
+
+    def png_with_recipe_text(name, recipe_text):
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        info.add_text("sd35_recipe", recipe_text)
+        Image.new("RGB", (8, 8)).save(tmp_path / name, pnginfo=info)
+        return tmp_path / name
+
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_png_recipe(png_with_recipe_text("broken.png", '{"prompt": "a cat"'))
+    with pytest.raises(TypeError, match="must be a recipe dict"):
+        read_png_recipe(png_with_recipe_text("list.png", "[1, 2]"))
+    without_seed = {k: v for k, v in RECIPE.items() if k != "seed"}
+    with pytest.raises(ValueError, match="lacks seed"):
+        read_png_recipe(png_with_recipe_text("no-seed.png", json.dumps(without_seed)))
+    with pytest.raises(ValueError, match="seed is None"):
+        read_png_recipe(png_with_recipe_text("none-seed.png", json.dumps({**RECIPE, "seed": None})))
+
+
+def test_a_prompt_without_a_settings_line_is_kept():
+    assert parse_a1111_parameters("a cat")["prompt"] == "a cat"
+    parsed = parse_a1111_parameters("a cat\nNegative prompt: a dog")
+    assert (parsed["prompt"], parsed["negative_prompt"]) == ("a cat", "a dog")
+    with pytest.raises(TypeError, match="text must be"):
+        parse_a1111_parameters(None)

@@ -20,12 +20,25 @@ def test_reused_embeddings_equal_re_encoding(tiny_pipe):
 def test_cache_encodes_each_pair_once(tiny_pipe):
     cache = helpers.PromptCache(tiny_pipe, size=2)
     a = cache.get("a cat")
-    assert cache.get("a cat") is a
+    again = cache.get("a cat")
+    assert all(again.as_pipeline_kwargs()[k].equal(v) for k, v in a.as_pipeline_kwargs().items())
     cache.get("a cat", "blurry")
     assert (cache.hits, cache.misses) == (1, 2)
     cache.get("a dog")  # third pair: the least recently used ("a cat") is dropped
     cache.get("a cat")
     assert cache.misses == 4
+
+
+def test_editing_a_cache_hit_in_place_cannot_change_later_hits(tiny_pipe):
+    cache = helpers.PromptCache(tiny_pipe)
+    first = cache.get("a cat", "blurry")
+    kept = {k: v.clone() for k, v in first.as_pipeline_kwargs().items()}
+    for tensor in first.as_pipeline_kwargs().values():
+        tensor.mul_(0).add_(7)  # a user's experiment on the tensors it got
+    hit = cache.get("a cat", "blurry")
+    hit.prompt_embeds.zero_()
+    later = cache.get("a cat", "blurry")
+    assert cache.misses == 1 and all(later.as_pipeline_kwargs()[k].equal(v) for k, v in kept.items())
 
 
 def test_prompt_and_embeddings_must_agree(tiny_pipe):

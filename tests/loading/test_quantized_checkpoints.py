@@ -74,6 +74,31 @@ def test_refuses_to_overwrite(saved_nf4, bnb_cpu):
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == before
 
 
+def test_a_full_disk_leaves_no_half_checkpoint(bnb_cpu, tmp_path):
+    """A save that fails part-way (the transformer's config written, its weights refused) leaves
+    no folder to reload by mistake; the next save, with room, is whole."""
+    from disk_full import disk_full_after, is_disk_full
+
+    pipe = helpers.load_pipeline("sd35-large-nf4", stand_in=True)
+    folder = tmp_path / "nf4"
+    with disk_full_after(8192), pytest.raises(Exception) as full:  # room for config.json, not the weights
+        save_quantized(pipe, folder)
+    assert is_disk_full(full.value)
+    assert list(tmp_path.iterdir()) == []  # neither nf4/ nor a temporary folder
+    with pytest.raises(ValueError, match="neither a folder"):
+        helpers.plan_loading("sd35-large-nf4", stand_in=True, transformer=str(folder))
+
+    (tmp_path / ".nf4.partial-abc123").mkdir()  # what a hard kill mid-save leaves
+    with pytest.raises(ValueError, match=r"\.nf4\.partial-abc123 is an unfinished save_quantized"):
+        helpers.plan_loading("sd35-large-nf4", stand_in=True, transformer=str(folder))
+    saved = save_quantized(pipe, folder)
+    assert saved_quantization(folder) == "nf4" and saved["transformer"] == folder / "transformer"
+    for bad in (None, 123):
+        with pytest.raises(TypeError, match="folder must be a folder path"):
+            save_quantized(pipe, bad)
+    helpers.release_current_pipeline()
+
+
 def test_refuses_unquantized_pipeline(tiny_pipe, tmp_path):
     with pytest.raises(ValueError, match="not quantized"):
         save_quantized(tiny_pipe, tmp_path / "x")

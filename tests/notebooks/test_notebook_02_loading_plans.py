@@ -35,6 +35,39 @@ def test_plan_table_and_conclusion(executed):
     assert "Mean absolute pixel difference" in text
 
 
+def test_the_pixel_difference_is_the_one_of_the_two_images(executed, bnb_cpu):
+    """The number beside "Mean absolute pixel difference" is bf16's and NF4's images compared, made
+    again here from the notebook's prompt, seed, steps and size with the same plans."""
+    import re
+
+    import numpy as np
+
+    import helpers
+    from helpers.loading import devices, plan_benchmarks
+
+    _, nb = executed
+    found = re.search(r"Mean absolute pixel difference: \*\*([0-9.]+)\*\* of 255; (\d+)% of pixels", cell_outputs_text(nb))
+    assert found, "the sentence with the number is missing"
+    parameters = {}  # the notebook's own PROMPT and SEED, as its parameters cell sets them
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code" and "PROMPT = " in source(cell):
+            for node in ast.parse(source(cell)).body:
+                if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) in ("PROMPT", "SEED"):
+                    parameters[ast.unparse(node.targets[0])] = ast.literal_eval(node.value)
+    dtype = devices.pick_dtype("cpu", quantized=True)
+    images = []
+    for plan in ("bf16", "NF4"):
+        pipe = helpers.load_pipeline(**plan_benchmarks.PLANS[plan], dtype=dtype, stand_in=True)
+        result = helpers.generate(pipe, parameters["PROMPT"], seed=parameters["SEED"], num_inference_steps=2,
+                                  height=64, width=64)  # STEPS=2 (run above); the stand-in's 64 px
+        images.append(np.asarray(result.image, dtype=np.int16))
+        helpers.release_current_pipeline()
+    diff = np.abs(images[0] - images[1])
+    assert diff.mean() > 0  # NF4 changed the weights: the two images differ
+    assert found.group(1) == f"{diff.mean():.1f}"
+    assert found.group(2) == f"{np.mean(diff.max(axis=2) > 32):.0%}".rstrip("%")
+
+
 def test_quiet_one_banner_and_one_bar_over_plans(executed):
     _, nb = executed
     assert cell_outputs_text(nb).count("OFFLINE STAND-IN: random weights") == 1

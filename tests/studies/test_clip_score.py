@@ -72,3 +72,27 @@ def test_zero_shot_rows_are_probabilities(scorer):
 def test_zero_shot_needs_two_labels(scorer):
     with pytest.raises(ValueError, match="at least two labels"):
         scorer.zero_shot(noise_images(1), ["a fox"])
+
+
+@pytest.mark.parametrize("model_id, error, match", [
+    ("/nonexistent", FileNotFoundError, "neither a Hub id .*nor a folder with a saved CLIP model"),
+    ("./no-such-folder", FileNotFoundError, "neither a Hub id"),
+    (None, TypeError, "model_id must be a CLIP Hub id or folder"),
+    (123, TypeError, "model_id must be"),
+])
+def test_loading_a_missing_scorer_is_one_clear_error(tmp_path, model_id, error, match):
+    with pytest.raises(error, match=match):
+        ClipScorer.load(model_id, device="cpu")
+    with pytest.raises(FileNotFoundError, match="neither a Hub id"):
+        ClipScorer.load(str(tmp_path), device="cpu")  # an empty folder
+
+
+@pytest.mark.parametrize("images, error, match", [
+    ([], ValueError, "images is empty"), ([None], TypeError, r"images\[0\] must be a PIL image"),
+    (["cat.png"], TypeError, r"images\[0\] must be a PIL image .*not str"), (None, TypeError, "images must be a list"),
+])
+def test_images_that_are_not_images_are_one_clear_error(scorer, images, error, match):
+    with pytest.raises(error, match=match):
+        scorer.zero_shot(images, ["a fox", "a dog"])
+    with pytest.raises(error, match=match):
+        scorer.score(images, "a fox")

@@ -1,5 +1,9 @@
 """image_grid lays out labelled tiles; xy_grid sweeps generate() arguments, encoding each prompt once."""
 
+import itertools
+import time
+
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -174,7 +178,7 @@ def test_an_axis_given_as_a_generator_is_used_whole(tiny_pipe):
 @pytest.mark.parametrize("y, match", [
     (("guidance_scale", [1.0, 1e6]), "guidance_scale=1000000.0.*above 30"),
     (("seed", [0, -1]), "grid cell .*seed=-1: seed must be between"),
-    (("height", [64, 100]), "height=100 is not a positive multiple"),
+    (("num_inference_steps", [2, 0]), "num_inference_steps must be at least 1"),
     (("prompt", ["a cat", None]), "needs a prompt"),
     (("negative_prompt", [None, 3]), "negative_prompt must be a string"),
 ])
@@ -196,3 +200,51 @@ def test_a_cache_of_another_pipeline_is_refused_before_any_work(tiny_pipe):
         xy_grid(tiny_pipe, x=("seed", [0]), y=("guidance_scale", [1.0]), base=BASE,
                 embeddings_cache=helpers.PromptCache(no_t5))
     helpers.release_pipeline(no_t5)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(images=tiles(2), rows="2", cols=1), "rows must be a whole number, not str"),
+    (dict(images=tiles(2), rows=1.5, cols=1), "rows must be a whole number, not float"),
+    (dict(images=tiles(2), rows=2, cols=True), "cols must be a whole number, not bool"),
+    (dict(images=[None], rows=1, cols=1), r"images\[0\] must be a PIL image .*not NoneType"),
+    (dict(images=["cat.png"], rows=1, cols=1), r"images\[0\] must be a PIL image .*Image.open"),
+    (dict(images=[np.zeros((8, 8, 3), np.uint8)], rows=1, cols=1), r"images\[0\] .*not ndarray"),
+    (dict(images="cat.png", rows=1, cols=1), "images must be a list"),
+    (dict(images=tiles(1), rows=1, cols=1, title=123), "title must be a string"),
+    (dict(images=tiles(1), rows=1, cols=1, row_title=["a"]), "row_title must be a string"),
+    (dict(images=tiles(1), rows=1, cols=1, row_labels="a"), "row_labels must be a list"),
+    (dict(images=tiles(1), rows=1000, cols=1000), "more than 400"),
+])
+def test_image_grid_wrong_types_are_one_clear_error(kwargs, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        image_grid(**kwargs)
+
+
+def test_image_grid_takes_a_generator():
+    grid = image_grid((tile for tile in tiles(2)), 1, 2)
+    assert grid.size == (2 * TILE, TILE)
+
+
+@pytest.mark.parametrize("x, y, base, title, match", [
+    (("height", [64, 128]), ("seed", [0]), BASE, None, "'height' cannot drive an axis: a grid's images share one size"),
+    (("seed", [0]), ("width", [64, 128]), BASE, None, "'width' cannot drive an axis"),
+    (("seed", range(1_000_000)), ("guidance_scale", [1.0]), BASE, None, "more than 400 images"),
+    (("seed", (s for s in itertools.count())), ("guidance_scale", [1.0]), BASE, None, "more than 400 images"),
+    (("seed", [0]), ("guidance_scale", [1.0]), BASE, 123, "title must be a string"),
+    ("seed", ("guidance_scale", [1.0]), BASE, None, "x must be .argument name, list of values."),
+    (("seed", 0), ("guidance_scale", [1.0]), BASE, None, "x must be"),
+    (("seed", [0]), ("prompt", "a cat"), BASE, None, "y must be"),
+    (("seed", [0]), None, BASE, None, "y must be"),
+    ((1, [0]), ("guidance_scale", [1.0]), BASE, None, "x must be"),
+    (("seed", [0]), ("guidance_scale", [1.0]), ["prompt"], None, "base must be a dict"),
+])
+def test_grid_shapes_and_titles_are_refused_before_any_image(tiny_pipe, x, y, base, title, match):
+    cache = helpers.PromptCache(tiny_pipe)
+    calls, handle = count_transformer_calls(tiny_pipe)
+    started = time.monotonic()
+    try:
+        with pytest.raises((TypeError, ValueError), match=match):
+            xy_grid(tiny_pipe, x=x, y=y, base=base, embeddings_cache=cache, title=title)
+    finally:
+        handle.remove()
+    assert cache.misses == 0 and calls == [] and time.monotonic() - started < 10

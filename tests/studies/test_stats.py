@@ -129,3 +129,17 @@ def test_describe_and_verdict_read_the_comparison_and_the_reachable_floor():
     assert three.p_value == pytest.approx(0.25) and verdict(three, "fell", "rose") == "no significant change"
     assert three.ci_high < 0  # while the bootstrap interval excludes 0: the verdict is the test's
     assert describe(three).endswith("the smallest p 3 seeds can reach: 0.250)")
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: bootstrap_mean_ci("abc"), TypeError, "values must be a list of numbers, not str"),
+    (lambda: bootstrap_mean_ci([1.0, "x"]), TypeError, "values must be a list of numbers"),
+    (lambda: bootstrap_mean_ci([1.0, 2.0], resamples=0), ValueError, "resamples must be a whole number >= 1"),
+    (lambda: bootstrap_mean_ci([1.0, 2.0], resamples=2.5), ValueError, "resamples must be a whole number"),
+    (lambda: bootstrap_mean_ci([1.0, 2.0], confidence="95%"), ValueError, "confidence must be between 0 and 1"),
+    (lambda: format_p("x"), TypeError, "p must be a p-value"),
+    (lambda: format_p(None), TypeError, "p must be a p-value"),
+])
+def test_wrong_types_are_one_clear_error(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

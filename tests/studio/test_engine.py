@@ -179,3 +179,61 @@ def test_the_engine_module_has_no_widgets():
     imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not any("ipywidgets" in name for name in imported)
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (dict(seed=True), TypeError, "seed must be a whole number"),
+    (dict(height=64.0), TypeError, "height must be a whole number"),
+    (dict(guidance_scale=True), TypeError, "guidance_scale must be a number"),
+    (dict(num_inference_steps=4.0), TypeError, "num_inference_steps must be a whole number"),
+])
+def test_settings_generate_refuses_are_refused_before_the_cache(engine, change, error, match):
+    """seed=True equals 1 and height=64.0 equals 64 as cache keys: a cached image must not answer them."""
+    engine.listener.go.set()
+    assert engine.submit(_settings(seed=1)) == "started"
+    engine.wait_idle(30)
+    with pytest.raises(error, match=match):
+        engine.submit(_settings(**{"seed": 1, **change}))
+    assert engine.cache_hits == 0 and engine.generations == 1
+
+
+@pytest.mark.parametrize("settings, error, match", [
+    (None, TypeError, "settings must be a dict"), ({}, ValueError, "missing: prompt"),
+    ("a cat", TypeError, "settings must be a dict"), (_settings(steps=4), ValueError, "unknown: steps"),
+])
+def test_submit_without_whole_settings_is_one_clear_error(engine, settings, error, match):
+    with pytest.raises(error, match=match):
+        engine.submit(settings)
+    assert not engine.busy
+
+
+@pytest.mark.parametrize("timeout, error", [("x", TypeError), (None, TypeError), (-1, ValueError),
+                                            (float("nan"), ValueError)])
+def test_wait_idle_needs_a_number_of_seconds(engine, timeout, error):
+    with pytest.raises(error, match="timeout must be a number of seconds"):
+        engine.wait_idle(timeout)
+
+
+def test_cancel_drops_the_queued_request_too(engine):
+    assert engine.submit(_settings()) == "started"
+    assert engine.listener.step_reached.wait(10)
+    assert engine.submit(_settings(guidance_scale=5.0)) == "queued"
+    assert engine.cancel()
+    engine.listener.go.set()
+    engine.wait_idle(30)
+    assert engine.listener.of("start") == [(3.5,)]  # the queued 5.0 never started
+    assert engine.generations == 0 and not engine.cache
+    [(error, _)] = engine.listener.of("failure")
+    assert isinstance(error, GenerationCancelled)
+
+
+@pytest.mark.parametrize("save_dir, error, match", [
+    (None, TypeError, "save_dir must be a folder path"), (123, TypeError, "save_dir must be a folder path"),
+    ("file", NotADirectoryError, "is a file, not a folder"),
+])
+def test_save_dir_must_be_a_folder(tiny_pipe, tmp_path, save_dir, error, match):
+    if save_dir == "file":
+        save_dir = tmp_path / "notes.txt"
+        save_dir.write_text("the user's notes")
+    with pytest.raises(error, match=match):
+        StudioEngine(tiny_pipe, save_dir=save_dir)

@@ -346,3 +346,17 @@ def test_the_studio_waits_for_a_generate_from_another_thread_and_says_so(studio,
     alone = helpers.generate(tiny_pipe, studio.prompt.value, negative_prompt="", seed=2)
     assert studio.current.image.tobytes() == alone.image.tobytes()
     assert other[0].image.tobytes() == helpers.generate(tiny_pipe, "a dog", seed=9, num_inference_steps=8).image.tobytes()
+
+
+@pytest.mark.parametrize("option, value", [("prompt", 123), ("prompt", None), ("negative_prompt", 1.5)])
+def test_starting_texts_must_be_strings(tiny_pipe, option, value):
+    with pytest.raises(TypeError, match=f"{option} must be a string"):
+        Studio(tiny_pipe, **{option: value})
+
+
+@pytest.mark.parametrize("result, error, match", [
+    (None, TypeError, "restore needs a GenerationResult"), ({"seed": 1}, TypeError, "restore needs a GenerationResult"),
+])
+def test_restore_needs_a_result(studio, result, error, match):
+    with pytest.raises(error, match=match):
+        studio.restore(result)
