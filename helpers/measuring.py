@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 import threading
 import time
@@ -18,6 +20,14 @@ def format_bytes(n: float | None) -> str:
     """Human-readable size in GiB or MiB ("n/a" for None)."""
     if n is None:
         return "n/a"
+    if isinstance(n, bool) or not isinstance(n, numbers.Real):
+        raise TypeError(f"format_bytes needs a number of bytes (or None), not {type(n).__name__} {n!r}.")
+    try:
+        finite = math.isfinite(n)
+    except OverflowError:  # an int too large for a float
+        finite = False
+    if not finite:
+        raise ValueError(f"format_bytes needs a finite number of bytes, not {n!r}.")
     if abs(n) >= GiB:
         return f"{n / GiB:.2f} GiB"
     return f"{n / 1024**2:.1f} MiB"
@@ -55,6 +65,9 @@ def module_bytes(module: torch.nn.Module) -> int:
 
 def component_footprints(pipe) -> dict[str, int]:
     """Bytes of every model component of a loaded pipeline (tokenizers and scheduler weigh ~0)."""
+    if isinstance(pipe, (str, bytes)) or not isinstance(getattr(pipe, "components", None), dict):
+        raise TypeError(f"component_footprints needs a loaded pipeline (from load_pipeline), not "
+                        f"{type(pipe).__name__} {pipe!r:.80}.")
     return {
         name: module_bytes(component)
         for name, component in pipe.components.items()
@@ -67,6 +80,27 @@ def component_footprints(pipe) -> dict[str, int]:
 _open_meters: list[PeakMemory] = []
 _meters_lock = threading.Lock()
 _PROC_STATUS, _PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+
+
+def check_device(device) -> str:
+    """`device` as text: 'cpu', 'mps', 'cuda' or 'cuda:N' (or a torch.device)."""
+    try:
+        valid = isinstance(device, (str, torch.device)) and torch.device(device) is not None
+    except RuntimeError:  # torch's "Expected one of cpu, cuda, ... device type at start of device string"
+        valid = False
+    if not valid:
+        raise ValueError(f"device must be 'cpu', 'mps', 'cuda' or 'cuda:N' (or a torch.device), not {device!r}.")
+    return str(device)
+
+
+def check_cuda_present(device: str) -> None:
+    """Raise a ValueError naming `device` and what this machine has, when it has no CUDA GPU."""
+    if not torch.cuda.is_available():
+        present = "'cpu'" + (" or 'mps'" if torch.backends.mps.is_available() else "")
+        raise ValueError(
+            f"device={device!r} was given, but this machine has no CUDA GPU (PyTorch here sees none): "
+            f"measure on {present} instead, e.g. the pipeline's own device (pipe.load_info.plan.device)."
+        )
 
 
 def kernel_peak_rss() -> int | None:
@@ -102,7 +136,7 @@ class PeakMemory:
     """
 
     def __init__(self, device: str = "cpu", interval: float = 0.005):
-        self.device = str(device)
+        self.device = check_device(device)
         self.interval = interval
         self.kind = "cuda" if self.device.startswith("cuda") else "rss"
         self.start_bytes: int | None = None
@@ -136,6 +170,7 @@ class PeakMemory:
 
     def __enter__(self):
         if self.kind == "cuda":
+            check_cuda_present(self.device)
             index = torch.device(self.device).index
             self._gpu = torch.cuda.current_device() if index is None else index
             torch.cuda.synchronize(self.device)
@@ -174,12 +209,13 @@ class Stopwatch:
     """Wall-clock seconds of a `with` block (CUDA work on `device` is synchronised first), in `.seconds`."""
 
     def __init__(self, device: str = "cpu"):
-        self.device = str(device)
+        self.device = check_device(device)
         self.cuda = self.device.startswith("cuda")
         self.seconds: float | None = None
 
     def __enter__(self):
         if self.cuda:
+            check_cuda_present(self.device)
             torch.cuda.synchronize(self.device)
         self._start = time.perf_counter()
         return self

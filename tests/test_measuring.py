@@ -102,6 +102,7 @@ def fake_cuda(monkeypatch):
     fake = FakeCudaMemory()
     for name in ("synchronize", "max_memory_allocated", "reset_peak_memory_stats"):
         monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the fake is this machine's GPU
     return fake
 
 

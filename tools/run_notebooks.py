@@ -38,10 +38,11 @@ def decide_stand_in() -> tuple[bool, str]:
     """(stand_in, why): real models need a CUDA GPU and a Hugging Face token."""
     import torch
 
+    from helpers.loading.arguments import env_flag
     from helpers.loading.hub_access import find_token
 
-    if os.environ.get("SD35_STAND_IN", "").strip() in ("1", "true", "yes"):
-        return True, "SD35_STAND_IN=1 asks for it"
+    if env_flag("SD35_STAND_IN"):  # 1/true/yes/on, any case; a word it does not know is refused
+        return True, f"SD35_STAND_IN={os.environ['SD35_STAND_IN'].strip()} asks for it"
     if not torch.cuda.is_available():
         return True, "no CUDA GPU on this machine"
     if find_token() is None:

@@ -48,6 +48,23 @@ print(MARKER + json.dumps({
 """.replace("MARKER", repr(_MARKER))
 
 
+def _check_timeout_and_env(timeout, env) -> None:
+    """`timeout`: seconds, a positive finite number; `env`: None or a dict of strings to strings."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, not {type(timeout).__name__} {timeout!r}.")
+    if not 0 < timeout < float("inf"):  # NaN fails too
+        raise ValueError(f"timeout must be a positive, finite number of seconds, not {timeout!r}.")
+    if env is None:
+        return
+    if not isinstance(env, dict):
+        raise TypeError(f"env must be a dict of environment variables (name -> text), not {type(env).__name__}.")
+    for key, value in env.items():
+        if not isinstance(key, str):
+            raise TypeError(f"env names must be strings, not {key!r}.")
+        if not isinstance(value, str):
+            raise TypeError(f"env values must be strings, not {key!r}: {value!r} (write str({value!r})).")
+
+
 class ProbeFailed(RuntimeError):
     """The subprocess died without reporting (crashed, killed for memory, timed out)."""
 
@@ -64,6 +81,7 @@ def measure_in_subprocess(code: str, *, env: dict | None = None, timeout: float 
     """
     if not isinstance(code, str) or not code.strip():
         raise ValueError("code must be a non-empty string of Python source.")
+    _check_timeout_and_env(timeout, env)
     try:
         done = subprocess.run(
             [sys.executable, "-c", _WRAPPER],

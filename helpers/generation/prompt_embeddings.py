@@ -77,6 +77,7 @@ def check_embeddings(pipe, embeddings, prompt=None, negative_prompt=None) -> Non
             f"with negative_prompt={embeddings.negative_prompt!r}. Encode it with them: "
             "encode_prompt(pipe, prompt, negative_prompt), or pass no negative_prompt."
         )
+    check_tensors(pipe, embeddings)
     here = text_encoders_id(pipe)
     if embeddings.source != here:
         raise ValueError(
@@ -85,6 +86,41 @@ def check_embeddings(pipe, embeddings, prompt=None, negative_prompt=None) -> Non
             f"encode_prompt(pipe, prompt, negative_prompt).\n  embeddings from: {embeddings.source}\n"
             f"  this pipeline:   {here}"
         )
+
+
+TENSORS = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+
+
+def check_tensors(pipe, embeddings: PromptEmbeddings) -> None:
+    """The four tensors must be what this pipeline's transformer takes for one image: the text as
+    (1, tokens, joint_attention_dim), the pooled as (1, pooled_projection_dim), positive and negative
+    alike, in the transformer's dtype, with no NaN or infinity (which would only show as a NaN image)."""
+    config, dtype = pipe.transformer.config, pipe.transformer.dtype
+    for name in TENSORS:
+        tensor = getattr(embeddings, name)
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"embeddings.{name} must be a tensor (as encode_prompt makes), not {type(tensor).__name__}.")
+        if tensor.dtype != dtype:
+            raise ValueError(f"embeddings.{name} is {tensor.dtype}; this pipeline computes in {dtype}: "
+                             f"encode the prompt with it (encode_prompt(pipe, prompt)), or convert with .to({dtype}).")
+        pooled = name.endswith("pooled_prompt_embeds")
+        shape, fits = tuple(tensor.shape), False
+        if pooled:
+            needed = f"(1, {config.pooled_projection_dim})"
+            fits = shape == (1, config.pooled_projection_dim)
+        else:
+            needed = f"(1, tokens, {config.joint_attention_dim})"
+            fits = len(shape) == 3 and shape[0] == 1 and shape[2] == config.joint_attention_dim
+        if not fits:
+            raise ValueError(f"embeddings.{name} has shape {shape}; this pipeline needs {needed}: one image's "
+                             "embeddings, as encode_prompt(pipe, prompt) makes them.")
+        if not bool(torch.isfinite(tensor).all()):
+            raise ValueError(f"embeddings.{name} holds non-finite values (NaN or infinity), so the image would "
+                             "be NaN whatever the guidance: encode the prompt again with encode_prompt(pipe, prompt).")
+    positive, negative = embeddings.prompt_embeds, embeddings.negative_prompt_embeds
+    if positive.shape != negative.shape:
+        raise ValueError(f"embeddings.negative_prompt_embeds has shape {tuple(negative.shape)} but prompt_embeds "
+                         f"{tuple(positive.shape)}: both must have as many tokens (encode_prompt pads them alike).")
 
 
 @torch.no_grad()

@@ -121,6 +121,13 @@ def make_recipe(pipe, prompt, negative_prompt, settings: dict) -> dict:
 
 def recipe_arguments(recipe: dict) -> dict:
     """The `generate` keyword arguments stored in a recipe (to re-run it)."""
+    if not isinstance(recipe, dict):
+        raise TypeError(f"recipe must be a dict (a GenerationResult's .recipe, or one read back from its PNG), "
+                        f"not {type(recipe).__name__}.")
+    missing = [key for key in RECIPE_KEYS if key not in recipe]
+    if missing:
+        raise ValueError(f"recipe lacks {', '.join(missing)}, so it cannot re-run an image: a generate "
+                         f"recipe holds {', '.join(RECIPE_KEYS)}.")
     return {k: recipe[k] for k in RECIPE_KEYS}
 
 
@@ -147,8 +154,7 @@ def check_arguments(
         prompt, negative_prompt = embeddings.prompt, embeddings.negative_prompt
     validation.check_prompt(prompt)
     validation.check_prompt(negative_prompt, "negative_prompt", allow_none=True)
-    if callback is not None and not callable(callback):
-        raise TypeError("callback must be a function (step, total, latents) -> bool | None.")
+    validation.check_callback(callback)
     settings = resolve_arguments(pipe, guidance_scale, num_inference_steps, height, width, seed)
     return prompt, negative_prompt, settings
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import os
@@ -33,7 +34,12 @@ def check_guidance(guidance_scale) -> None:
         return
     if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real):
         raise TypeError(f"guidance_scale must be a number, not {type(guidance_scale).__name__}.")
-    if math.isnan(guidance_scale) or math.isinf(guidance_scale):
+    try:
+        finite = math.isfinite(guidance_scale)
+    except OverflowError:  # an int too large for a float, e.g. 10**400
+        raise ValueError(f"guidance_scale must be a finite number, not a {len(str(abs(guidance_scale)))}-digit "
+                         "whole number (too large for a float). SD3.5 Large is tuned for about 3.5.") from None
+    if not finite:
         raise ValueError(f"guidance_scale must be a finite number, not {guidance_scale}.")
     if guidance_scale < 0:
         raise ValueError(
@@ -88,6 +94,27 @@ def check_size(height, width, multiple: int = 16, largest: int | None = None) ->
             )
         if largest is not None and value > largest:
             raise ValueError(f"{name}={value} is larger than this model supports ({largest} pixels).")
+
+
+def check_callback(callback) -> None:
+    """`callback` must be callable as callback(step, total, latents): checked before the first step,
+    which is where a wrong signature would otherwise fail."""
+    if callback is None:
+        return
+    if not callable(callback):
+        raise TypeError(f"callback must be a function (step, total, latents) -> bool | None, not {type(callback).__name__}.")
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):  # a builtin without a readable signature: let it run
+        return
+    try:
+        signature.bind(0, 1, None)
+    except TypeError:
+        name = getattr(callback, "__name__", type(callback).__name__)
+        raise TypeError(
+            f"callback must take (step, total, latents) and return True to cancel; {name}{signature} "
+            "cannot be called that way (e.g. def on_step(step, total, latents): ...)."
+        ) from None
 
 
 def check_pipeline(pipe, caller: str = "generate", allow_released: bool = False) -> None:

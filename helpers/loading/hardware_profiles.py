@@ -84,6 +84,8 @@ def get_profile(name: str) -> HardwareProfile:
 @contextlib.contextmanager
 def on_profile(profile: HardwareProfile):
     """Within this block the device queries of `helpers.loading.devices` answer as `profile` would."""
+    if not isinstance(profile, HardwareProfile):
+        raise TypeError(f"profile must be a HardwareProfile, e.g. get_profile('free Colab T4'), not {profile!r}.")
     cuda, mps = profile.device == "cuda", profile.device == "mps"
     with contextlib.ExitStack() as stack:
         stack.enter_context(mock.patch.object(torch.cuda, "is_available", lambda: cuda))
@@ -117,12 +119,14 @@ def profile_plans(models=TABLE_MODELS, profiles=PROFILES) -> list[dict]:
     """For every profile x preset, what `load_pipeline(preset, offload="auto")` does: plan name, dtype,
     offload, peak accelerator and host-RAM bytes, "fits" or "does not fit: ...", and `instead`: the
     load_pipeline call that would fit (the full sentence is in `reason`)."""
+    models = (models,) if isinstance(models, str) else models  # one name is one model, not its letters
     return [plan_row(profile.name, model, plan_on(profile, model)) for profile in profiles for model in models]
 
 
 def this_machine_plans(models=TABLE_MODELS) -> list[dict]:
     """The rows of `profile_plans` for the machine this runs on: the real planner on its own device
     queries (the real models' sizes, never the stand-in's), machine named "this machine (<device>)"."""
+    models = (models,) if isinstance(models, str) else models  # one name is one model, not its letters
     rows = []
     for model in models:
         plan = planner.plan_loading(model, stand_in=False)

@@ -7,12 +7,15 @@ Hub and never printed, logged or stored by this package.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import huggingface_hub
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, HFValidationError, RepositoryNotFoundError
 
 from ..errors import GatedModelError
+from . import local_folders
+from .presets import LARGE, LARGE_TURBO, MEDIUM, PRESETS
 
 
 def find_token() -> str | None:
@@ -28,7 +31,9 @@ def offline() -> bool:
 def is_cached(repo_id: str) -> bool:
     """True when the pipeline's index is on this machine: in the local Hugging Face cache, or
     `repo_id` is a folder holding a saved pipeline (a path is not a Hub id: never looked up)."""
-    if Path(repo_id).expanduser().is_dir():
+    if not isinstance(repo_id, (str, Path)):
+        raise TypeError(f"repo_id must be a Hub id or a folder, not {type(repo_id).__name__} {repo_id!r}.")
+    if local_folders.exists(repo_id):
         return (Path(repo_id).expanduser() / "model_index.json").is_file()
     try:
         path = huggingface_hub.try_to_load_from_cache(repo_id, "model_index.json")
@@ -55,6 +60,29 @@ def require_access(repo_id: str, token: str | None) -> None:
     local copy to load from."""
     if token is None and not is_cached(repo_id):
         raise GatedModelError("No Hugging Face token was found.\n" + access_instructions(repo_id))
+
+
+def require_model(repo_id: str, token: str | None) -> None:
+    """Raise FileNotFoundError, before any memory check, when `repo_id` (a Hub id that is no preset)
+    is nowhere to be found: not cached while offline, or (online, one request) unknown to the Hub."""
+    if is_cached(repo_id):
+        return
+    close = difflib.get_close_matches(repo_id, [LARGE, MEDIUM, LARGE_TURBO, *PRESETS], n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    if offline():
+        raise FileNotFoundError(
+            f"HF_HUB_OFFLINE is set and {repo_id} is not in the local Hugging Face cache, and it is not a "
+            f"known preset.{hint} Download it once with a network connection, or use stand_in=True."
+        )
+    try:
+        found = huggingface_hub.repo_exists(repo_id, token=token)
+    except Exception:  # no answer (network, rate limit): diffusers will ask again and say why
+        return
+    if not found:
+        raise FileNotFoundError(
+            f"The Hub has no model {repo_id} (or it is private and this token cannot see it), and it is "
+            f"not a known preset.{hint} Check the spelling, or use a preset: {', '.join(PRESETS)}."
+        )
 
 
 def explain_hub_error(error: Exception, repo_id: str) -> Exception | None:

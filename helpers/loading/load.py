@@ -18,7 +18,9 @@ import torch
 
 from ..errors import GPUOutOfMemoryError, QuantizationNeedsGPUError
 from ..generation.pipeline_lock import releasing
+from ..generation.validation import check_pipeline
 from . import devices, hub_access, quantized_checkpoints
+from .arguments import check_bool
 from .planner import PREQUANTIZED, LoadingPlan, _does_not_fit, check_fits, plan_loading
 from .presets import PRESETS, Recommendation, resolve_preset
 
@@ -68,8 +70,8 @@ def load_pipeline(
     channels-last VAE): the first image pays the compile time, later ones run faster.
     """
     global _current_pipeline
-    if not isinstance(fast, bool):
-        raise ValueError(f"fast must be True or False, not {fast!r}.")
+    check_bool("fast", fast)
+    check_bool("keep_previous", keep_previous)
     if transformer == PREQUANTIZED:
         raise ValueError(
             f"transformer={PREQUANTIZED!r} stands for a pre-quantized transformer in a suggested plan: "
@@ -85,6 +87,8 @@ def load_pipeline(
         token = hub_access.find_token()
         if preset.gated:
             hub_access.require_access(plan.model_id, token)
+        if model not in PRESETS:  # a Hub id nobody has (a typo): say so before any memory complaint
+            hub_access.require_model(plan.model_id, token)
     # Checked before the previous pipeline is released: a load that cannot run here must not cost
     # the reader the pipeline they already have. (Whether it fits is checked first when nothing is
     # held; otherwise after the release, which frees the memory it is measured against.)
@@ -284,6 +288,7 @@ def release_pipeline(pipe) -> None:
     "released" error. The pipeline object is left empty; load a new one to generate again."""
     if pipe is None:
         return
+    check_pipeline(pipe, "release_pipeline", allow_released=True)
     with releasing(pipe):  # never empty a pipeline mid-run
         if hasattr(pipe, "remove_all_hooks"):
             pipe.remove_all_hooks()

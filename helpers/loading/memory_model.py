@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from .arguments import check_dtype, check_working_memory_args
+
 GiB = 1024**3
 NF4_BLOCK = 64  # bitsandbytes' default 4-bit blocksize (diffusers and transformers keep it)
 NF4_CODE_BYTES = 16 * 4  # the 16-entry fp32 NF4 code table each quantized layer holds
@@ -122,6 +124,12 @@ def _layerwise_cast_values(module) -> int:
     return total
 
 
+def check_census(counts) -> None:
+    if not isinstance(counts, Census):
+        raise TypeError(f"counts must be a memory_model.Census (e.g. FULL_SIZE['large']['transformer'], "
+                        f"or census(module)), not {type(counts).__name__} {counts!r:.80}.")
+
+
 def dtype_bytes(dtype: torch.dtype) -> int:
     return torch.tensor([], dtype=dtype).element_size()
 
@@ -134,6 +142,8 @@ def loaded_bytes(counts: Census, dtype: torch.dtype, quantization: str | None = 
     """Bytes of a component with `counts` loaded in `dtype`, its Linear layers in `quantization`
     (one of `QUANTIZATIONS`: None, bitsandbytes "nf4"/"int8", torchao "torchao-int8"/"float8",
     "gguf-q8_0"/"gguf-q4_0", or "fp8-layerwise" storage)."""
+    check_census(counts)
+    check_dtype(dtype)
     size = dtype_bytes(dtype)
     kept = counts.kept_fp32 * (4 if dtype == torch.float16 else size)
     rest = counts.other * size + counts.fixed_bytes + kept
@@ -241,6 +251,7 @@ def working_bytes(transformer_config, size: int = 1024, dtype: torch.dtype = tor
     transformer's step (joint attention over image + text tokens; the math kernel also holds the
     attention matrix, its softmax and temporaries) and the VAE decode, plus `ACCELERATOR_OVERHEAD_BYTES`.
     `transformer_config`: a family name ("large", "medium") or a transformer config dict."""
+    check_working_memory_args(transformer_config, size, dtype, kernel)
     from .architectures import TRANSFORMER_CONFIGS
 
     config = TRANSFORMER_CONFIGS[transformer_config] if isinstance(transformer_config, str) else transformer_config

@@ -8,7 +8,6 @@ nothing fits it says why and which `load_pipeline` call would.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from .. import stand_in as stand_in_pipeline
 from ..errors import GPUOutOfMemoryError
 from ..measuring import format_bytes
 from . import architectures, devices, memory_model, quantized_checkpoints
+from .arguments import check_bool, check_byte_count, check_plan_options, env_flag
 from .presets import PRESETS, get_preset, resolve_preset
 
 OFFLOAD_CHOICES = ("auto", "none", "model", "sequential", True, False)
@@ -64,15 +64,14 @@ class LoadingPlan:
 
 
 def use_stand_in(requested: bool | None = None) -> bool:
-    """Whether to use the offline stand-in: `requested` if given, else $SD35_STAND_IN ("1"/"0"),
-    else automatically when there is no GPU (CUDA or Apple MPS) to run the real models on."""
+    """Whether to use the offline stand-in: `requested` if given, else $SD35_STAND_IN (1/true/yes/on
+    or 0/false/no/off), else automatically when there is no GPU (CUDA or Apple MPS) to run the real models on."""
+    check_bool("stand_in", requested, allow_none=True)
     if requested is not None:
-        return bool(requested)
-    env = os.environ.get("SD35_STAND_IN", "").strip().lower()
-    if env in ("1", "true", "yes"):
-        return True
-    if env in ("0", "false", "no"):
-        return False
+        return requested
+    env = env_flag("SD35_STAND_IN")
+    if env is not None:
+        return env
     return devices.pick_device("auto") == "cpu"
 
 
@@ -81,6 +80,7 @@ def model_id(model: str = "sd35-large", stand_in: bool | None = None) -> str:
 
     Notebooks pass this to the raw diffusers calls they teach, so the same cell loads the real
     model on a GPU and the stand-in offline."""
+    resolve_preset(model)  # the same "unknown preset" error as load_pipeline
     preset = get_preset(model) if model in PRESETS else None
     if use_stand_in(stand_in) or (preset is not None and preset.repo_id is None):
         return str(stand_in_pipeline.tiny_pipeline_dir())
@@ -121,6 +121,8 @@ def choose_offload(
     for a bitsandbytes-quantized model (accelerate's hooks break its 4-bit state). On Apple's
     unified memory offloading saves nothing, so "auto" is "none" there. When nothing fits, the
     reason starts with "does not fit" and names each way it failed."""
+    check_byte_count("free_bytes", free_bytes)
+    check_byte_count("host_available", host_available)
     offload = _normalise_offload(offload)
     if device == "cpu":
         if offload in ("model", "sequential"):
@@ -201,6 +203,8 @@ def plan_loading(
     pre-quantized transformer, loaded instead of quantizing. When nothing fits, `plan.fits` is
     False, `plan.reason` says why and `plan.would_fit` holds the keyword arguments of a plan that
     would (`load_pipeline` raises with both before reading any weights)."""
+    check_plan_options(offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5, stand_in=stand_in,
+                       free_bytes=free_bytes, host_bytes=host_bytes)
     if drop_t5 and quantize_t5:
         raise ValueError("drop_t5=True and quantize_t5=True contradict each other: choose one.")
     preset = resolve_preset(model)

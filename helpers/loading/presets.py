@@ -6,8 +6,10 @@ recommended `guidance_scale`/steps: the model card's, and the values Stability A
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from .local_folders import check_local_source
 
 LARGE = "stabilityai/stable-diffusion-3.5-large"
 MEDIUM = "stabilityai/stable-diffusion-3.5-medium"
@@ -146,8 +148,10 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except (KeyError, TypeError):
         known = ", ".join(PRESETS)
+        close = difflib.get_close_matches(name, PRESETS, n=1) if isinstance(name, str) else []
+        hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(
-            f"Unknown model preset {name!r}. Use one of: {known}; or a Hub id such as "
+            f"Unknown model preset {name!r}.{hint} Use one of: {known}; or a Hub id such as "
             f"'{LARGE}', or a local folder saved with save_pretrained."
         ) from None
 
@@ -159,7 +163,7 @@ def resolve_preset(model: str) -> Preset:
     if model in PRESETS:
         return PRESETS[model]
     looks_like_repo = model.count("/") == 1 and not model.startswith((".", "/"))
-    if Path(model).is_dir() or looks_like_repo:
+    if check_local_source(model) or looks_like_repo:  # a local folder is checked: what is missing, if anything
         base = PRESETS["sd35-large"]
         return Preset(model, model, model, None, False, base.default_size, base.model_card)
     return get_preset(model)  # raises the "unknown preset" error

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..generation.validation import check_pipeline
 from ..output_folders import check_folder, finished_folder, leftovers
+from .local_folders import check_local_source
 
 # Components `save_quantized` writes when they are quantized, as pipeline subfolder names.
 QUANTIZABLE = ("transformer", "text_encoder_3")
@@ -31,6 +33,7 @@ def save_quantized(pipe, folder) -> dict[str, Path]:
     Save right after loading: on CPU, bitsandbytes repacks 4-bit weights at the first forward pass
     (keeping their scales in bf16), so a save after generating reloads as a slightly different model.
     """
+    check_pipeline(pipe, "save_quantized", allow_released=True)  # a released one is refused below
     folder = check_folder(folder)
     if folder.exists() and any(folder.iterdir()):
         raise FileExistsError(
@@ -87,6 +90,8 @@ def check_transformer_source(transformer) -> str | None:
     """Validate `transformer=` before loading; return the quantization saved in it, if known."""
     if not isinstance(transformer, (str, Path)) or not str(transformer):
         raise ValueError(f"transformer must be a folder or a Hub id, not {transformer!r}.")
+    if check_local_source(str(transformer), kind="transformer"):  # a folder: refused with what is missing
+        return saved_quantization(transformer)
     folder, subfolder = transformer_folder(transformer)
     looks_like_repo = str(transformer).count("/") == 1 and not str(transformer).startswith((".", "/", "~"))
     if not (Path(folder) / (subfolder or "") / "config.json").is_file() and (

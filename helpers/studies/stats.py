@@ -150,6 +150,10 @@ def paired_comparison(a, b, confidence: float = 0.95, seed: int = 0) -> PairedCo
 
 def smallest_possible_p_value(n: int) -> float:
     """The smallest two-sided p-value an exact sign-flip test can reach with n pairs: 2 / 2**n."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n must be a whole number of pairs (seeds), not {type(n).__name__} {n!r}.")
+    if n < 1:
+        raise ValueError(f"n must be a whole number of pairs (seeds), at least 1, not {n}.")
     return min(1.0, 2 / 2**n)
 
 

@@ -106,7 +106,7 @@ def test_refuses_unquantized_pipeline(tiny_pipe, tmp_path):
 
 
 def test_bad_transformer_source_fails_before_loading(tmp_path):
-    with pytest.raises(ValueError, match="neither a folder"):
+    with pytest.raises(ValueError, match="not a saved pipeline or transformer folder: .*: it is empty"):
         helpers.plan_loading("sd35-large-nf4", stand_in=True, transformer=str(tmp_path))
     with pytest.raises(ValueError, match="neither a folder"):
         helpers.plan_loading("sd35-large-nf4", stand_in=True, transformer="no-such-folder")
