@@ -49,9 +49,13 @@ def fresh_run_dir(root) -> Path:
 @contextlib.contextmanager
 def writable(folder, name: str = "folder"):
     """Within the block, a refused write (a read-only folder or disk, no permission) is one
-    PermissionError naming the argument `name` and its folder, instead of the OS's bare words."""
+    PermissionError naming the argument `name` and its folder, instead of the OS's bare words; a
+    path through a file is one NotADirectoryError."""
     try:
         yield
+    except NotADirectoryError as e:
+        raise NotADirectoryError(f"{name}={str(folder)!r} cannot be made: a part of that path is a file, not a "
+                                 f"folder ({e.filename}).") from None
     except OSError as e:
         if not isinstance(e, PermissionError) and e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
