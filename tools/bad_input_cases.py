@@ -1400,8 +1400,10 @@ def profile_cases():
                        check=(lambda r, c: r == []) if "[]" in label else None))
     for label, profile in (("'x'", "x"), ("None", None)):
         cases.append(E(a, f"fitting_plan({label})", lambda c, p=profile: hp.fitting_plan(p), "profile"))
-    for label, transformer in (("123", 123), ("'/nonexistent'", "/nonexistent")):
-        cases.append(E(a, f"colab_t4_plan(transformer={label})", lambda c, t=transformer: hp.colab_t4_plan(t), "transformer"))
+    cases.append(E(a, "colab_t4_plan(transformer=123)", lambda c: hp.colab_t4_plan(123), "transformer"))
+    # The folder is the reader's on the planned machine (e.g. on Colab's Drive): it need not exist here.
+    cases.append(OK(a, "colab_t4_plan(transformer='/nonexistent')", lambda c: hp.colab_t4_plan("/nonexistent"),
+                    lambda r, c: True if r.get("transformer", "/nonexistent") == "/nonexistent" else f"{r}"))
     cases.append(OK(a, "colab_t4_plan()", lambda c: hp.colab_t4_plan(), lambda r, c: True if isinstance(r, dict) else f"{r}"))
     return cases
 
