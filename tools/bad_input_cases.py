@@ -1393,10 +1393,12 @@ def profile_cases():
             options = {"offload": x[2]} if len(x) > 2 else {}
             return hp.plan_on(profile, *x[1:2], **options)
         cases.append(E(a, f"plan_on({label})", call, "profile", "preset", "model", "offload"))
-    for label, kwargs in (("models='sd35-large'", dict(models="sd35-large")), ("models=[]", dict(models=[])),
+    # One preset name is one model (as in this_machine_plans), not its letters: the rows of that model.
+    cases.append(OK(a, "profile_plans(models='sd35-large')", lambda c: hp.profile_plans(models="sd35-large"),
+                    lambda r, c: True if r and {row["model"] for row in r} == {"sd35-large"} else f"{r!r:.200}", item="23"))
+    for label, kwargs in (("models=[]", dict(models=[])),
                           ("profiles=['x']", dict(profiles=["x"])), ("models=None", dict(models=None))):
         cases.append(E(a, f"profile_plans({label})", lambda c, k=kwargs: hp.profile_plans(**k), "models", "profiles",
-                       item="23" if "sd35-large'" in label else "",
                        check=(lambda r, c: r == []) if "[]" in label else None))
     for label, profile in (("'x'", "x"), ("None", None)):
         cases.append(E(a, f"fitting_plan({label})", lambda c, p=profile: hp.fitting_plan(p), "profile"))
