@@ -149,6 +149,9 @@ def recipe_json(recipe: dict) -> str:
         raise ValueError(f"the recipe cannot be saved as JSON: {e}.") from None
 
 
+MAX_STEM_BYTES = 200  # file systems allow 255 bytes per name; room for "-123.png" and the temporary's prefix
+
+
 def check_stem(stem) -> str | None:
     """A file name stem must stay inside its folder: no path separators, no "..", not absolute."""
     if stem is None:
@@ -158,13 +161,11 @@ def check_stem(stem) -> str | None:
     if stem != Path(stem).name or stem in (".", "..") or any(c in stem for c in '/\\\0') or os.path.isabs(stem):
         raise ValueError(f"stem={stem!r:.80} must be a plain file name (no folders, '..' or absolute path): "
                          "the PNG is written inside folder=.")
-    if len(stem.encode("utf-8")) > MAX_STEM_BYTES:
-        raise ValueError(f"stem is {len(stem.encode('utf-8'))} bytes long, more than the {MAX_STEM_BYTES} a file name "
+    size = len(stem.encode("utf-8", "surrogatepass"))
+    if size > MAX_STEM_BYTES:
+        raise ValueError(f"stem is {size} bytes long, more than the {MAX_STEM_BYTES} a file name "
                          f"can hold here (with '-N.png'): shorten it (it begins {stem[:40]!r}).")
     return stem
-
-
-MAX_STEM_BYTES = 200  # file systems allow 255 bytes per name; room for "-123.png" and the temporary's prefix
 
 
 def next_free_path(folder, stem: str, suffix: str = ".png") -> Path:
