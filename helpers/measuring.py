@@ -94,7 +94,24 @@ def check_device(device) -> str:
         valid = False
     if not valid:
         raise ValueError(f"device must be 'cpu', 'mps', 'cuda' or 'cuda:N' (or a torch.device), not {device!r}.")
+    check_mps_present(str(device))
     return str(device)
+
+
+def check_mps_present(device: str) -> None:
+    """Raise a ValueError naming `device` when it is 'mps' and this machine has no Apple GPU: the
+    measurement would silently be of host memory."""
+    if device.startswith("mps") and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} was given, but this machine has no Apple (MPS) GPU: measure on 'cpu' "
+                         f"or 'cuda' instead, e.g. the pipeline's own device (pipe.load_info.plan.device).")
+
+
+def check_interval(interval) -> float:
+    """`interval` must be a positive, finite number of seconds (the RSS sampling period)."""
+    if isinstance(interval, bool) or not isinstance(interval, numbers.Real) or not math.isfinite(interval) \
+            or interval <= 0:
+        raise ValueError(f"interval must be a positive number of seconds (e.g. 0.005), not {interval!r}.")
+    return float(interval)
 
 
 def check_cuda_present(device: str) -> None:
@@ -141,7 +158,7 @@ class PeakMemory:
 
     def __init__(self, device: str = "cpu", interval: float = 0.005):
         self.device = check_device(device)
-        self.interval = interval
+        self.interval = check_interval(interval)
         self.kind = "cuda" if self.device.startswith("cuda") else "rss"
         self.start_bytes: int | None = None
         self.peak_bytes: int | None = None

@@ -9,6 +9,7 @@ the whole new one, never half a file. A leftover temporary is named `.<name>.par
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import re
@@ -32,16 +33,34 @@ def check_folder(folder, name: str = "folder") -> Path:
 def fresh_run_dir(root) -> Path:
     """Create and return root/run-001 (or the next unused number): results never overwrite."""
     root = check_folder(root, "root")
-    root.mkdir(parents=True, exist_ok=True)
-    taken = [int(m.group(1)) for p in root.iterdir() if (m := re.fullmatch(r"run-(\d+)", p.name))]
-    number = max(taken, default=0) + 1
-    while True:
-        folder = root / f"run-{number:03d}"
-        try:
-            folder.mkdir()  # atomic: two runs started at once get different folders
-            return folder
-        except FileExistsError:
-            number += 1
+    with writable(root, "root"):
+        root.mkdir(parents=True, exist_ok=True)
+        taken = [int(m.group(1)) for p in root.iterdir() if (m := re.fullmatch(r"run-(\d+)", p.name))]
+        number = max(taken, default=0) + 1
+        while True:
+            folder = root / f"run-{number:03d}"
+            try:
+                folder.mkdir()  # atomic: two runs started at once get different folders
+                return folder
+            except FileExistsError:
+                number += 1
+
+
+@contextlib.contextmanager
+def writable(folder, name: str = "folder"):
+    """Within the block, a refused write (a read-only folder or disk, no permission) is one
+    PermissionError naming the argument `name` and its folder, instead of the OS's bare words; a
+    path through a file is one NotADirectoryError."""
+    try:
+        yield
+    except NotADirectoryError as e:
+        raise NotADirectoryError(f"{name}={str(folder)!r} cannot be made: a part of that path is a file, not a "
+                                 f"folder ({e.filename}).") from None
+    except OSError as e:
+        if not isinstance(e, PermissionError) and e.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise PermissionError(f"{name}={str(folder)!r} cannot be written to ({e.strerror or e}): choose a "
+                              f"folder you may write in.") from None
 
 
 def write_atomically(path, data: bytes | str, *, overwrite: bool = False) -> Path:

@@ -174,3 +174,16 @@ def test_cuda_and_cuda_0_are_one_counter_when_gpu_0_is_current(fake_cuda, monkey
         with measuring.PeakMemory("cuda"):  # generate's device string when the plan says "cuda"
             pass
     assert outer.peak_bytes == 700
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has an Apple GPU")
+@pytest.mark.parametrize("meter", [measuring.PeakMemory, measuring.Stopwatch])
+def test_mps_without_an_apple_gpu_is_refused_not_measured_as_host_memory(meter):
+    with pytest.raises(ValueError, match=r"device='mps'.*no Apple \(MPS\) GPU"):
+        meter("mps")
+
+
+@pytest.mark.parametrize("interval", [0, -1, float("nan"), "x", True])
+def test_peak_memory_interval_must_be_a_positive_number_of_seconds(interval):
+    with pytest.raises(ValueError, match=r"interval must be a positive number of seconds"):
+        measuring.PeakMemory("cpu", interval)

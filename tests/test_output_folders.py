@@ -83,3 +83,12 @@ def test_written_files_and_folders_get_the_usual_permissions(tmp_path):
         assert ((tmp_path / "saved").stat().st_mode & 0o777) == 0o755
     finally:
         os.umask(umask)
+
+
+def test_a_read_only_root_is_named_not_a_bare_os_error(tmp_path):
+    import pytest
+    from read_only import read_only
+
+    with read_only(tmp_path / "ro") as folder:
+        with pytest.raises(PermissionError, match=r"root='.*ro' cannot be written to .*choose a folder"):
+            fresh_run_dir(folder)

@@ -20,6 +20,8 @@ import resource
 import signal
 from pathlib import Path
 
+from helpers.output_folders import PARTIAL
+
 from .try_bad_inputs import FAKE_TOKEN, HEAVY, Case
 
 NAN, INF = float("nan"), float("inf")
@@ -95,20 +97,52 @@ def full_disk(pattern: str, budget: int = 0, fail_at_write: int | None = None):
     disk with `budget` bytes left (shared by all of them); or, with `fail_at_write=n`, the disk
     fills during the n-th write() to them (half of that write lands). Patches builtins.open and
     io.open, which pathlib, csv and json all write through."""
-    original = io.open
+    original, original_write = io.open, os.write
     left = [budget if fail_at_write is None else _WriteCounter(fail_at_write)]
 
     def patched(file, mode="r", *args, **kwargs):
         f = original(file, mode, *args, **kwargs)
-        if any(m in mode for m in "wax+") and re.search(pattern, Path(str(file)).name):
+        if any(m in mode for m in "wax+") and _matches(pattern, file):
             return _FullFile(f, left)
         return f
 
-    builtins.open = io.open = patched
+    def patched_write(fd, data):  # os.write: append_row's writer
+        if isinstance(fd, int) and _matches(pattern, fd):
+            return _FullFile(_FdWriter(fd, original_write), left).write(bytes(data))
+        return original_write(fd, data)
+
+    builtins.open = io.open = patched  # os.fdopen (write_atomically's writer) opens through io.open
+    os.write = patched_write
     try:
         yield
     finally:
         builtins.open = io.open = original
+        os.write = original_write
+
+
+def _matches(pattern: str, file) -> bool:
+    """Whether `file` (a path, or an open descriptor) is named by `pattern`; a temporary
+    ".NAME.partial-xxxx" of write_atomically counts as NAME, since a full disk hits it."""
+    try:
+        name = Path(os.readlink(f"/proc/self/fd/{file}") if isinstance(file, int) else str(file)).name
+    except OSError:
+        return False
+    if PARTIAL in name and name.startswith("."):
+        name = name[1:name.rindex(PARTIAL)]
+    return re.search(pattern, name) is not None
+
+
+class _FdWriter:
+    """An open descriptor as the file object _FullFile wraps."""
+
+    def __init__(self, fd: int, write):
+        self.fd, self._write = fd, write
+
+    def write(self, data: bytes) -> int:
+        return self._write(self.fd, data)
+
+    def flush(self):
+        pass
 
 
 @contextlib.contextmanager
@@ -961,7 +995,7 @@ def study_cases():
     import numpy as np
 
     from helpers.output_folders import fresh_run_dir
-    from helpers.studies.jobs import Condition, check_jobs, plan_jobs
+    from helpers.studies.jobs import Condition, check_jobs, image_name, plan_jobs
     from helpers.studies.results import read_results
 
     a = "studies"
@@ -971,7 +1005,7 @@ def study_cases():
     job_fields = {
         "job_id '../../evil'": dict(job_id="../../evil"), "job_id 1.5": dict(job_id=1.5), "job_id None": dict(job_id=None),
         "job_id -1": dict(job_id=-1), "job_id True": dict(job_id=True), "condition None": dict(condition=None),
-        "condition 123": dict(condition=123), "condition ''": dict(condition=""), "condition '../x'": dict(condition="../x"),
+        "condition 123": dict(condition=123), "condition ''": dict(condition=""),
         "seed '1'": dict(seed="1"), "seed -1": dict(seed=-1), "model 123": dict(model=123), "model 'bogus'": dict(model="bogus"),
         "prompt None": dict(prompt=None), "steps '2'": dict(num_inference_steps="2"), "height 17": dict(height=17),
         "guidance nan": dict(guidance_scale=NAN),
@@ -979,6 +1013,9 @@ def study_cases():
     for label, changes in job_fields.items():
         cases.append(E(a, f"check_jobs(job {label})", lambda c, ch=changes: check_jobs(_job(**ch)),
                        *changes.keys(), "job", item="15" if any(k in label for k in ("job_id", "condition")) else ""))
+    # A condition is only ever used slugged (image_name): '../x' names the file ..._x_..., inside the run folder.
+    cases.append(OK(a, "check_jobs(job condition '../x')", lambda c: image_name(check_jobs(_job(condition="../x"))[0]),
+                    lambda r, c: True if "/" not in r and ".." not in r else f"image name {r!r}", item="15"))
     cases.append(E(a, "check_jobs(job seed numpy int64)", lambda c: check_jobs(_job(seed=np.int64(1))), "seed",
                    check=lambda r, c: True if type(r[0]["seed"]) is int else
                    "the job keeps its numpy int64 seed, which jobs.json cannot hold", item="15"))
@@ -1062,7 +1099,7 @@ def study_cases():
 
     def row_disk_full(c):
         try:
-            with full_disk(r"^finished-rows", fail_at_write=3):  # the header, row 1, then row 2 tears
+            with full_disk(r"^finished-rows", fail_at_write=2):  # row 1 (one write with its header), then row 2 tears
                 _study(c)
         except OSError:
             pass
@@ -1356,15 +1393,19 @@ def profile_cases():
             options = {"offload": x[2]} if len(x) > 2 else {}
             return hp.plan_on(profile, *x[1:2], **options)
         cases.append(E(a, f"plan_on({label})", call, "profile", "preset", "model", "offload"))
-    for label, kwargs in (("models='sd35-large'", dict(models="sd35-large")), ("models=[]", dict(models=[])),
+    # One preset name is one model (as in this_machine_plans), not its letters: the rows of that model.
+    cases.append(OK(a, "profile_plans(models='sd35-large')", lambda c: hp.profile_plans(models="sd35-large"),
+                    lambda r, c: True if r and {row["model"] for row in r} == {"sd35-large"} else f"{r!r:.200}", item="23"))
+    for label, kwargs in (("models=[]", dict(models=[])),
                           ("profiles=['x']", dict(profiles=["x"])), ("models=None", dict(models=None))):
         cases.append(E(a, f"profile_plans({label})", lambda c, k=kwargs: hp.profile_plans(**k), "models", "profiles",
-                       item="23" if "sd35-large'" in label else "",
                        check=(lambda r, c: r == []) if "[]" in label else None))
     for label, profile in (("'x'", "x"), ("None", None)):
         cases.append(E(a, f"fitting_plan({label})", lambda c, p=profile: hp.fitting_plan(p), "profile"))
-    for label, transformer in (("123", 123), ("'/nonexistent'", "/nonexistent")):
-        cases.append(E(a, f"colab_t4_plan(transformer={label})", lambda c, t=transformer: hp.colab_t4_plan(t), "transformer"))
+    cases.append(E(a, "colab_t4_plan(transformer=123)", lambda c: hp.colab_t4_plan(123), "transformer"))
+    # The folder is the reader's on the planned machine (e.g. on Colab's Drive): it need not exist here.
+    cases.append(OK(a, "colab_t4_plan(transformer='/nonexistent')", lambda c: hp.colab_t4_plan("/nonexistent"),
+                    lambda r, c: True if r.get("transformer", "/nonexistent") == "/nonexistent" else f"{r}"))
     cases.append(OK(a, "colab_t4_plan()", lambda c: hp.colab_t4_plan(), lambda r, c: True if isinstance(r, dict) else f"{r}"))
     return cases
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from ..output_folders import check_folder, write_atomically
+from ..output_folders import check_folder, writable, write_atomically
 from .validation import check_guidance, check_prompt, check_seed, check_size, check_steps
 
 PARAMETERS_KEY = "parameters"
@@ -149,6 +149,9 @@ def recipe_json(recipe: dict) -> str:
         raise ValueError(f"the recipe cannot be saved as JSON: {e}.") from None
 
 
+MAX_STEM_BYTES = 200  # file systems allow 255 bytes per name; room for "-123.png" and the temporary's prefix
+
+
 def check_stem(stem) -> str | None:
     """A file name stem must stay inside its folder: no path separators, no "..", not absolute."""
     if stem is None:
@@ -158,6 +161,10 @@ def check_stem(stem) -> str | None:
     if stem != Path(stem).name or stem in (".", "..") or any(c in stem for c in '/\\\0') or os.path.isabs(stem):
         raise ValueError(f"stem={stem!r:.80} must be a plain file name (no folders, '..' or absolute path): "
                          "the PNG is written inside folder=.")
+    size = len(stem.encode("utf-8", "surrogatepass"))
+    if size > MAX_STEM_BYTES:
+        raise ValueError(f"stem is {size} bytes long, more than the {MAX_STEM_BYTES} a file name "
+                         f"can hold here (with '-N.png'): shorten it (it begins {stem[:40]!r}).")
     return stem
 
 
@@ -204,12 +211,13 @@ def save_png_with_recipe(image: Image.Image, recipe: dict, folder=".", stem: str
     stem = check_stem(stem) or f"sd35-seed{recipe['seed']}"
     folder = check_folder(folder)
     data = png_bytes(image, {PARAMETERS_KEY: a1111_parameters(recipe), RECIPE_KEY: recipe_json(recipe)})
-    folder.mkdir(parents=True, exist_ok=True)
-    while True:
-        try:
-            return write_new_file(next_free_path(folder, stem), data)
-        except FileExistsError:  # someone just took that name: move on to the next
-            continue
+    with writable(folder, "folder"):
+        folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                return write_new_file(next_free_path(folder, stem), data)
+            except FileExistsError:  # someone just took that name: move on to the next
+                continue
 
 
 def read_png_recipe(path) -> tuple[str | None, dict | None]:
@@ -220,11 +228,15 @@ def read_png_recipe(path) -> tuple[str | None, dict | None]:
         raise TypeError(f"path must be a PNG file's path (a str or pathlib.Path), not {type(path).__name__} {path!r:.60}.")
     if Path(path).is_dir():
         raise IsADirectoryError(f"path={str(path)!r} is a folder, not a PNG file.")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"path={str(path)!r} does not exist: give the path of a PNG saved by save_png_with_recipe.")
     try:
         with Image.open(path) as image:
             text = dict(getattr(image, "text", {}) or {})
     except UnidentifiedImageError:
         raise ValueError(f"{path} is not an image PIL can read (a PNG saved by save_png_with_recipe is).") from None
+    except (OSError, SyntaxError) as e:  # PIL's words for a truncated or damaged PNG
+        raise ValueError(f"{path} is a damaged or truncated image ({e}); its recipe cannot be read.") from None
     recipe = text.get(RECIPE_KEY)
     if recipe is None:
         return text.get(PARAMETERS_KEY), None

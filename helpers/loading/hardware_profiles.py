@@ -10,6 +10,7 @@ machine. README's memory guide is `markdown(profile_plans())`; notebook 02 shows
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from unittest import mock
 
@@ -121,7 +122,19 @@ def profile_plans(models=TABLE_MODELS, profiles=PROFILES) -> list[dict]:
     offload, peak accelerator and host-RAM bytes, "fits" or "does not fit: ...", and `instead`: the
     load_pipeline call that would fit (the full sentence is in `reason`)."""
     models = (models,) if isinstance(models, str) else models  # one name is one model, not its letters
+    _check_table_args(models, profiles)
     return [plan_row(profile.name, model, plan_on(profile, model)) for profile in profiles for model in models]
+
+
+def _check_table_args(models, profiles) -> None:
+    """`models`: a list of preset names; `profiles`: a list of HardwareProfiles (see PROFILES)."""
+    if isinstance(models, (bytes, dict)) or not isinstance(models, (list, tuple)) or \
+            not all(isinstance(m, str) for m in models):
+        raise TypeError(f"models must be a list of preset names (e.g. ['sd35-large-nf4']), not {models!r:.80}.")
+    if isinstance(profiles, (str, bytes, dict)) or not isinstance(profiles, (list, tuple)) or \
+            not all(isinstance(p, HardwareProfile) for p in profiles):
+        raise TypeError(f"profiles must be a list of HardwareProfiles (e.g. [get_profile('free Colab T4')]), "
+                        f"not {profiles!r:.80}.")
 
 
 def this_machine_plans(models=TABLE_MODELS) -> list[dict]:
@@ -196,6 +209,9 @@ def fitting_plan(profile: HardwareProfile, model: str = "sd35-large-nf4", transf
     """The `load_pipeline` keyword arguments of the plan that fits `profile` for `model`: the model's
     own plan when it fits, else the planner's "this would" plan. A pre-quantized transformer in it
     is `transformer` (a `save_quantized` folder or Hub id) when given, else a placeholder."""
+    if transformer is not None and (not isinstance(transformer, (str, os.PathLike)) or not str(transformer)):
+        raise TypeError(f"transformer must be the path of a save_quantized folder or a Hub id (a str; it may exist "
+                        f"only on the machine planned for), not {type(transformer).__name__} {transformer!r:.60}.")
     plan = plan_on(profile, model)
     if plan.fits:
         kwargs = dict(model=model, offload=plan.offload, dtype=plan.dtype)

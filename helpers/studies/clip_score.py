@@ -43,6 +43,17 @@ def _check_images(images) -> list:
     return images
 
 
+def _check_texts(texts, name: str) -> list[str]:
+    """A list of strings (one str is refused for labels: 'ab' would be the labels 'a' and 'b')."""
+    if isinstance(texts, (str, bytes, dict)) or not isinstance(texts, Iterable):
+        raise TypeError(f"{name} must be a list of strings, not {type(texts).__name__} {texts!r:.60}.")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{name}[{i}] must be a string, not {type(text).__name__} {text!r:.40}.")
+    return texts
+
+
 class ClipScorer:
     """A CLIP model and its processor, scoring PIL images against texts."""
 
@@ -81,7 +92,7 @@ class ClipScorer:
     def score(self, images, texts) -> torch.Tensor:
         """CLIP score of each image against its own text (pairs, same length): 100 x cosine, >= 0."""
         images = _check_images(images)
-        texts = [texts] * len(images) if isinstance(texts, str) else list(texts)
+        texts = [texts] * len(images) if isinstance(texts, str) else _check_texts(texts, "texts")
         if len(images) != len(texts):
             raise ValueError(f"score() pairs images with texts: got {len(images)} images, {len(texts)} texts.")
         image, text = self._embed(images, texts)
@@ -90,7 +101,7 @@ class ClipScorer:
     @torch.no_grad()
     def zero_shot(self, images, labels) -> torch.Tensor:
         """Probability of each label per image, shape [images, labels] (softmax over the labels)."""
-        labels = list(labels)
+        labels = _check_texts(labels, "labels")
         if len(labels) < 2:
             raise ValueError("zero_shot() needs at least two labels to choose between.")
         image, text = self._embed(images, labels)

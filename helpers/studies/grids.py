@@ -113,7 +113,8 @@ def image_grid(images, rows: int, cols: int, *, row_labels=None, col_labels=None
             raise TypeError(f"images[{i}] must be a PIL image (or a GenerationResult), not {type(image).__name__} "
                             f"{image!r:.40}; open files with PIL.Image.open and arrays with PIL.Image.fromarray first.")
     if rows * cols > MAX_CELLS:
-        raise ValueError(f"image_grid of {rows} x {cols} = {rows * cols} cells is more than {MAX_CELLS}: split it into smaller grids.")
+        raise ValueError(f"image_grid of rows={rows} x cols={cols} = {rows * cols} cells is more than {MAX_CELLS}: "
+                         "split it into smaller grids.")
     if rows < 1 or cols < 1 or len(images) != rows * cols:
         raise ValueError(f"image_grid needs rows x cols = {rows} x {cols} = {rows * cols} images, got {len(images)}.")
     for labels, n, name in ((row_labels, rows, "row_labels"), (col_labels, cols, "col_labels")):

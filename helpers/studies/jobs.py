@@ -93,6 +93,7 @@ def plan_jobs(conditions, models, seeds, *, guidance_scale: float, num_inference
 
     Models vary slowest, so each process loads as few pipelines as possible. Every argument is
     checked here, before any image: a typo fails now, not after hours of earlier images."""
+    _check_lists(conditions=conditions, models=models, seeds=seeds)
     conditions, models, seeds = list(conditions), list(models), list(seeds)
     for name, values in (("conditions", conditions), ("models", models), ("seeds", seeds)):
         if not values:
@@ -126,6 +127,14 @@ def plan_jobs(conditions, models, seeds, *, guidance_scale: float, num_inference
                 ))
     check_jobs(jobs)
     return jobs
+
+
+def _check_lists(**lists) -> None:
+    """Each of plan_jobs' `lists` must be a list (or other iterable), not one value: seeds=3 means [3]?
+    or range(3)? The study cannot guess."""
+    for name, values in lists.items():
+        if isinstance(values, (str, bytes, dict)) or not isinstance(values, Iterable):
+            raise TypeError(f"{name} must be a list (e.g. {name}=[...]), not {type(values).__name__} {values!r:.60}.")
 
 
 def _check_settings(guidance_scale, num_inference_steps, height, width) -> None:

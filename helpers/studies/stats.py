@@ -29,6 +29,37 @@ def _values(values, name: str = "values") -> np.ndarray:
     return array
 
 
+MAX_RESAMPLES = 10_000_000  # beyond this a resampling table no longer fits in memory
+
+
+def _check_resamples(resamples) -> None:
+    """`resamples` must be a whole number from 1 to MAX_RESAMPLES."""
+    if isinstance(resamples, bool) or not isinstance(resamples, numbers.Integral) \
+            or not 1 <= resamples <= MAX_RESAMPLES:
+        raise ValueError(f"resamples must be a whole number from 1 to {MAX_RESAMPLES:,} (e.g. 10000), not {resamples!r:.40}.")
+
+
+def _check_seed(seed) -> None:
+    """`seed` must be a whole number >= 0 (numpy's random generators refuse negative seeds)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a whole number >= 0, not {seed!r:.40}.")
+
+
+def _guidance_values(guidance_values) -> list[float]:
+    """`guidance_values` as floats; one clear error for text, None or NaN."""
+    try:
+        if isinstance(guidance_values, (str, bytes)):
+            raise TypeError
+        values = [g for g in guidance_values]
+        if any(isinstance(g, (bool, str, bytes)) or not isinstance(g, numbers.Real) or not math.isfinite(g)
+               for g in values):
+            raise TypeError
+    except TypeError:
+        raise TypeError(f"guidance_values must be a list of finite numbers (e.g. [3.5, 5, 7]), "
+                        f"not {guidance_values!r:.60}.") from None
+    return [float(g) for g in values]
+
+
 @dataclass(frozen=True)
 class GuidanceSuggestion:
     """What `suggest_guidance` decided, with the paired numbers it decided on (one per candidate)."""
@@ -46,8 +77,11 @@ def suggest_guidance(guidance_values, scores) -> GuidanceSuggestion:
 
     `scores[s][i]` is seed s's score at `guidance_values[i]`. Values <= 1 turn classifier-free
     guidance off, so they are never candidates. With one seed the standard error is 0."""
-    values = [float(g) for g in guidance_values]
-    table = np.asarray(scores, dtype=float)
+    values = _guidance_values(guidance_values)
+    try:
+        table = np.asarray(scores, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"scores must be one row of numbers per seed, not {scores!r:.60}.") from None
     if table.ndim != 2 or table.shape[1] != len(values) or table.shape[0] == 0:
         raise ValueError(f"scores must be one row per seed and one column per guidance value ({len(values)}), "
                          f"not shape {table.shape}.")
@@ -80,6 +114,8 @@ def bootstrap_mean_ci(values, confidence: float = 0.95, resamples: int = 10_000,
         raise ValueError(f"confidence must be between 0 and 1 (e.g. 0.95), not {confidence!r:.40}.")
     if isinstance(resamples, bool) or not isinstance(resamples, numbers.Integral) or resamples < 1:
         raise ValueError(f"resamples must be a whole number >= 1 (e.g. 10000), not {resamples!r}.")
+    _check_resamples(resamples)
+    _check_seed(seed)
     array = _values(values)
     rng = np.random.default_rng(seed)
     means = array[rng.integers(0, array.size, size=(resamples, array.size))].mean(axis=1)
@@ -94,6 +130,8 @@ def sign_flip_p_value(differences, resamples: int = 100_000, seed: int = 0) -> f
     Under "no difference" each paired difference is as likely positive as negative, so the
     observed |mean| is compared with the |mean| of every sign pattern: exactly for up to
     EXACT_SIGN_FLIPS_UP_TO pairs, from `resamples` random patterns beyond that."""
+    _check_resamples(resamples)
+    _check_seed(seed)
     d = _values(differences, "differences")
     observed = abs(d.mean())
     n = d.size
@@ -161,6 +199,8 @@ def format_p(p: float) -> str:
     """A p-value for prose: 'p = 0.031', or 'p < 0.001'."""
     if isinstance(p, bool) or not isinstance(p, numbers.Real):
         raise TypeError(f"p must be a p-value (a number between 0 and 1), not {type(p).__name__} {p!r:.40}.")
+    if not math.isnan(p) and not 0 <= p <= 1:
+        raise ValueError(f"p must be a p-value between 0 and 1 (or NaN for n/a), not {p!r}.")
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if not math.isnan(p) else "p = n/a"
 
 

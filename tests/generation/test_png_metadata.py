@@ -247,3 +247,31 @@ def test_a_prompt_without_a_settings_line_is_kept():
     assert (parsed["prompt"], parsed["negative_prompt"]) == ("a cat", "a dog")
     with pytest.raises(TypeError, match="text must be"):
         parse_a1111_parameters(None)
+
+
+def test_a_stem_too_long_for_a_file_name_is_named(tmp_path):
+    with pytest.raises(ValueError, match=r"stem is 10000 bytes long, more than the 200"):
+        save_png_with_recipe(Image.new("RGB", (8, 8)), RECIPE, tmp_path, stem="x" * 10_000)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_only_folder_or_a_path_through_a_file_is_named(tmp_path):
+    from read_only import read_only
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"folder='.*file/sub' cannot be made: a part of that path is a file"):
+        save_png_with_recipe(Image.new("RGB", (8, 8)), RECIPE, tmp_path / "file" / "sub")
+    with read_only(tmp_path / "ro") as folder:
+        with pytest.raises(PermissionError, match=r"folder='.*ro' cannot be written to"):
+            save_png_with_recipe(Image.new("RGB", (8, 8)), RECIPE, folder)
+        assert list(folder.iterdir()) == []
+
+
+def test_a_missing_or_truncated_png_is_one_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"path='.*missing.png' does not exist"):
+        read_png_recipe(tmp_path / "missing.png")
+    whole = save_png_with_recipe(Image.new("RGB", (64, 64)), RECIPE, tmp_path)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(whole.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"cut.png is a damaged or truncated image"):
+        read_png_recipe(cut)

@@ -148,3 +148,19 @@ def test_requirements_table_is_the_planner_on_every_profile():
     assert t4_plan.fits and hardware_profiles.plan_label(t4_plan) in t4
     h100 = next(line for line in lines if line.startswith("| H100 80 GB |"))
     assert "does not fit" not in h100
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(profiles=["x"]), r"profiles must be a list of HardwareProfiles .*not \['x'\]"),
+    (dict(models=None), r"models must be a list of preset names .*not None"),
+    (dict(models=[1]), r"models must be a list of preset names"),
+])
+def test_profile_plans_wrong_types_are_one_clear_error(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        profile_plans(**kwargs)
+
+
+@pytest.mark.parametrize("transformer", [123, "", ["a"]])
+def test_colab_t4_plan_transformer_must_be_a_path_or_hub_id(transformer):
+    with pytest.raises(TypeError, match=r"transformer must be the path of a save_quantized folder or a Hub id"):
+        colab_t4_plan(transformer)

@@ -96,3 +96,14 @@ def test_images_that_are_not_images_are_one_clear_error(scorer, images, error, m
         scorer.zero_shot(images, ["a fox", "a dog"])
     with pytest.raises(error, match=match):
         scorer.score(images, "a fox")
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda s, images: s.score(images, [None]), r"texts\[0\] must be a string, not NoneType"),
+    (lambda s, images: s.score(images, None), r"texts must be a list of strings, not NoneType"),
+    (lambda s, images: s.zero_shot(images, [1, 2]), r"labels\[0\] must be a string, not int"),
+    (lambda s, images: s.zero_shot(images, "ab"), r"labels must be a list of strings, not str 'ab'"),
+])
+def test_texts_and_labels_that_are_not_lists_of_strings_are_one_clear_error(scorer, call, match):
+    with pytest.raises(TypeError, match=match):
+        call(scorer, noise_images(1))

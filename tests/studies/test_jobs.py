@@ -234,3 +234,12 @@ def test_an_interrupted_study_keeps_its_rows_and_resume_finishes_it(tiny_dir, tm
         run_study(jobs, tmp_path, labels=LABELS, stand_in=True, resume=run_dir)
     with pytest.raises(ValueError, match="differ"):
         run_study(jobs[:2], tmp_path, labels=LABELS, stand_in=True, resume=run_dir)
+
+
+@pytest.mark.parametrize("lists, name", [
+    (dict(seeds=3), "seeds"), (dict(models="sd35-large"), "models"), (dict(conditions=None), "conditions"),
+])
+def test_plan_jobs_needs_lists_not_one_value(lists, name):
+    args = dict(conditions=[Condition("plain", "a cat")], models=["sd35-large"], seeds=[0]) | lists
+    with pytest.raises(TypeError, match=rf"^{name} must be a list \(e\.g\. {name}=\[\.\.\.\]\), not "):
+        plan_jobs(args["conditions"], args["models"], args["seeds"], **SETTINGS)

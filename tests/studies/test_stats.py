@@ -12,6 +12,7 @@ from helpers.studies.stats import (
     paired_comparison,
     sign_flip_p_value,
     smallest_possible_p_value,
+    suggest_guidance,
     verdict,
 )
 
@@ -141,5 +142,23 @@ def test_describe_and_verdict_read_the_comparison_and_the_reachable_floor():
     (lambda: format_p(None), TypeError, "p must be a p-value"),
 ])
 def test_wrong_types_are_one_clear_error(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: bootstrap_mean_ci([1.0, 2.0], resamples=10**12), ValueError, "resamples must be a whole number from 1 to"),
+    (lambda: bootstrap_mean_ci([1.0, 2.0], seed=-1), ValueError, "seed must be a whole number >= 0, not -1"),
+    (lambda: bootstrap_mean_ci([1.0, 2.0], seed="x"), ValueError, "seed must be a whole number"),
+    (lambda: sign_flip_p_value(np.linspace(-1, 2, 30), resamples=0), ValueError, "resamples must be a whole number"),
+    (lambda: sign_flip_p_value(np.linspace(-1, 2, 30), resamples=-5), ValueError, "resamples must be a whole number"),
+    (lambda: sign_flip_p_value(np.linspace(-1, 2, 30), resamples="x"), ValueError, "resamples must be a whole number"),
+    (lambda: format_p(-0.1), ValueError, "p must be a p-value between 0 and 1"),
+    (lambda: format_p(1.5), ValueError, "p must be a p-value between 0 and 1"),
+    (lambda: format_p(math.inf), ValueError, "p must be a p-value between 0 and 1"),
+    (lambda: suggest_guidance(["a", "b"], [[1, 2]]), TypeError, "guidance_values must be a list of finite numbers"),
+    (lambda: suggest_guidance([2, 3], [["x", "y"]]), TypeError, "scores must be one row of numbers per seed"),
+])
+def test_out_of_range_resamples_seeds_p_values_and_text_guidance_are_one_clear_error(call, error, match):
     with pytest.raises(error, match=match):
         call()

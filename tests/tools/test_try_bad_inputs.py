@@ -91,6 +91,21 @@ def test_full_disk_writes_what_fits_then_raises_enospc(tmp_path):
     (tmp_path / "other.csv").write_text("0123456789")  # other names are not affected
 
 
+def test_full_disk_also_reaches_the_project_writers_and_their_temporaries(tmp_path):
+    from helpers.output_folders import write_atomically
+    from helpers.studies.results import append_row
+
+    with full_disk(r"^results\.csv$", 5), pytest.raises(OSError) as raised:
+        write_atomically(tmp_path / "results.csv", "0123456789")  # os.fdopen on ".results.csv.partial-x"
+    assert raised.value.errno == errno.ENOSPC and list(tmp_path.iterdir()) == []
+    with full_disk(r"^rows\.csv$", 5), pytest.raises(OSError) as raised:
+        append_row({"job_id": 0}, tmp_path / "rows.csv")  # os.write
+    assert raised.value.errno == errno.ENOSPC and (tmp_path / "rows.csv").read_bytes() == b""
+    fd = os.open(tmp_path / "rows.csv", os.O_WRONLY)
+    assert os.write(fd, b"0123456789") == 10  # the patch is undone after the block
+    os.close(fd)
+
+
 def test_file_size_limit_stops_any_writer(tmp_path):
     pid = os.fork()
     if pid == 0:  # the limit is per process: try it in a child
