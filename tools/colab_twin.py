@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
+import inspect
+import json
 import os
 import re
 import shutil
@@ -119,8 +121,8 @@ def canonical(name: str) -> str:
 
 def twin_key(colab_list: Path = COLAB_LIST) -> str:
     digest = hashlib.sha256(colab_list.read_bytes())
-    digest.update("\n".join(PACKAGES).encode())
-    digest.update((REPO / "tools" / "colab_twin.py").read_bytes().split(b"# build recipe", 1)[-1])
+    # ... and the recipe: the packages, the fake google.colab and the build steps.
+    digest.update(repr((PACKAGES, FAKE_COLAB, inspect.getsource(build))).encode())
     return digest.hexdigest()[:16]
 
 
@@ -128,7 +130,6 @@ def twin_path(colab_list: Path = COLAB_LIST) -> Path:
     return CACHE / f"colab-twin-{twin_key(colab_list)}"
 
 
-# build recipe (changes below this line give a new twin)
 def build(python: Path, colab_list: Path = COLAB_LIST, log=print) -> Path:
     """The cached twin venv for `colab_list`, built now when missing (minutes; about 3 GB)."""
     dest = twin_path(colab_list)
@@ -169,15 +170,96 @@ def build(python: Path, colab_list: Path = COLAB_LIST, log=print) -> Path:
     return dest
 
 
+def runtime_copy(twin: Path, folder: Path) -> Path:
+    """A fresh runtime: the twin hard-linked (seconds, no extra disk). pip replaces files rather
+    than writing into them, so the set-up cell's install never changes the cached twin."""
+    runtime = folder / "runtime"
+    subprocess.run(["cp", "-al", str(twin), str(runtime)], check=True)
+    return runtime
+
+
+def content_folder(folder: Path) -> Path:
+    """The stand-in for Colab's /content, holding `sd35-notebooks` as the set-up cell's `git clone`
+    leaves it: the repository's files (tracked, and new ones git does not ignore) from this checkout."""
+    content = folder / "content"
+    clone = content / "sd35-notebooks"
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            check=True, capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        source = REPO / rel
+        if source.is_file():
+            (clone / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, clone / rel)
+    return content
+
+
+def kernel_spec(jupyter_dir: Path, python: Path) -> None:
+    """A Jupyter kernel running the runtime's Python with `google.colab` imported, as Colab's is."""
+    spec = {
+        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                 "--IPKernelApp.exec_lines=import google.colab"],
+        "display_name": "Colab twin (Python 3.13)", "language": "python",
+        # Nothing from the test run's own environment: `helpers` comes from the clone, as on Colab.
+        "env": {"PYTHONPATH": "", "HF_HUB_OFFLINE": "1"},
+    }
+    (jupyter_dir / "kernels" / KERNEL_NAME).mkdir(parents=True)
+    (jupyter_dir / "kernels" / KERNEL_NAME / "kernel.json").write_text(json.dumps(spec, indent=1))
+
+
+def run_notebooks(out: Path, notebooks: list[str] | None = None, colab_list: Path = COLAB_LIST, log=print) -> list[dict]:
+    """Run every notebook of the clone (or the named ones) in one fresh twin runtime, in order,
+    on the stand-in; executed copies go to `out`. One dict per notebook: name, seconds, error
+    (None when it ran to its end) and the executed copy's path."""
+    from tools.run_notebooks import execute_notebook
+
+    python = find_python313()
+    if python is None:
+        raise RuntimeError(INSTALL_HINT)
+    twin = build(python, colab_list, log=log)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE))  # beside the twin: hard links need one file system
+    previous = os.environ.get("JUPYTER_PATH")
+    results = []
+    try:
+        runtime = runtime_copy(twin, work)
+        content = content_folder(work)
+        kernel_spec(work / "jupyter", runtime / "bin" / "python")
+        os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(work / "jupyter"), previous]))
+        paths = sorted((content / "sd35-notebooks" / "notebooks").glob("*.ipynb"))
+        for path in [p for p in paths if notebooks is None or p.name in notebooks]:
+            started = time.perf_counter()
+            try:
+                executed, error = execute_notebook(path, out, {"STAND_IN": True}, kernel_name=KERNEL_NAME, cwd=content), None
+            except Exception as e:  # every notebook runs; the caller reports them all
+                executed, error = out / f"{path.stem}.FAILED.ipynb", f"{type(e).__name__}: {e}"
+            results.append({"notebook": path.name, "seconds": time.perf_counter() - started, "error": error,
+                             "executed": executed})
+            log(f"{'ok' if error is None else 'FAILED':7} {path.name} in {results[-1]['seconds']:.0f} s")
+    finally:
+        if previous is None:
+            os.environ.pop("JUPYTER_PATH", None)
+        else:
+            os.environ["JUPYTER_PATH"] = previous
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--list", type=Path, default=COLAB_LIST, help="Colab's published pip freeze")
+    parser.add_argument("--run", type=Path, metavar="OUT", help="also run the notebooks in it, executed copies into a fresh OUT/run-NNN")
+    parser.add_argument("notebooks", nargs="*", help="with --run: only these (file names); default all")
     args = parser.parse_args(argv)
     python = find_python313()
     if python is None:
         print(INSTALL_HINT, file=sys.stderr)
         return 1
     print(build(python, args.list))
+    if args.run:
+        from helpers.output_folders import fresh_run_dir
+
+        results = run_notebooks(fresh_run_dir(args.run), args.notebooks or None, args.list)
+        return 1 if any(r["error"] for r in results) else 0
     return 0
 
 

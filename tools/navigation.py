@@ -71,11 +71,12 @@ install = subprocess.run([sys.executable, str(root / "tools" / "install_missing.
 if install.returncode == 75:
     raise SystemExit("Restart the runtime (Runtime > Restart session), then run this cell again.")
 install.check_returncode()
-import helpers  # noqa: E402
 
 # No "Loading pipeline components" / "Loading weights" bar on every load (download bars stay).
 import diffusers.utils.logging  # noqa: E402
 import transformers.utils.logging  # noqa: E402
+
+import helpers  # noqa: E402
 
 diffusers.utils.logging.disable_progress_bar()
 transformers.utils.logging.disable_progress_bar()
