@@ -200,7 +200,7 @@ def kernel_spec(jupyter_dir: Path, python: Path) -> None:
                  "--IPKernelApp.exec_lines=import google.colab"],
         "display_name": "Colab twin (Python 3.13)", "language": "python",
         # Nothing from the test run's own environment: `helpers` comes from the clone, as on Colab.
-        "env": {"PYTHONPATH": "", "HF_HUB_OFFLINE": "1"},
+        "env": {"PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1"},
     }
     (jupyter_dir / "kernels" / KERNEL_NAME).mkdir(parents=True)
     (jupyter_dir / "kernels" / KERNEL_NAME / "kernel.json").write_text(json.dumps(spec, indent=1))
@@ -223,7 +223,7 @@ def run_notebooks(out: Path, notebooks: list[str] | None = None, colab_list: Pat
     try:
         runtime = runtime_copy(twin, work)
         content = content_folder(work)
-        kernel_spec(work / "jupyter", runtime / "bin" / "python")
+        kernel_spec(work / "jupyter", runtime / "venv" / "bin" / "python")
         os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(work / "jupyter"), previous]))
         paths = sorted((content / "sd35-notebooks" / "notebooks").glob("*.ipynb"))
         for path in [p for p in paths if notebooks is None or p.name in notebooks]:
@@ -234,7 +234,8 @@ def run_notebooks(out: Path, notebooks: list[str] | None = None, colab_list: Pat
                 executed, error = out / f"{path.stem}.FAILED.ipynb", f"{type(e).__name__}: {e}"
             results.append({"notebook": path.name, "seconds": time.perf_counter() - started, "error": error,
                              "executed": executed})
-            log(f"{'ok' if error is None else 'FAILED':7} {path.name} in {results[-1]['seconds']:.0f} s")
+            log(f"{'ok' if error is None else 'FAILED':7} {path.name} in {results[-1]['seconds']:.0f} s"
+                + (f": {error.strip().splitlines()[-1][:300]}" if error else ""))
     finally:
         if previous is None:
             os.environ.pop("JUPYTER_PATH", None)
