@@ -48,7 +48,7 @@ def _colab_list() -> Path:
 
 
 COLAB_LIST = _colab_list()
-CACHE = Path(os.environ.get("SD35_CACHE", Path.home() / ".cache" / "sd35-notebooks"))
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sd35-notebooks"  # beside the stand-in
 KERNEL_NAME = "colab-twin"
 
 # The distributions of Colab's list the notebooks touch, or that decide what pip does when the
@@ -170,6 +170,16 @@ def build(python: Path, colab_list: Path = COLAB_LIST, log=print) -> Path:
     return dest
 
 
+def prune(keep: Path, stale_after_s: float = 6 * 3600) -> None:
+    """Remove the twins of older lists (about 6 GB each), and builds and runs interrupted hours ago."""
+    for folder in CACHE.glob("colab-twin-*"):
+        if folder != keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    for folder in [*CACHE.glob(".building-colab-twin-*"), *CACHE.glob("colab-run-*")]:
+        if time.time() - folder.stat().st_mtime > stale_after_s:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def runtime_copy(twin: Path, folder: Path) -> Path:
     """A fresh runtime: the twin hard-linked (seconds, no extra disk). pip replaces files rather
     than writing into them, so the set-up cell's install never changes the cached twin."""
@@ -216,8 +226,9 @@ def run_notebooks(out: Path, notebooks: list[str] | None = None, colab_list: Pat
     if python is None:
         raise RuntimeError(INSTALL_HINT)
     twin = build(python, colab_list, log=log)
+    prune(keep=twin)
     CACHE.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="run-", dir=CACHE))  # beside the twin: hard links need one file system
+    work = Path(tempfile.mkdtemp(prefix="colab-run-", dir=CACHE))  # beside the twin: hard links need one file system
     previous = os.environ.get("JUPYTER_PATH")
     results = []
     try:
