@@ -56,7 +56,7 @@ KERNEL_NAME = "colab-twin"
 # those of everything they pull in, come from the list.
 PACKAGES = [
     "torch", "torchvision", "transformers", "diffusers", "accelerate", "huggingface_hub", "hf-xet",
-    "tokenizers", "safetensors", "sentencepiece", "peft", "torchao", "numpy", "pillow", "matplotlib",
+    "tokenizers", "safetensors", "sentencepiece", "protobuf", "peft", "torchao", "numpy", "pillow", "matplotlib",
     "psutil", "packaging", "tqdm", "ipywidgets", "widgetsnbextension", "jupyterlab_widgets", "ipykernel",
     "ipython", "traitlets", "jupyter_client", "sentence-transformers", "gradio",
 ]
@@ -209,8 +209,10 @@ def kernel_spec(jupyter_dir: Path, python: Path) -> None:
         "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}",
                  "--IPKernelApp.exec_lines=import google.colab"],
         "display_name": "Colab twin (Python 3.13)", "language": "python",
-        # Nothing from the test run's own environment: `helpers` comes from the clone, as on Colab.
-        "env": {"PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1"},
+        # Nothing from the test run's own environment: `helpers` comes from the clone and the stand-in
+        # is built by Colab's libraries in an empty cache, as on a fresh Colab runtime.
+        "env": {"PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+                "HF_HOME": str(jupyter_dir.parent / "hf-home"), "SD35_TINY_DIR": str(jupyter_dir.parent / "stand-in")},
     }
     (jupyter_dir / "kernels" / KERNEL_NAME).mkdir(parents=True)
     (jupyter_dir / "kernels" / KERNEL_NAME / "kernel.json").write_text(json.dumps(spec, indent=1))
