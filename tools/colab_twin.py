@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
-import inspect
 import json
 import os
 import re
@@ -50,6 +49,7 @@ def _colab_list() -> Path:
 COLAB_LIST = _colab_list()
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sd35-notebooks"  # beside the stand-in
 KERNEL_NAME = "colab-twin"
+RECIPE = 1  # bump when `build` changes what it installs, so a twin built the old way is never reused
 
 # The distributions of Colab's list the notebooks touch, or that decide what pip does when the
 # set-up cell installs (gradio and sentence-transformers pin huggingface_hub). Their versions, and
@@ -122,7 +122,7 @@ def canonical(name: str) -> str:
 def twin_key(colab_list: Path = COLAB_LIST) -> str:
     digest = hashlib.sha256(colab_list.read_bytes())
     # ... and the recipe: the packages, the fake google.colab and the build steps.
-    digest.update(repr((PACKAGES, FAKE_COLAB, inspect.getsource(build))).encode())
+    digest.update(repr((RECIPE, PACKAGES, FAKE_COLAB)).encode())
     return digest.hexdigest()[:16]
 
 
@@ -131,7 +131,7 @@ def twin_path(colab_list: Path = COLAB_LIST) -> Path:
 
 
 def build(python: Path, colab_list: Path = COLAB_LIST, log=print) -> Path:
-    """The cached twin venv for `colab_list`, built now when missing (minutes; about 3 GB)."""
+    """The cached twin venv for `colab_list`, built now when missing (minutes; about 3.5 GB downloaded, 6 GB on disk)."""
     dest = twin_path(colab_list)
     if (dest / "complete").is_file():
         return dest
@@ -143,7 +143,7 @@ def build(python: Path, colab_list: Path = COLAB_LIST, log=print) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".building-{dest.name}-", dir=CACHE))
     started = time.perf_counter()
     try:
-        log(f"Building the Colab twin in {dest} from {colab_list} (downloads about 3 GB once) ...")
+        log(f"Building the Colab twin in {dest} from {colab_list} (downloads about 3.5 GB once) ...")
         subprocess.run([str(python), "-m", "venv", str(tmp / "venv")], check=True)
         # CUDA's own libraries follow the torch build PyPI has (Colab's come from PyTorch's cu128 index).
         constraints = {n: v for n, v in pins.items() if not n.startswith(("nvidia-", "cuda-"))}

@@ -2,7 +2,7 @@
 package list in a Python 3.13 venv, `google.colab` importable, the repository cloned into a folder
 standing for /content, and the notebooks' own set-up cell installing requirements-colab.txt.
 
-The first run builds the twin (about 3 GB downloaded once, then cached outside the repository);
+The first run builds the twin (about 3.5 GB downloaded once, then cached outside the repository);
 each run then takes minutes. Without Python 3.13 these tests fail, saying how to get it."""
 
 import os
