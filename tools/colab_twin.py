@@ -206,7 +206,8 @@ def content_folder(folder: Path) -> Path:
 def kernel_spec(jupyter_dir: Path, python: Path) -> None:
     """A Jupyter kernel running the runtime's Python with `google.colab` imported, as Colab's is."""
     spec = {
-        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}",
+        # ipykernel shows what subprocesses print (the set-up cell's pip) only outside pytest.
+        "argv": ["env", "-u", "PYTEST_CURRENT_TEST", str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}",
                  "--IPKernelApp.exec_lines=import google.colab"],
         "display_name": "Colab twin (Python 3.13)", "language": "python",
         # Nothing from the test run's own environment: `helpers` comes from the clone and the stand-in
