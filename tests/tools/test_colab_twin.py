@@ -92,3 +92,15 @@ def test_a_new_colab_list_gives_a_new_twin(tmp_path):
     before = colab_twin.twin_path(listed)
     listed.write_text("torch==2.12.0\n")
     assert colab_twin.twin_path(listed) != before
+
+
+def test_studio_titles_and_scrolling_hold_on_colabs_ipywidgets(twin_run):
+    # The widget state the kernel left in notebook 06: ipywidgets 7 keeps titles in `_titles`.
+    nb = next(r["nb"] for r in twin_run if r["notebook"].startswith("06_"))
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"].values()
+    titles = [m["state"].get("_titles") or {str(i): t for i, t in enumerate(m["state"].get("titles", ()))}
+              for m in state if m["model_name"] == "AccordionModel"]
+    assert {"0": "Log (tracebacks)"} in titles and {"0": "Log A (tracebacks)", "1": "Log B (tracebacks)"} in titles
+    layouts = [m["state"] for m in state if m["model_name"] == "LayoutModel"]
+    assert sum(layout.get("overflow") == "auto" for layout in layouts) >= 2  # history strip and log
+    assert not [layout for layout in layouts if layout.get("overflow_x") or layout.get("overflow_y")]
