@@ -1,13 +1,14 @@
 # make test       set up .venv (pinned versions) and run the whole test suite
 # make notebooks  set up .venv and run every notebook headlessly into outputs/
 # make lab        set up .venv and open JupyterLab on the notebooks
+# make colab-twin run every notebook on a twin of Colab's runtime (Python 3.13, Colab's package list)
 # make gpu-check  set up .venv and measure every loading plan on this machine's CUDA GPU (random weights)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup browser test notebooks lab gpu-check clean
+.PHONY: setup browser test notebooks lab gpu-check colab-twin clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +33,9 @@ test: setup browser
 
 notebooks: setup
 	$(PY) -m tools.run_notebooks
+
+colab-twin: setup
+	HF_HUB_OFFLINE=1 $(PY) -m tools.colab_twin --run outputs/colab-twin
 
 gpu-check: setup
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)

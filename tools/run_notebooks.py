@@ -66,10 +66,12 @@ def _ipc_kernel_manager():
     return IPCKernelManager
 
 
-def execute_notebook(path: Path, output_dir: Path, parameters: dict, timeout: int = 3600) -> Path:
+def execute_notebook(path: Path, output_dir: Path, parameters: dict, timeout: int = 3600,
+                     kernel_name: str = "python3", cwd: Path | None = None) -> Path:
     """Execute one notebook with papermill into `output_dir`; return the executed copy's path.
 
-    The kernel starts in `output_dir`, so images a notebook saves land beside it. The copy is
+    The kernel (`kernel_name`) starts in `cwd`, by default `output_dir`, so images a notebook saves
+    land beside it. The copy is
     written as NAME.UNFINISHED.ipynb and takes its own name only once every cell has run
     (NAME.FAILED.ipynb when one failed): an interrupted run can never pass for a finished one."""
     import papermill
@@ -82,8 +84,8 @@ def execute_notebook(path: Path, output_dir: Path, parameters: dict, timeout: in
             str(path),
             str(running),
             parameters=parameters,
-            cwd=str(output_dir),
-            kernel_name="python3",
+            cwd=str(cwd or output_dir),
+            kernel_name=kernel_name,
             progress_bar=False,
             execution_timeout=timeout,
             kernel_manager_class=_ipc_kernel_manager(),

@@ -16,6 +16,7 @@ import numpy as np
 from ..generation.text_to_image import GenerationResult
 from .engine import StudioEngine
 from .view import DEFAULT_PROMPT, Studio, full_width, guarded
+from .widget_versions import ShowsWidget, titled_accordion
 
 
 def pixel_difference(image_a, image_b) -> float:
@@ -27,7 +28,7 @@ def pixel_difference(image_a, image_b) -> float:
     return float(np.abs(a - b).mean())
 
 
-class ABStudio:
+class ABStudio(ShowsWidget):
     """Show two studio panels side by side at the same seed and settings (make it a cell's last line).
 
     One pipeline: the sides differ in their negative prompts (`negative_prompt_a`, `negative_prompt_b`;
@@ -87,13 +88,9 @@ class ABStudio:
             controls,
             widgets.HBox(panels),
             self.summary,
-            widgets.Accordion(children=[a.log, b.log], titles=("Log A (tracebacks)", "Log B (tracebacks)"),
-                              selected_index=None),
+            titled_accordion([a.log, b.log], ["Log A (tracebacks)", "Log B (tracebacks)"]),
         ])
         self.widget.add_class("sd35-ab-studio")
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
 
     def settings(self) -> tuple[dict, dict]:
         """The `generate` arguments of side A and side B: equal but for what is compared."""

@@ -23,6 +23,7 @@ from ..errors import GatedModelError, GenerationCancelled, GPUOutOfMemoryError, 
 from ..generation.latent_preview import latent_preview
 from ..generation.text_to_image import GenerationResult
 from .engine import RELEASED, Listener, StudioEngine, check_result, check_texts
+from .widget_versions import ShowsWidget, titled_accordion
 
 DEFAULT_PROMPT = "a capybara wearing a suit holding a sign that reads hello world"
 DISPLAY_WIDTH = 384  # pixels the image takes on screen, whatever its size; its height keeps the aspect ratio
@@ -113,7 +114,7 @@ def _history_item(past: GenerationResult, restore) -> widgets.VBox:
     return widgets.VBox([image, caption, button], layout=widgets.Layout(margin="0 8px 0 0"))
 
 
-class StudioWidgets:
+class StudioWidgets(ShowsWidget):
     """The studio's widgets and their layout, with defaults from the pipeline's preset; no behaviour
     (`Studio` wires them to its engine). `widget` is the whole panel."""
 
@@ -165,10 +166,10 @@ class StudioWidgets:
         self.recipe_view.add_class("sd35-studio-recipe")
         self.message = widgets.HTML("")
         self.message.add_class("sd35-studio-message")
-        self.history_strip = widgets.HBox([], layout=widgets.Layout(overflow_x="auto"))
+        self.history_strip = widgets.HBox([], layout=widgets.Layout(overflow="auto"))
         self.history_strip.add_class("sd35-studio-history")
-        self.log = widgets.Output(layout=widgets.Layout(max_height="200px", overflow_y="auto"))
-        self.log_box = widgets.Accordion(children=[self.log], titles=("Log (tracebacks)",), selected_index=None)
+        self.log = widgets.Output(layout=widgets.Layout(max_height="200px", overflow="auto"))
+        self.log_box = titled_accordion([self.log], ["Log (tracebacks)"])
 
         controls = widgets.VBox([
             self.prompt, self.negative_prompt,
@@ -213,9 +214,6 @@ class Studio(StudioWidgets, Listener):
         for control in (self.guidance, self.steps, self.seed, self.size):
             control.observe(self._guarded(self._on_setting_change), names="value")
         self.size.observe(self._guarded(self._on_size_change), names="value")
-
-    def _repr_mimebundle_(self, **kwargs):
-        return self.widget._repr_mimebundle_(**kwargs)
 
     # --- what the engine holds ----------------------------------------------------------------
     prompts = property(lambda self: self.engine.prompts, doc="The prompt-embedding cache (hits, misses).")
