@@ -90,6 +90,13 @@ def check_transformer_source(transformer) -> str | None:
     """Validate `transformer=` before loading; return the quantization saved in it, if known."""
     if not isinstance(transformer, (str, Path)) or not str(transformer):
         raise ValueError(f"transformer must be a folder or a Hub id, not {transformer!r}.")
+    try:
+        unfinished = [] if Path(transformer).exists() else leftovers(Path(transformer).parent, Path(transformer).name)
+    except OSError:  # e.g. a name too long for the file system: check_local_source names it below
+        unfinished = []
+    if unfinished:  # a hard kill mid-save left only its temporary folder
+        raise ValueError(f"transformer={str(transformer)!r} does not exist, but {unfinished[0]} is an unfinished "
+                         "save_quantized (interrupted): save again.")
     if check_local_source(str(transformer), kind="transformer"):  # a folder: refused with what is missing
         return saved_quantization(transformer)
     folder, subfolder = transformer_folder(transformer)

@@ -236,4 +236,4 @@ def test_smoke_runs_the_staged_t5_row_on_the_cpu(tiny_dir, tmp_path):
     assert row["dtype"] == "float16"
     # The encoders' phase as the planner costs it on the real model: CLIP-L, CLIP-G and NF4 T5 in fp16.
     assert 7 * 2**30 < row["encode_allowance_bytes"] < 9 * 2**30
-    assert list(load_script().PLANS).index(STAGED) < 4  # among the first rows a short GPU budget measures
+    assert list(load_script().PLANS).index(STAGED) < 7  # among the rows a default run starts (see the budget test)
