@@ -169,8 +169,8 @@ def nonfinite_fix(pipe, component: str, guidance_scale: float) -> str:
     if component == "vae":
         if dtype == "float32":
             return f"{where}: its weights, not the precision, are at fault. Reload the model."
-        return (f"{where}: its decoder overflowed. Decode in float32: helpers.loading.vae_decode.upcast_vae(pipe) "
-                "(load_pipeline does it under float16), or " + _TO_BF16 + ".")
+        return (f"{where}: its decoder overflowed. Decode in float32: helpers.loading.vae_decode.upcast_vae(pipe), "
+                "or " + _TO_BF16 + ".")
     if component == "transformer":
         return (f"{where} while denoising at guidance_scale={guidance_scale:g}. Try a lower guidance_scale "
                 f"(SD3.5 Large is tuned for 3.5), or {_TO_BF16}, or dtype=torch.float32.")
