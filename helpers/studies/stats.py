@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import statistics
 from dataclasses import dataclass
 
 import numpy as np
@@ -219,3 +220,32 @@ def verdict(comparison: PairedComparison, lower: str, higher: str, neither: str 
     if not comparison.significant:
         return neither
     return lower if comparison.mean_difference < 0 else higher
+
+
+def holm(p_values) -> list[float]:
+    """Holm-adjusted p-values, in the order given: with m tests, the k-th smallest p is multiplied by
+    m - k + 1, and the adjusted values are made non-decreasing in that order (Holm 1979). Reject a
+    test at level alpha when its adjusted p < alpha; the chance of any false rejection stays <= alpha."""
+    p = _values(p_values, "p_values")
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError(f"p_values must be p-values between 0 and 1, not {p_values!r:.60}.")
+    order = np.argsort(p, kind="stable")
+    m = p.size
+    adjusted = np.minimum(1.0, np.maximum.accumulate(p[order] * (m - np.arange(m))))
+    out = np.empty(m)
+    out[order] = adjusted
+    return [float(x) for x in out]
+
+
+def detectable_effect(n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest paired effect, in standard deviations of the per-seed difference, that n seeds
+    detect with probability `power` at two-sided level `alpha` (normal approximation:
+    (z[1 - alpha/2] + z[power]) / sqrt(n)). math.inf when the exact sign-flip test cannot reach
+    alpha at all with n pairs (`smallest_possible_p_value(n) >= alpha`): then "no difference"
+    only means "could not tell"."""
+    if not (isinstance(alpha, numbers.Real) and 0 < alpha < 1 and isinstance(power, numbers.Real) and 0 < power < 1):
+        raise ValueError(f"alpha and power must be numbers between 0 and 1, not {alpha!r} and {power!r}.")
+    if smallest_possible_p_value(n) >= alpha:
+        return math.inf
+    z = statistics.NormalDist()
+    return (z.inv_cdf(1 - alpha / 2) + z.inv_cdf(power)) / math.sqrt(n)

@@ -162,3 +162,33 @@ def test_wrong_types_are_one_clear_error(call, error, match):
 def test_out_of_range_resamples_seeds_p_values_and_text_guidance_are_one_clear_error(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_holm_matches_the_hand_computed_step_down():
+    from helpers.studies.stats import holm
+
+    # sorted p: 0.01, 0.02, 0.04 -> x3, x2, x1 = 0.03, 0.04, 0.04 (made non-decreasing), back in input order
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    # a large p caps at 1 and a later, smaller product is lifted to the running maximum
+    assert holm([0.6, 0.001]) == pytest.approx([0.6, 0.002])
+    assert holm([0.9, 0.8, 0.7]) == pytest.approx([1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        holm([0.5, 1.5])
+
+
+def test_detectable_effect_by_hand_and_when_the_test_cannot_reach_alpha():
+    from helpers.studies.stats import detectable_effect
+
+    # (1.959964 + 0.841621) / sqrt(16) = 0.70040
+    assert detectable_effect(16) == pytest.approx(0.70040, abs=1e-4)
+    assert detectable_effect(64) == pytest.approx(detectable_effect(16) / 2)
+    # 5 pairs: the smallest reachable p is 2/32 = 0.0625 > 0.05, so nothing is detectable
+    assert detectable_effect(5) == math.inf
+    assert detectable_effect(6) < math.inf
+    # simulated: at the returned effect a z-test on n pairs rejects about 80% of the time
+    rng = np.random.default_rng(0)
+    n, d = 25, detectable_effect(25)
+    z = rng.normal(d, 1, size=(20000, n)).mean(axis=1) * math.sqrt(n)
+    assert abs((np.abs(z) > 1.959964).mean() - 0.8) < 0.015
+    with pytest.raises(ValueError):
+        detectable_effect(16, alpha=1.5)
