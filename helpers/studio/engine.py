@@ -19,6 +19,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from ..generation import pipeline_lock, validation
+from ..generation.latent_preview import PredictedCleanLatents
 from ..generation.png_metadata import check_recipe, save_png_with_recipe
 from ..generation.prompt_embeddings import PromptCache
 from ..generation.text_to_image import (
@@ -44,7 +45,8 @@ class Listener:
         """The worker took `settings` and starts on them."""
 
     def on_step(self, done: int, total: int, elapsed: float, latents) -> None:
-        """`done` of `total` denoising steps finished after `elapsed` seconds; `latents` as they are now."""
+        """`done` of `total` denoising steps finished after `elapsed` seconds; `latents`: the predicted
+        clean latents x0_hat = x_t - sigma * v (what the image will be, as the model sees it now)."""
 
     def on_result(self, result: GenerationResult, note: str, new: bool) -> None:
         """Show `result`; `new`: just generated (and added to the history), else from the cache."""
@@ -254,7 +256,8 @@ class StudioEngine:
             if self._cancel.is_set():
                 return True
             self._steps_done = step + 1
-            self.listener.on_step(self._steps_done, total, time.perf_counter() - started, latents)
+            self.listener.on_step(self._steps_done, total, time.perf_counter() - started, clean(latents))
             return False
 
-        return generate(self.pipe, embeddings=embeddings, callback=on_step, **arguments)
+        with PredictedCleanLatents(self.pipe) as clean:  # x_t is mostly noise mid-way: preview x0_hat
+            return generate(self.pipe, embeddings=embeddings, callback=on_step, **arguments)

@@ -20,7 +20,7 @@ import ipywidgets as widgets
 from PIL import Image
 
 from ..errors import GatedModelError, GenerationCancelled, GPUOutOfMemoryError, QuantizationNeedsGPUError
-from ..generation.latent_preview import latent_preview
+from ..generation.latent_preview import check_tiny_autoencoder, latent_preview, tiny_autoencoder_preview
 from ..generation.text_to_image import GenerationResult
 from .engine import RELEASED, Listener, StudioEngine, check_result, check_texts
 from .widget_versions import ShowsWidget, titled_accordion
@@ -193,12 +193,18 @@ class Studio(StudioWidgets, Listener):
     from code: set widget values, `generate_button.click()`, then `wait_idle()`.
 
     Options: prompt, negative_prompt, save_dir ("studio", relative to the notebook's folder),
-    history_size, cache_size, preview (live latent preview every step)."""
+    history_size, cache_size, preview (live preview of the predicted clean image every step),
+    preview_decoder (opt-in: TAESD3, `AutoencoderTiny.from_pretrained("madebyollin/taesd3")`, for a
+    full-size preview instead of the 16x3 map's 1/8-size one)."""
 
     def __init__(self, pipe, *, prompt: str = DEFAULT_PROMPT, negative_prompt: str = "",
-                 save_dir="studio", history_size: int = 8, cache_size: int = 64, preview: bool = True):
+                 save_dir="studio", history_size: int = 8, cache_size: int = 64, preview: bool = True,
+                 preview_decoder=None):
         if not isinstance(preview, bool):
             raise TypeError(f"preview must be True or False, not {type(preview).__name__} {preview!r}.")
+        if preview_decoder is not None:
+            check_tiny_autoencoder(preview_decoder)
+        self.preview_decoder = preview_decoder
         negative_prompt = check_texts(prompt, negative_prompt)
         self.engine = StudioEngine(pipe, self, save_dir=save_dir, history_size=history_size, cache_size=cache_size)
         self.pipe, self.save_dir, self.preview = pipe, self.engine.save_dir, preview
@@ -297,9 +303,12 @@ class Studio(StudioWidgets, Listener):
         self.progress.value = done
         self.progress_label.value = f"step {done}/{total} · {elapsed:.1f} s elapsed · ETA {elapsed / done * (total - done):.1f} s"
         if self.preview:
-            # One pixel per latent (8x smaller than the image); the browser scales it up.
+            # x0_hat: one pixel per latent (8x smaller than the image, the browser scales it up), or
+            # full size through TAESD3 when the studio has a preview_decoder.
+            decoder = self.preview_decoder
+            frame = latent_preview(latents) if decoder is None else tiny_autoencoder_preview(decoder, latents)
             self.image.format = "jpeg"
-            self.image.value = _png_bytes(latent_preview(latents), "JPEG")
+            self.image.value = _png_bytes(frame, "JPEG")
 
     def on_result(self, result: GenerationResult, note: str, new: bool) -> None:
         self.current = result

@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+import torch
 from conftest import wait_until
 from PIL import Image
 
@@ -360,3 +361,56 @@ def test_starting_texts_must_be_strings(tiny_pipe, option, value):
 def test_restore_needs_a_result(studio, result, error, match):
     with pytest.raises(error, match=match):
         studio.restore(result)
+
+
+def test_live_preview_shows_the_predicted_clean_image_not_the_noisy_latents(tiny_pipe, tmp_path):
+    """Each step's preview is x0_hat = x_t - sigma * v (PredictedCleanLatents), the same as a plain
+    generate() with that helper gives; on the first step it is far from the noisy latents x_t."""
+    from helpers.generation.latent_preview import PredictedCleanLatents
+
+    shown, expected, raw = [], [], []
+    real_on_step = Studio.on_step
+
+    class Recording(Studio):
+        def on_step(self, done, total, elapsed, latents):
+            shown.append(latents.clone())
+            real_on_step(self, done, total, elapsed, latents)
+
+    s = Recording(tiny_pipe, save_dir=tmp_path / "saved")
+    s.seed.value, s.steps.value = 3, 4
+    s.generate_button.click()
+    s.wait_idle(30)
+    assert s.last_error is None, s.message.value
+
+    def collect(step, total, latents):
+        expected.append(clean(latents))
+        raw.append(latents.float())
+
+    with PredictedCleanLatents(tiny_pipe) as clean:
+        helpers.generate(tiny_pipe, s.prompt.value, negative_prompt="", seed=3, num_inference_steps=4, callback=collect)
+    assert len(shown) == 4
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(shown, expected, strict=True))
+    assert (shown[0] - raw[0]).abs().mean() > 0.1
+
+
+def test_taesd3_preview_decoder_gives_full_size_previews(tiny_pipe, tmp_path, monkeypatch):
+    """Opt-in: a studio with an AutoencoderTiny (TAESD3's shape, random weights, loaded with
+    from_pretrained from a local folder) previews at the image's size instead of 1/8 of it."""
+    import importlib
+
+    from diffusers import AutoencoderTiny
+
+    AutoencoderTiny(latent_channels=16).save_pretrained(tmp_path / "taesd3")
+    decoder = AutoencoderTiny.from_pretrained(tmp_path / "taesd3")
+    studio_module = importlib.import_module("helpers.studio.view")
+    sizes, real = [], studio_module._png_bytes
+    monkeypatch.setattr(studio_module, "_png_bytes",
+                        lambda image, format="PNG": (format == "JPEG" and sizes.append(image.size)) or real(image, format))
+    s = Studio(tiny_pipe, save_dir=tmp_path / "saved", preview_decoder=decoder)
+    s.steps.value = 3
+    s.generate_button.click()
+    s.wait_idle(30)
+    assert s.last_error is None, s.message.value
+    assert sizes == [(64, 64)] * 3
+    with pytest.raises(TypeError, match="AutoencoderTiny"):
+        Studio(tiny_pipe, preview_decoder="madebyollin/taesd3")
