@@ -34,7 +34,7 @@ class ABStudio(ShowsWidget):
     One pipeline: the sides differ in their negative prompts (`negative_prompt_a`, `negative_prompt_b`;
     boxes "Negative A" and "Negative B"). Two pipelines (`pipe_b`, loaded with `keep_previous=True`):
     the sides differ in the pipeline, with one negative prompt for both. Other options as for
-    `Studio`: prompt, save_dir, history_size, cache_size, preview. Side A's controls are the shared
+    `Studio`: prompt, save_dir, history_size, cache_size, preview, preview_decoder. Side A's controls are the shared
     ones; `a` and `b` are ordinary `Studio`s (each with its engine), so queueing, cancel, caches and
     errors work as there; on one pipeline its lock runs their images one after the other.
     Drive it from code like a Studio: set widget values, `generate_button.click()`, `wait_idle()`."""

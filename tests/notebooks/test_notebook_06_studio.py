@@ -12,8 +12,14 @@ STEPS = 4  # the tiny preset's recommended steps
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory, tiny_dir):
+    """Run with TAESD3 on: a randomly initialised AutoencoderTiny of TAESD3's shape (16 latent
+    channels), saved to a local folder, stands in for madebyollin/taesd3 (no download here)."""
+    from diffusers import AutoencoderTiny
+
+    taesd3 = tmp_path_factory.mktemp("taesd3")
+    AutoencoderTiny(latent_channels=16, scaling_factor=1.5305).save_pretrained(taesd3)
     out = tmp_path_factory.mktemp("nb04")
-    nb = run_notebook("06_studio.ipynb", out, MODEL="tiny")
+    nb = run_notebook("06_studio.ipynb", out, MODEL="tiny", TAESD3=str(taesd3))
     return out, nb, cell_outputs_text(nb)
 
 
@@ -53,6 +59,41 @@ def test_latent_preview_is_the_16x3_map_and_matches_the_helper(executed):
     assert "same pixels as helpers.latent_preview: True" in text
     assert re.search(r"preview [\d.]+ ms, VAE decode [\d.]+ ms", text)
     assert "rgb = z @ F + b" in source_of(nb, "def preview(")
+
+
+def test_the_preview_shows_the_predicted_clean_latents(executed):
+    """x0_hat = x_t - sigma * v, v solved from the Euler step, equals helpers' PredictedCleanLatents
+    (what the studio previews) on every step, and is the final latent on the last one (sigma = 0)."""
+    _, nb, text = executed
+    assert "x0_hat by hand equals helpers' PredictedCleanLatents: True" in text
+    assert "last step (sigma = 0): x0_hat is the final latent: True" in text
+    m = re.search(r"after step (\d+) of (\d+), sigma = ([\d.]+): x_t is still that fraction noise", text)
+    assert m and int(m.group(2)) == STEPS and 0 < float(m.group(3)) < 1
+    cell = source_of(nb, "def collect(")
+    assert "v = (x_next - x) / (sigma_next - sigma)" in cell and "x0_hat = x - sigma * v" in cell
+    markdown = [c["source"] if isinstance(c["source"], str) else "".join(c["source"]) for c in nb["cells"]
+                if c["cell_type"] == "markdown"]
+    assert sum("\\hat x_0 = x_t - \\sigma\\,v" in m for m in markdown) == 1  # the formula, taught in one cell
+
+
+def test_taesd3_is_opt_in_and_loaded_the_usual_way(executed):
+    _, nb, text = executed
+    assert 'TAESD3 = None' in source_of(nb, "STAND_IN = None")  # off unless the reader opts in
+    cell = source_of(nb, "AutoencoderTiny.from_pretrained(")
+    assert "AutoencoderTiny.from_pretrained(TAESD3, torch_dtype=pipe.vae.dtype)" in cell
+    assert re.search(r"TAESD3 preview 64x64 px in [\d.]+ ms \(16x3 map [\d.]+ ms, VAE [\d.]+ ms\)", text)
+    assert "preview_decoder=taesd" in source_of(nb, "helpers.Studio(pipe")
+
+
+def test_prose_is_at_most_900_words():
+    """Issue 25 §5: at most 900 words of prose (markdown cells; code and its comments excluded)."""
+    import json
+
+    from tools.run_notebooks import NOTEBOOKS
+
+    cells = json.loads((NOTEBOOKS / "06_studio.ipynb").read_text())["cells"]
+    words = sum(len("".join(c["source"]).split()) for c in cells if c["cell_type"] == "markdown")
+    assert words <= 900, words
 
 
 def test_cancel_from_the_main_thread_stops_the_worker(executed):
