@@ -1,7 +1,8 @@
 """How much the studio adds on top of a plain diffusers call, on the offline stand-in.
 
 Prints: median seconds of the raw pipeline call, of a studio generation with the live preview
-(background thread, per-step callback, latent->RGB preview, PNG encode for the widget), their
+(background thread, per-step callback, predicted clean latents x0_hat, latent->RGB preview, PNG encode for
+the widget), their
 ratio, and the latency of a cached revisit (slider moved back to a rendered value).
 Run: OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/studio_overhead.py [--size 256 --steps 8 --repeats 7]
 """
@@ -16,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from helpers.generation.latent_preview import latent_preview  # noqa: E402
+from helpers.generation.latent_preview import latent_preview, predicted_clean_latents  # noqa: E402
 from helpers.loading.load import load_pipeline  # noqa: E402
 from helpers.studio.view import Studio, _png_bytes  # noqa: E402
 
@@ -68,6 +69,11 @@ def main(argv=None) -> None:
         for _ in range(20):
             _png_bytes(latent_preview(latents), "JPEG")
         print(f"preview of one step, {side}x{side}: {(time.perf_counter() - started) / 20 * 1000:8.2f} ms")
+        following = torch.randn(1, 16, side // 8, side // 8)
+        started = time.perf_counter()
+        for _ in range(20):
+            predicted_clean_latents(latents, following, 0.75, 0.72)
+        print(f"x0_hat of one step, {side}x{side}: {(time.perf_counter() - started) / 20 * 1000:8.2f} ms")
     print(f"cached revisit:                 {c * 1000:8.2f} ms")
 
 
