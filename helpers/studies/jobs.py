@@ -33,6 +33,7 @@ from .results import (
     parse_results,
     write_results,
 )
+from .timing import ReaderClock, study_estimate
 
 JOBS_JSON = "jobs.json"
 JOB_KEYS = ("job_id", "model", "condition", "prompt", "negative_prompt", "seed", "guidance_scale",
@@ -223,7 +224,6 @@ def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str
     status "needs a GPU" and no score, instead of stopping the study. A job whose PNG is already
     there (made just before an interruption) is scored from that file, not made again."""
     from PIL import Image
-    from tqdm.auto import tqdm
 
     from ..generation.text_to_image import generate
     from ..loading.load import load_pipeline, release_current_pipeline
@@ -239,8 +239,10 @@ def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str
     by_model: dict[str, list[dict]] = {}
     for job in jobs:
         by_model.setdefault(job["model"], []).append(job)
-    # One bar over every image of the study, instead of one per image from the pipeline.
-    bar = tqdm(total=len(jobs), desc=f"images (process {process})" if process else "images", unit="image")
+    # One bar over every image of the study, instead of one per image from the pipeline, after the
+    # count and the time it should take.
+    clock = ReaderClock(f"run_study (process {process})" if process else "run_study", len(jobs),
+                        study_estimate(jobs, stand_in, device), desc=f"images (process {process})" if process else "images")
     for model, model_jobs in by_model.items():
         try:
             pipe = load_pipeline(model, stand_in=stand_in, device=device)
@@ -248,7 +250,8 @@ def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str
             for job in model_jobs:
                 rows.append(_row(job, "needs a GPU", labels, process, note=f"{type(e).__name__}: {str(e).split('. ')[0]}"))
                 append_row(rows[-1], finished)
-            bar.update(len(model_jobs))
+            for _ in model_jobs:
+                clock.tick()
             continue
         pipe.set_progress_bar_config(disable=True)
         if scorer is None:
@@ -272,9 +275,9 @@ def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str
                 rows.append(_row(job, "ok", labels, process, p_object=p_object, image=name,
                                  seconds=seconds, recipe=recipe, clip_model=clip_model))
                 append_row(rows[-1], finished)
-                bar.update(1)
+                clock.tick(seconds)
         release_current_pipeline()
-    bar.close()
+    clock.close()
     return rows
 
 
