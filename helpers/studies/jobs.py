@@ -30,12 +30,11 @@ from .results import (
     RESULTS_CSV,
     append_row,
     finished_rows,
-    parse_results,
     write_results,
 )
+from .run_folders import JOBS_JSON, check_resumable, unfinished_run
 from .timing import ReaderClock, study_estimate
 
-JOBS_JSON = "jobs.json"
 JOB_KEYS = ("job_id", "model", "condition", "prompt", "negative_prompt", "seed", "guidance_scale",
             "num_inference_steps", "height", "width")
 # The example of Stability AI's SD3.5 prompting guide: a prompt, what a negative prompt should
@@ -314,15 +313,18 @@ def run_study(jobs, root, *, labels, stand_in: bool | None = None, clip_model: s
 
     Every job is checked before the first image. Rows are written as they are made; a study that
     stops (interrupted, out of memory) keeps them, and `resume=<its run folder>` with the same
-    jobs makes only the missing images, then writes results.csv."""
+    jobs makes only the missing images, then writes results.csv. `resume=True` finds that folder
+    itself: the newest unfinished run of these very jobs under `root`, or a fresh run if there is
+    none, so rerunning the same cell (on a Drive folder, after Colab recycled the runtime) finishes it."""
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list, gather_object
 
     jobs = check_jobs(jobs)
     labels = check_labels(labels)
     root = check_folder(root, "root")
+    resume = unfinished_run(root, jobs) if resume is True else None if resume is False else resume
     if resume is not None:
-        _check_resumable(check_folder(resume, "resume"), jobs)
+        check_resumable(check_folder(resume, "resume"), jobs)
 
     state = PartialState(cpu=not torch.cuda.is_available())
     if state.is_main_process:
@@ -372,25 +374,3 @@ def check_labels(labels) -> list[str]:
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels has duplicates: {labels!r:.80}; CLIP would split the probability between them.")
     return labels
-
-
-def _check_resumable(run_dir: Path, jobs: list[dict]) -> None:
-    """`run_dir` must be an unfinished run of these very jobs: no results.csv, or only a partial
-    one (a whole one covering every job means that study finished: refused)."""
-    saved = run_dir / JOBS_JSON
-    if not saved.is_file():
-        raise FileNotFoundError(f"resume={str(run_dir)!r} is not a study's run folder (no {JOBS_JSON}).")
-    try:
-        saved_jobs = json.loads(saved.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"resume: {saved} is damaged ({e}); it cannot tell which jobs that study ran.") from None
-    if saved_jobs != json.loads(json.dumps(jobs)):
-        raise ValueError(f"resume: these jobs differ from the ones in {saved}; pass the same jobs to finish that study.")
-    results = run_dir / RESULTS_CSV
-    if results.exists():
-        try:
-            rows, torn = parse_results(results.read_text(encoding="utf-8"), results)
-        except (ValueError, UnicodeDecodeError):
-            rows, torn = [], True
-        if not torn and {row["job_id"] for row in rows} >= {job["job_id"] for job in jobs}:
-            raise FileExistsError(f"{results} exists: that study finished already.")
