@@ -11,9 +11,11 @@ from helpers.studies.timing import (
     T4_BUDGET_S,
     Estimate,
     ReaderClock,
+    describe_design,
     estimate,
     image_tokens,
     seeds_for_budget,
+    study_design,
     study_estimate,
     t4_seconds_per_image,
 )
@@ -87,3 +89,20 @@ def test_the_clock_says_count_and_time_first_then_what_it_measured(capsys):
                      "First image measured: 100.0 s, so about 3 min for the other 2 (the bar's ETA follows the "
                      "measured rate)."]
     clock.close()
+
+
+def test_designs_say_what_they_can_detect():
+    from helpers.studies.stats import detectable_effect
+
+    quick = study_design("quick", 8)
+    assert (quick["size"], quick["seeds"], quick["images"]) == (512, 6, 48)
+    assert quick["t4_seconds"] == pytest.approx(48 * t4_seconds_per_image(size=512))
+    assert quick["smallest_p"] == 2 / 2**6 and quick["detectable"] == detectable_effect(6)
+    full = study_design("full", 8)
+    assert (full["size"], full["seeds"], full["images"]) == (1024, 16, 128)  # notebook 05's old default
+    assert describe_design(quick) == (
+        "the quick design: 512², 6 seeds, 48 images, about 21 min on a free T4; its smallest reachable p is "
+        "0.031, and it detects a paired effect of 1.14 SD or more 80% of the time")
+    assert "3.0 h on a free T4; its smallest reachable p is 3.1e-05" in describe_design(full)
+    with pytest.raises(ValueError, match="design must be one of 'quick', 'full'"):
+        study_design("fast", 8)
