@@ -80,16 +80,19 @@ class ObjectDetector:
         return cls(OwlViTForObjectDetection.from_pretrained(model_id), OwlViTProcessor.from_pretrained(model_id), device)
 
     @torch.no_grad()
-    def presence(self, images, query: str) -> torch.Tensor:
+    def presence(self, images, query: str, batch_size: int = 16) -> torch.Tensor:
         """Per image, the probability of its most likely box for `query` (e.g. "a birthday cake"), in [0, 1]."""
         images = _check_images(images)
         if not isinstance(query, str) or not query.strip():
             raise ValueError(f"query must be a non-empty text, such as 'a birthday cake', not {query!r:.60}.")
-        inputs = self.processor(text=[[query]] * len(images), images=[im.convert("RGB") for im in images],
-                                return_tensors="pt")
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        logits = self.model(**inputs).logits  # [images, boxes, queries]
-        return logits[..., 0].float().sigmoid().amax(dim=1).cpu()
+        scores = []
+        for start in range(0, len(images), batch_size):  # a study's images, a few at a time
+            batch = [im.convert("RGB") for im in images[start:start + batch_size]]
+            inputs = self.processor(text=[[query]] * len(batch), images=batch, return_tensors="pt")
+            inputs = {k: v.to(self.device) for k, v in inputs.items()}
+            logits = self.model(**inputs).logits  # [images, boxes, queries]
+            scores.append(logits[..., 0].float().sigmoid().amax(dim=1).cpu())
+        return torch.cat(scores)
 
 
 def agreement(scores, labels, threshold: float = 0.5) -> dict:

@@ -130,15 +130,16 @@ def pipeline_estimate(pipe, steps: int, height: int, width: int) -> Estimate:
 DESIGNS = {"quick": dict(size=512, seeds=None), "full": dict(size=1024, seeds=16)}
 
 
-def study_design(design: str, images_per_seed: int, *, steps: int = 28) -> dict:
-    """A design's size, seeds, images, seconds on a free T4, smallest reachable p and detectable effect."""
+def study_design(design: str, images_per_seed: int, *, steps: int = 28, seeds: int | None = None) -> dict:
+    """A design's size, seeds (`seeds` overrides them), images, seconds on a free T4, smallest reachable p
+    and detectable effect."""
     from .stats import detectable_effect, smallest_possible_p_value
 
     if design not in DESIGNS:
         raise ValueError(f"design must be one of {', '.join(map(repr, DESIGNS))}, not {design!r}.")
     size = DESIGNS[design]["size"]
     t4 = t4_seconds_per_image(size=size, steps=steps)
-    seeds = DESIGNS[design]["seeds"] or seeds_for_budget(images_per_seed, t4)
+    seeds = seeds or DESIGNS[design]["seeds"] or seeds_for_budget(images_per_seed, t4)
     return dict(name=design, size=size, seeds=seeds, images=seeds * images_per_seed,
                 t4_seconds=seeds * images_per_seed * t4, smallest_p=smallest_possible_p_value(seeds),
                 detectable=detectable_effect(seeds))
@@ -147,9 +148,10 @@ def study_design(design: str, images_per_seed: int, *, steps: int = 28) -> dict:
 def describe_design(design: dict) -> str:
     """A design in one sentence: what ran, how long on a T4, and what it can detect."""
     d = design
+    power = (f"it detects a paired effect of {d['detectable']:.2f} SD or more 80% of the time"
+             if math.isfinite(d["detectable"]) else "too few seeds to detect any effect at p < 0.05")
     return (f"the {d['name']} design: {d['size']}², {d['seeds']} seeds, {d['images']} images, about "
-            f"{_duration(d['t4_seconds'])} on a free T4; its smallest reachable p is {d['smallest_p']:.2g}, and it "
-            f"detects a paired effect of {d['detectable']:.2f} SD or more 80% of the time")
+            f"{_duration(d['t4_seconds'])} on a free T4; its smallest reachable p is {d['smallest_p']:.2g}, and {power}")
 
 
 def _duration(seconds: float) -> str:

@@ -32,6 +32,8 @@ def test_presence_is_one_probability_per_image_its_best_box(detector):
         logits = detector.model(**inputs).logits
     assert scores[0].item() == pytest.approx(logits[0, :, 0].sigmoid().max().item(), abs=1e-6)
     assert detector.presence(images[1:], "a birthday cake")[0].item() == pytest.approx(scores[1].item(), abs=1e-5)
+    in_ones = detector.presence(images * 2, "a birthday cake", batch_size=1)  # batched a few at a time: the same
+    assert torch.allclose(in_ones, scores.repeat(2), atol=1e-5)
 
 
 @pytest.mark.parametrize("images, query, error", [

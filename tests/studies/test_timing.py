@@ -103,6 +103,9 @@ def test_designs_say_what_they_can_detect():
     assert describe_design(quick) == (
         "the quick design: 512², 6 seeds, 48 images, about 21 min on a free T4; its smallest reachable p is "
         "0.031, and it detects a paired effect of 1.14 SD or more 80% of the time")
+    assert study_design("quick", 8, seeds=3)["smallest_p"] == 0.25  # N_SEEDS overrides the seeds, said so
+    assert describe_design(study_design("quick", 8, seeds=3)).endswith(
+        "p is 0.25, and too few seeds to detect any effect at p < 0.05")
     assert "3.0 h on a free T4; its smallest reachable p is 3.1e-05" in describe_design(full)
     with pytest.raises(ValueError, match="design must be one of 'quick', 'full'"):
         study_design("fast", 8)
