@@ -62,7 +62,7 @@ def estimate(preset: str, *, offload: str = "none", fast: bool = False, steps: i
     if stand_in:
         return Estimate(None, "the stand-in: no measured figure to scale")
     if not device_name:
-        return Estimate(None, "no GPU: no measured figure to scale")
+        return Estimate(None, "no CUDA GPU: no measured figure to scale")
     row_name = REFERENCE_ROWS.get((preset, offload, bool(fast)))
     peak = peak_flops(device_name)
     if row_name is None or peak is None:

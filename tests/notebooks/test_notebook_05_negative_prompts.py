@@ -84,7 +84,7 @@ def test_notebook_05_runs_and_reports_measured_numbers(tiny_dir, tmp_path):
 
     # Before each sweep and study, its image count and time; the stand-in has no measured figure to scale,
     # so the first image's measured time gives the estimate, and the end says what it took.
-    for what, n in (("xy_grid", 6), ("run_study", 24)):
+    for what, n in (("xy_grid", 6), ("section 3", 48), ("run_study", 24)):
         plan = text.index(f"{what}: {n} images. No estimate before the first image (the stand-in: no measured figure "
                           "to scale); its measured time gives one.")
         first = text.index("First image measured: ", plan)

@@ -45,7 +45,7 @@ def test_smaller_images_scale_by_tokens_text_included():
 
 @pytest.mark.parametrize("kwargs, reason", [
     (dict(device_name=T4, stand_in=True), "the stand-in"),
-    (dict(device_name=None), "no GPU"),
+    (dict(device_name=None), "no CUDA GPU"),
     (dict(device_name="Some Future GPU"), "no peak FLOP/s for Some Future GPU"),
 ])
 def test_no_estimate_says_why(kwargs, reason):
