@@ -9,8 +9,9 @@ Each process generates its share of the jobs (helpers.studies.jobs.run_study: ac
 split_between_processes); the main process gathers the rows into <output>/run-NNN/results.csv,
 beside one PNG per image, and prints the per-condition table and the NF4-vs-bf16 comparison.
 A fresh run-NNN folder is made every time (nothing is overwritten); --resume finishes the newest
-unfinished run of the same jobs instead (an --output on Google Drive survives a recycled Colab runtime). Without a GPU the offline
-stand-in runs (random weights: the numbers mean nothing) and NF4 rows say "needs a GPU".
+unfinished run of the same jobs instead (an --output on Google Drive survives a recycled Colab
+runtime). Without a GPU the offline stand-in runs (random weights: the numbers mean nothing) and
+NF4 rows say "needs a GPU".
 """
 
 from __future__ import annotations

@@ -348,7 +348,8 @@ def run_study(jobs, root, *, labels, stand_in: bool | None = None, clip_model: s
         except BaseException as e:
             e.add_note(
                 f"The images finished so far are kept in {run_dir} (finished-rows-process-*.csv). "
-                f"Finish the study with run_study(jobs, root, labels=..., resume={str(run_dir)!r})."
+                f"Finish the study with run_study(jobs, root, labels=..., resume={str(run_dir)!r}) "
+                "(or resume=True: the newest unfinished run of these jobs under root)."
             )
             raise
     rows = gather_object(rows)
