@@ -102,12 +102,24 @@ def device_name() -> str | None:
 
 def study_estimate(jobs, stand_in: bool, device: str = "auto") -> Estimate:
     """Seconds per image over `jobs` (their models' mean, weighted by images) before the first one,
-    from helpers.studies.timing.estimate; no estimate if any model has none."""
+    from `estimate` with the offload the planner will choose for each model; none if a model has none."""
     gpu = device_name() if device in ("auto", "cuda") or device.startswith("cuda") else None
+    plans: dict[str, tuple[str, bool]] = {}
     total, n = 0.0, 0
     for job in jobs:
-        one = estimate(job["model"], steps=job["num_inference_steps"], height=job["height"], width=job["width"],
-                       device_name=gpu, stand_in=stand_in)
+        model = job["model"]
+        if model not in plans:  # what load_pipeline will do: planned once per model, before any weights are read
+            plans[model] = ("none", False)
+            if gpu and not stand_in and any(model == key[0] for key in REFERENCE_ROWS):
+                from ..loading.planner import plan_loading
+
+                plan = plan_loading(model, stand_in=False, size=(job["height"], job["width"]))
+                if not plan.fits:
+                    return Estimate(None, f"{model} does not fit this machine (the planner: {plan.reason})")
+                plans[model] = (plan.offload, plan.fast)
+        offload, fast = plans[model]
+        one = estimate(model, offload=offload, fast=fast, steps=job["num_inference_steps"], height=job["height"],
+                       width=job["width"], device_name=gpu, stand_in=stand_in)
         if one.seconds_per_image is None:
             return one
         total, n = total + one.seconds_per_image, n + 1

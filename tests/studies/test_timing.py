@@ -109,3 +109,22 @@ def test_designs_say_what_they_can_detect():
     assert "3.0 h on a free T4; its smallest reachable p is 3.1e-05" in describe_design(full)
     with pytest.raises(ValueError, match="design must be one of 'quick', 'full'"):
         study_design("fast", 8)
+
+
+def test_a_study_is_estimated_with_the_plan_the_planner_makes_on_that_gpu():
+    """On a free T4 (device queries faked, the real planner): NF4 has an H200 row for its plan; bf16 Large
+    does not fit there, so there is no estimate and the reason says why."""
+    from unittest import mock
+
+    import torch
+
+    from helpers.loading.hardware_profiles import get_profile, on_profile, plan_on
+
+    nf4 = [dict(model="sd35-large-nf4", num_inference_steps=28, height=512, width=512)] * 2
+    with on_profile(get_profile("free Colab T4")), mock.patch.object(torch.cuda, "get_device_name", lambda *_: T4):
+        found = study_estimate(nf4, stand_in=False)
+        both = study_estimate(nf4 + [dict(nf4[0], model="sd35-large")], stand_in=False)
+    bf16 = plan_on(get_profile("free Colab T4"), "sd35-large", size=(512, 512))
+    assert plan_on(get_profile("free Colab T4"), "sd35-large-nf4", size=(512, 512)).offload == "none"
+    assert found.seconds_per_image == pytest.approx(t4_seconds_per_image(size=512))
+    assert not bf16.fits and both == Estimate(None, f"sd35-large does not fit this machine (the planner: {bf16.reason})")
