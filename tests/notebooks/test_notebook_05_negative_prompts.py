@@ -78,8 +78,8 @@ def test_notebook_05_runs_and_reports_measured_numbers(tiny_dir, tmp_path):
     assert adjusted == pytest.approx(holm(raw), abs=2e-3) and all(h >= r for h, r in zip(adjusted, raw))
     assert int(summary.group(3)) == len(tested) == 15
     assert int(summary.group(2)) == sum(r < 0.05 for r in raw) and int(summary.group(4)) == sum(h < 0.05 for h in adjusted)
-    assert summary.group(5) == ("the quick design: 512², 3 seeds, 24 images, about 10 min on a free T4; its smallest "
-                                "reachable p is 0.25, and too few seeds to detect any effect at p < 0.05")
+    assert re.fullmatch(r"the quick design: 512², 3 seeds, 24 images, about \d+ min on a free T4; its smallest "
+                        r"reachable p is 0\.25, and too few seeds to detect any effect at p < 0\.05", summary.group(5))
     assert "P(object) was not validated against labels on this run" in text
 
     # Before each sweep and study, its image count and time; the stand-in has no measured figure to scale,

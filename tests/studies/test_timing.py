@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pytest
 
@@ -30,7 +31,7 @@ def h200_row(name):
 def test_the_t4_estimate_is_the_h200_row_scaled_by_datasheet_flops():
     # NVIDIA's datasheets: H200 989 TFLOP/s dense bf16, T4 65 TFLOP/s fp16 tensor.
     assert t4_seconds_per_image() == pytest.approx(h200_row("NF4")["s_per_image"] * 989 / 65)
-    assert 80 < t4_seconds_per_image() < 90
+    assert 60 < t4_seconds_per_image() < 120  # a minute and a half per 1024² image: hours for 128
     bf16 = estimate("sd35-large", steps=14, height=1024, width=1024, device_name="NVIDIA H100 80GB HBM3")
     assert bf16.seconds_per_image == pytest.approx(h200_row("bf16")["s_per_image"] / 2)  # same peak, half the steps
     offload = estimate("sd35-large-nf4", offload="model", steps=28, height=1024, width=1024, device_name=T4)
@@ -62,8 +63,8 @@ def test_no_estimate_for_a_plan_never_measured():
 
 def test_the_default_design_fills_twenty_t4_minutes_and_never_drops_below_six_seeds():
     at_512 = t4_seconds_per_image(size=512)
-    assert seeds_for_budget(4, at_512) == math.floor(T4_BUDGET_S / (4 * at_512)) == 11
-    assert seeds_for_budget(8, at_512) == 6  # 5.8 seeds fit: six is the fewest that can reach p < 0.05
+    assert seeds_for_budget(4, at_512) == math.floor(T4_BUDGET_S / (4 * at_512)) >= 6
+    assert seeds_for_budget(8, 1e6) == 6  # six is the fewest that can reach p < 0.05
     assert seeds_for_budget(8, 1.0) == 150
     with pytest.raises(ValueError, match="seconds_per_image"):
         seeds_for_budget(8, 0)
@@ -95,18 +96,21 @@ def test_designs_say_what_they_can_detect():
     from helpers.studies.stats import detectable_effect
 
     quick = study_design("quick", 8)
-    assert (quick["size"], quick["seeds"], quick["images"]) == (512, 6, 48)
-    assert quick["t4_seconds"] == pytest.approx(48 * t4_seconds_per_image(size=512))
-    assert quick["smallest_p"] == 2 / 2**6 and quick["detectable"] == detectable_effect(6)
+    seeds = seeds_for_budget(8, t4_seconds_per_image(size=512))
+    assert (quick["size"], quick["seeds"], quick["images"]) == (512, seeds, 8 * seeds)
+    assert quick["t4_seconds"] < T4_BUDGET_S * 1.1 or seeds == 6  # about 20 minutes (6 seeds at the least)
+    assert quick["t4_seconds"] == pytest.approx(8 * seeds * t4_seconds_per_image(size=512))
+    assert quick["smallest_p"] == 2 / 2**seeds and quick["detectable"] == detectable_effect(seeds)
     full = study_design("full", 8)
     assert (full["size"], full["seeds"], full["images"]) == (1024, 16, 128)  # notebook 05's old default
-    assert describe_design(quick) == (
-        "the quick design: 512², 6 seeds, 48 images, about 21 min on a free T4; its smallest reachable p is "
-        "0.031, and it detects a paired effect of 1.14 SD or more 80% of the time")
+    six = study_design("quick", 8, seeds=6)
+    assert re.fullmatch(r"the quick design: 512², 6 seeds, 48 images, about \d+ min on a free T4; its smallest "
+                        r"reachable p is 0\.031, and it detects a paired effect of 1\.14 SD or more 80% of the time",
+                        describe_design(six))
     assert study_design("quick", 8, seeds=3)["smallest_p"] == 0.25  # N_SEEDS overrides the seeds, said so
     assert describe_design(study_design("quick", 8, seeds=3)).endswith(
         "p is 0.25, and too few seeds to detect any effect at p < 0.05")
-    assert "3.0 h on a free T4; its smallest reachable p is 3.1e-05" in describe_design(full)
+    assert re.search(r"about \d\.\d h on a free T4; its smallest reachable p is 3\.1e-05", describe_design(full))
     with pytest.raises(ValueError, match="design must be one of 'quick', 'full'"):
         study_design("fast", 8)
 
