@@ -16,7 +16,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..generation import pipeline_lock
 from ..generation.prompt_embeddings import PromptCache, text_encoders_id
-from ..generation.text_to_image import check_arguments, generate
+from ..generation.text_to_image import check_arguments, generate, resolve_arguments
+from .timing import ReaderClock, pipeline_estimate
 
 BACKGROUND, INK = (255, 255, 255), (20, 20, 20)
 # At most this many cells in one grid (a 20 x 20 sweep): more would take hours and make an unreadable image.
@@ -207,6 +208,9 @@ def xy_grid(pipe, *, x, y, base=None, embeddings_cache=None, title=None):
                 at = f"{x_name}={args[x_name]!r}, {y_name}={args[y_name]!r}"
                 raise type(e)(f"grid cell {at}: {e}") from None
     results = []
+    first = resolve_arguments(pipe, **{k: cells[0][0].get(k) for k in ("num_inference_steps", "height", "width")})
+    clock = ReaderClock("xy_grid", len(x_values) * len(y_values),
+                        pipeline_estimate(pipe, first["num_inference_steps"], first["height"], first["width"]))
     with pipeline_lock.using(pipe, "an xy_grid"):  # the whole grid: no other image runs between its cells
         for row in cells:
             results.append([])
@@ -214,6 +218,8 @@ def xy_grid(pipe, *, x, y, base=None, embeddings_cache=None, title=None):
                 args = dict(args)
                 prompt, negative = args.pop("prompt"), args.pop("negative_prompt", None)
                 results[-1].append(generate(pipe, embeddings=cache.get(prompt, negative), **args))
+                clock.tick(results[-1][-1].seconds)
+    clock.close()
     first = results[0][0].recipe
     title = title or f"{first['model']} · {first['num_inference_steps']} steps"
     grid = image_grid(

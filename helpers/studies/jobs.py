@@ -30,11 +30,11 @@ from .results import (
     RESULTS_CSV,
     append_row,
     finished_rows,
-    parse_results,
     write_results,
 )
+from .run_folders import JOBS_JSON, check_resumable, unfinished_run
+from .timing import ReaderClock, study_estimate
 
-JOBS_JSON = "jobs.json"
 JOB_KEYS = ("job_id", "model", "condition", "prompt", "negative_prompt", "seed", "guidance_scale",
             "num_inference_steps", "height", "width")
 # The example of Stability AI's SD3.5 prompting guide: a prompt, what a negative prompt should
@@ -223,7 +223,6 @@ def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str
     status "needs a GPU" and no score, instead of stopping the study. A job whose PNG is already
     there (made just before an interruption) is scored from that file, not made again."""
     from PIL import Image
-    from tqdm.auto import tqdm
 
     from ..generation.text_to_image import generate
     from ..loading.load import load_pipeline, release_current_pipeline
@@ -239,8 +238,10 @@ def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str
     by_model: dict[str, list[dict]] = {}
     for job in jobs:
         by_model.setdefault(job["model"], []).append(job)
-    # One bar over every image of the study, instead of one per image from the pipeline.
-    bar = tqdm(total=len(jobs), desc=f"images (process {process})" if process else "images", unit="image")
+    # One bar over every image of the study, instead of one per image from the pipeline, after the
+    # count and the time it should take.
+    clock = ReaderClock(f"run_study (process {process})" if process else "run_study", len(jobs),
+                        study_estimate(jobs, stand_in, device), desc=f"images (process {process})" if process else "images")
     for model, model_jobs in by_model.items():
         try:
             pipe = load_pipeline(model, stand_in=stand_in, device=device)
@@ -248,7 +249,8 @@ def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str
             for job in model_jobs:
                 rows.append(_row(job, "needs a GPU", labels, process, note=f"{type(e).__name__}: {str(e).split('. ')[0]}"))
                 append_row(rows[-1], finished)
-            bar.update(len(model_jobs))
+            for _ in model_jobs:
+                clock.tick()
             continue
         pipe.set_progress_bar_config(disable=True)
         if scorer is None:
@@ -272,9 +274,9 @@ def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str
                 rows.append(_row(job, "ok", labels, process, p_object=p_object, image=name,
                                  seconds=seconds, recipe=recipe, clip_model=clip_model))
                 append_row(rows[-1], finished)
-                bar.update(1)
+                clock.tick(seconds)
         release_current_pipeline()
-    bar.close()
+    clock.close()
     return rows
 
 
@@ -311,15 +313,18 @@ def run_study(jobs, root, *, labels, stand_in: bool | None = None, clip_model: s
 
     Every job is checked before the first image. Rows are written as they are made; a study that
     stops (interrupted, out of memory) keeps them, and `resume=<its run folder>` with the same
-    jobs makes only the missing images, then writes results.csv."""
+    jobs makes only the missing images, then writes results.csv. `resume=True` finds that folder
+    itself: the newest unfinished run of these very jobs under `root`, or a fresh run if there is
+    none, so rerunning the same cell (on a Drive folder, after Colab recycled the runtime) finishes it."""
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list, gather_object
 
     jobs = check_jobs(jobs)
     labels = check_labels(labels)
     root = check_folder(root, "root")
+    resume = unfinished_run(root, jobs) if resume is True else None if resume is False else resume
     if resume is not None:
-        _check_resumable(check_folder(resume, "resume"), jobs)
+        check_resumable(check_folder(resume, "resume"), jobs)
 
     state = PartialState(cpu=not torch.cuda.is_available())
     if state.is_main_process:
@@ -343,7 +348,8 @@ def run_study(jobs, root, *, labels, stand_in: bool | None = None, clip_model: s
         except BaseException as e:
             e.add_note(
                 f"The images finished so far are kept in {run_dir} (finished-rows-process-*.csv). "
-                f"Finish the study with run_study(jobs, root, labels=..., resume={str(run_dir)!r})."
+                f"Finish the study with run_study(jobs, root, labels=..., resume={str(run_dir)!r}) "
+                "(or resume=True: the newest unfinished run of these jobs under root)."
             )
             raise
     rows = gather_object(rows)
@@ -369,25 +375,3 @@ def check_labels(labels) -> list[str]:
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels has duplicates: {labels!r:.80}; CLIP would split the probability between them.")
     return labels
-
-
-def _check_resumable(run_dir: Path, jobs: list[dict]) -> None:
-    """`run_dir` must be an unfinished run of these very jobs: no results.csv, or only a partial
-    one (a whole one covering every job means that study finished: refused)."""
-    saved = run_dir / JOBS_JSON
-    if not saved.is_file():
-        raise FileNotFoundError(f"resume={str(run_dir)!r} is not a study's run folder (no {JOBS_JSON}).")
-    try:
-        saved_jobs = json.loads(saved.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"resume: {saved} is damaged ({e}); it cannot tell which jobs that study ran.") from None
-    if saved_jobs != json.loads(json.dumps(jobs)):
-        raise ValueError(f"resume: these jobs differ from the ones in {saved}; pass the same jobs to finish that study.")
-    results = run_dir / RESULTS_CSV
-    if results.exists():
-        try:
-            rows, torn = parse_results(results.read_text(encoding="utf-8"), results)
-        except (ValueError, UnicodeDecodeError):
-            rows, torn = [], True
-        if not torn and {row["job_id"] for row in rows} >= {job["job_id"] for job in jobs}:
-            raise FileExistsError(f"{results} exists: that study finished already.")

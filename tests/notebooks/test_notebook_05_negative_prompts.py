@@ -3,6 +3,7 @@
 import csv
 import re
 
+import pytest
 from notebook_harness import REPO, cell_outputs_text, run_notebook
 
 P = r"p = ([\d.]+)"
@@ -62,17 +63,52 @@ def test_notebook_05_runs_and_reports_measured_numbers(tiny_dir, tmp_path):
     assert "not measured on this machine" not in text
     assert "Stand-in: random weights" in text and "meaningless" in text
 
-    # The closing table collects every computed answer; its sentence counts the significant tests in it.
-    summary = re.search(r"^\| section \| question \| this run's answer \|\n\|---\|---\|---\|\n((?:\|.*\|\n)+)\n"
-                        r"On this run, \*\*(\d+) of (\d+)\*\* paired comparisons were significant at p < 0\.05", text, re.M)
+    # The closing table collects every computed answer with its raw and Holm-adjusted p; its sentence
+    # counts the significant tests before and after Holm, and says which design ran and what it can detect.
+    summary = re.search(r"^\| section \| question \| this run's answer \| p \| Holm-adjusted p \|\n\|---\|---\|---\|---\|---\|\n"
+                        r"((?:\|.*\|\n)+)\nOn this run, \*\*(\d+) of (\d+)\*\* paired comparisons were significant at "
+                        r"p < 0\.05, \*\*(\d+)\*\* after Holm\. Section 4 used (.+?) \(section 3: 6 seeds\)", text, re.M)
     assert summary
-    answers = [line.split(" | ") for line in summary.group(1).strip().splitlines()]
-    assert [a[0] for a in answers] == ["| 1"] * 2 + ["| 3"] * 4 + ["| 4"] * (6 + 2)
-    assert answers[0][2] == "no (identical pixels) |"  # guidance 1
+    answers = [line.strip("| ").split(" | ") for line in summary.group(1).strip().splitlines()]
+    assert [a[0] for a in answers] == ["1"] * 2 + ["3"] * 5 + ["4"] * (6 + 2 + 2)
+    assert answers[0][2:] == ["no (identical pixels)", "—", "—"]  # guidance 1: no test, no p
     tested = answers[2:]
-    not_significant = sum(a[2].startswith(("**no significant", "did **not", "**no significant difference")) for a in tested)
-    assert int(summary.group(3)) == len(tested) == 12
-    assert int(summary.group(2)) == len(tested) - not_significant
+    raw, adjusted = [float(a[3]) for a in tested], [float(a[4]) for a in tested]
+    from helpers.studies.stats import holm
+    assert adjusted == pytest.approx(holm(raw), abs=2e-3) and all(h >= r for h, r in zip(adjusted, raw))
+    assert int(summary.group(3)) == len(tested) == 15
+    assert int(summary.group(2)) == sum(r < 0.05 for r in raw) and int(summary.group(4)) == sum(h < 0.05 for h in adjusted)
+    assert re.fullmatch(r"the quick design: 512², 3 seeds, 24 images, about \d+ min on a free T4; its smallest "
+                        r"reachable p is 0\.25, and too few seeds to detect any effect at p < 0\.05", summary.group(5))
+    assert "P(object) was not validated against labels on this run" in text
+
+    # Before each sweep and study, its image count and time; the stand-in has no measured figure to scale,
+    # so the first image's measured time gives the estimate, and the end says what it took.
+    for what, n in (("xy_grid", 6), ("section 3", 48), ("run_study", 24)):
+        plan = text.index(f"{what}: {n} images. No estimate before the first image (the stand-in: no measured figure "
+                          "to scale); its measured time gives one.")
+        first = text.index("First image measured: ", plan)
+        done = re.compile(rf"^{what}: {n} images in \d+ s, [\d.]+ s per image measured\.$", re.M).search(text, first)
+        assert plan < text.index(f"0/{n} [", plan) < first < done.start(), what
+    # One condition by hand (the pair of calls per seed, then the score), and run_study agrees with it.
+    assert len(re.findall(r"^seed \d: P\(birthday cake\) 0\.\d{3} without, 0\.\d{3} with 'No birthday cake': change [+-]0\.\d{3}$",
+                          text, re.M)) == 3
+    assert "run_study's scores for seeds [0, 1, 2] match the hand loop's: True" in text
+    # NF4 against bf16 at the blog's guidance (10), paired over section 3's seeds, with its verdict.
+    at_10 = re.search(r"^NF4 minus bf16, at guidance 10: ([+-]\d\.\d{3}) \(.+, p = ([\d.]+), 6 seeds; .+\): (.+)\.$", text, re.M)
+    assert at_10 and at_10.group(3) == ("**no significant difference**" if float(at_10.group(2)) >= 0.05 else
+                                        "NF4 removed **more**" if float(at_10.group(1)) > 0 else "NF4 removed **less**")
+    # Placement against "No birthday cake", head to head on the same seeds, per model, with OWL-ViT beside it.
+    heads = re.findall(r"^- \*\*(sd35-large(?:-nf4)?)\*\*: [+-]\d\.\d{3} \(.+ 3 seeds; .+0\.250\): \*\*no significant "
+                       r"difference\*\*\. OWL-ViT, the same way: [+-]\d\.\d{3} \(p = [\d.]+\)\.$", text, re.M)
+    assert heads == ["sd35-large", "sd35-large-nf4"]
+    # The measure's check against hand labels is empty on the stand-in, and says so.
+    assert "| CLIP P(object) ≥ 0.5 | 0 (0) | n/a | n/a |" in text and "| OWL-ViT best box ≥ 0.1 | 0 (0) | n/a | n/a |" in text
+    assert "**No labels yet: this check is empty**, and stays so on the stand-in" in text
+    # At most 900 words of prose (markdown cells), and a Colab reader is told how to resume on Drive.
+    assert sum(len("".join(c["source"]).split()) for c in nb["cells"] if c["cell_type"] == "markdown") <= 900
+    parameters = "".join(nb["cells"][2]["source"])
+    assert 'DESIGN = "quick"' in parameters and '"/content/drive/MyDrive/sd35-studies"' in parameters
     tail = "".join("".join(c["source"]) for c in nb["cells"][-2:])
     assert "## What you learned" in tail and "## Exercises" in tail
     # Every exercise says what it needs.

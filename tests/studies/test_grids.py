@@ -65,10 +65,17 @@ def count_transformer_calls(pipe):
     return calls, handle
 
 
-def test_xy_grid_drives_guidance_and_seed_and_encodes_the_prompt_once(tiny_pipe):
+def test_xy_grid_drives_guidance_and_seed_and_encodes_the_prompt_once(tiny_pipe, capsys):
     cache = helpers.PromptCache(tiny_pipe)
     grid, results = xy_grid(tiny_pipe, x=("guidance_scale", [1.0, 4.0, 7.0]), y=("seed", [0, 5]), base=BASE,
                             embeddings_cache=cache)
+    # Before the first image: how many, and (the stand-in has no measured figure) that the first image
+    # will give the estimate; after it the projection, at the end what it took; a bar in between.
+    out, err = capsys.readouterr()
+    assert out.startswith("xy_grid: 6 images. No estimate before the first image (the stand-in: no measured "
+                          "figure to scale); its measured time gives one.\nFirst image measured: ")
+    assert "for the other 5" in out and "xy_grid: 6 images in " in out and "s per image measured." in out
+    assert "6/6" in err
     assert [[(r.recipe["seed"], r.recipe["guidance_scale"]) for r in row] for row in results] == [
         [(0, 1.0), (0, 4.0), (0, 7.0)], [(5, 1.0), (5, 4.0), (5, 7.0)]]
     assert (cache.misses, cache.hits) == (1, 5)

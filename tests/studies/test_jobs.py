@@ -114,7 +114,10 @@ def test_run_study_in_one_process(tiny_dir, tmp_path):
 def test_one_progress_bar_over_images_not_one_per_image(tiny_dir, tmp_path, capsys):
     jobs = plan_jobs([Condition("no negative", "a party")], ["sd35-large"], [0, 1, 2], **SETTINGS)
     run_jobs(jobs, tmp_path, labels=LABELS, stand_in=True)
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    # The count and the time before the first image (the stand-in has no measured figure: the first image's).
+    assert out.startswith("run_study: 3 images. No estimate before the first image (the stand-in")
+    assert "First image measured: " in out and "for the other 2" in out and "run_study: 3 images in " in out
     assert "images: 100%" in err and "3/3" in err  # the outer bar counts images
     assert "2/2 [" not in err  # no pipeline bar over each image's 2 denoising steps
 
