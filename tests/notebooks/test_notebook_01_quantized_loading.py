@@ -38,7 +38,7 @@ def test_blog_code_runs_in_nf4_and_shows_its_image(executed):
     assert "bitsandbytes.nn.modules.Linear4bit layers, NF4" in text
     # No GPU here: diffusers' own refusal of offload is printed, and the image is still made.
     assert "`enable_model_cpu_offload` requires accelerator, but not found" in text
-    assert re.search(r"64x64 px, 2 steps, guidance 7\.5, NF4 transformer, [\d.]+ s on cpu", text)
+    assert re.search(r"64x64 px, 2 steps, guidance 4\.5, NF4 transformer, [\d.]+ s on cpu", text)
     assert (out / "outputs" / "blog_code_image.png").stat().st_size > 100
     assert len(image_outputs(nb)) >= 2  # the image, then the footprint chart
     assert "quantization block size: 64 weights share one scale" in text
@@ -138,7 +138,7 @@ def test_without_a_gpu_the_same_code_runs_in_bf16(executed_without_gpu):
     text = cell_outputs_text(nb)
     assert "No GPU found" in text and "builds the pipeline with the bf16 transformer" in text
     assert "torch.nn.modules.linear.Linear layers, bf16" in text
-    assert re.search(r"64x64 px, 2 steps, guidance 7\.5, bf16 transformer, [\d.]+ s on cpu", text)
+    assert re.search(r"64x64 px, 2 steps, guidance 4\.5, bf16 transformer, [\d.]+ s on cpu", text)
     assert (out / "outputs" / "blog_code_image.png").stat().st_size > 100
     assert "NF4 pipeline (needs a GPU: not loaded)" in text and "| bf16 (measured) |" in text
 
