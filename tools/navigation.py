@@ -21,13 +21,13 @@ GITHUB = "sd35-notebooks/sd35-notebooks"
 MARKER = "<!-- navigation -->"
 
 NOTEBOOKS = [
-    ("01_quantized_loading.ipynb", "Loading SD3.5 Large in 4-bit NF4", "the blog's code run end to end, then what NF4 saves per component"),
-    ("02_loading_plans.ipynb", "Loading plans and CPU offload", "every plan measured, the diffusers calls under them (`pipe.to`, CPU offload, per-block compile), the blog's speeds beside a GPU's, `offload=\"auto\"` on your machine"),
+    ("01_quantized_loading.ipynb", "Loading SD3.5 Large in 4-bit NF4", "the Hugging Face blog's NF4 code run end to end, then what NF4 saves per component"),
+    ("02_loading_plans.ipynb", "Loading plans and CPU offload", "every plan measured, the diffusers calls under them (`pipe.to`, CPU offload, per-block compile), Stability AI's published speeds beside a GPU's, `offload=\"auto\"` on your machine"),
     ("03_quantize_once.ipynb", "Quantize once, reload fast", "`save_pretrained` the NF4 transformer, `from_pretrained(folder)` it back, and a plan for a free Colab T4"),
     ("04_guidance_scale.ipynb", "Tuning guidance_scale", "sweeps, CLIP-scored adherence and a recommendation per model"),
     ("05_negative_prompts.ipynb", "Negative-prompt experiments", "measured over seeds, NF4 vs bf16, positive prompting for placement"),
     ("06_studio.ipynb", "The interactive studio", "sliders, live preview, cancel, cache, history and PNG recipes"),
-    ("07_quantization_backends.ipynb", "Quantization backends, side by side", "the same transformer in bitsandbytes NF4 and int8, torchao int8 and float8, GGUF Q8_0 and Q4_0, fp8 layerwise storage: bytes, speed, error against bf16, where each runs"),
+    ("07_quantization_backends.ipynb", "Quantization backends, side by side", "the same transformer in bitsandbytes NF4 and int8, torchao int8 and float8, GGUF Q8_0 and Q4_0, fp8 layerwise storage: bytes, speed, error against bf16, where each runs, `PipelineQuantizationConfig`, and which to pick per GPU"),
 ]
 
 # Every notebook's set-up cell, found by its first line. It never imports `helpers` before the
