@@ -48,7 +48,7 @@ from pathlib import Path
 # Known, harmless notices, silenced here (not inside `helpers`) so real warnings stand out:
 # bitsandbytes' "Failed to load CPU gemm_4bit_forward ... pip install kernels" (optional faster CPU
 # kernels; the built-in ones run), its "MatMul8bitLt: inputs will be cast ... to float16" (once per
-# layer call: 8-bit matmuls compute in fp16, as documented), and transformers' "`CLIPImageProcessor`
+# layer call: activations go to fp16, then int8, for the int8 matmul), and transformers' "`CLIPImageProcessor`
 # requires torchvision" (it falls back to the PIL image processor, which gives the same pixels).
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)

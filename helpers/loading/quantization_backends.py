@@ -136,19 +136,21 @@ GPU_COLUMNS = {
     "gpu": "measured on", "backend": "backend", "status": "status", "gpu_bytes": "GPU memory after load",
     "model_bytes": "model says", "load_s": "load (s)", "s_per_forward": "s / forward (CFG batch of 2)",
     "transformer_s_per_image": "transformer s / image", "error": "relative error of one forward",
+    "compiled": "compiled",
 }
 
 
 def measured_rows(results: list[dict]) -> list[dict]:
     """The GPU check's backend rows (those with a "backend" key), one per GPU and backend, with the
-    relative error as a percentage ("error")."""
+    relative error as a percentage ("error") and whether torch.compile ran ("compiled": "yes"/"no")."""
     rows = []
     for data in results:
         device = data["meta"]["device"]
         for r in data["rows"]:
             if r.get("backend") and "status" in r:
                 error = r.get("relative_error")
-                rows.append(dict(r, gpu=device, error=None if error is None else f"{error:.3%}"))
+                rows.append(dict(r, gpu=device, error=None if error is None else f"{error:.3%}",
+                                 compiled="yes" if r.get("compiled") else "no"))
     return rows
 
 
@@ -170,14 +172,16 @@ class Bench:
 _CANNOT_RUN_HERE = ("No GPU found", "compute capability", "requires CUDA", "only supported on CUDA")
 
 
-def measure(name: str, load, bench: Bench) -> dict:
+def measure(name: str, load, bench: Bench, compiled: bool = False) -> dict:
     """Load one backend with `load()` (the notebook's own call), then measure it against `bench`:
     load seconds, bytes held, relative error of one forward, seconds per image and the image's
-    mean pixel difference. A backend that cannot run on this machine gets its reason as status."""
+    mean pixel difference. A backend that cannot run on this machine gets its reason as status.
+    `compiled=True` (load() compiled the model): one untimed image first, which pays for compiling
+    ("first_image_s"), so "s_per_image" is the compiled speed."""
     from ..generation.text_to_image import generate
     from ..measuring import Stopwatch
 
-    row = {"backend": name, "status": "ok", "runs_on": BACKENDS[name].runs_on}
+    row = {"backend": name, "status": "ok", "runs_on": BACKENDS[name].runs_on, "compiled": "yes" if compiled else "no"}
     try:
         with Stopwatch(bench.device) as took:
             transformer = load()
@@ -192,6 +196,10 @@ def measure(name: str, load, bench: Bench) -> dict:
         bench.reference_output = output
     row["relative_error"] = relative_error(output, bench.reference_output)
     bench.pipe.transformer = transformer
+    if compiled:
+        with Stopwatch(bench.device) as took:
+            generate(bench.pipe, **bench.generate_kwargs)
+        row["first_image_s"] = took.seconds
     with Stopwatch(bench.device) as took:
         result = generate(bench.pipe, **bench.generate_kwargs)
     row["s_per_image"] = took.seconds
