@@ -21,13 +21,13 @@ GITHUB = "sd35-notebooks/sd35-notebooks"
 MARKER = "<!-- navigation -->"
 
 NOTEBOOKS = [
-    ("01_quantized_loading.ipynb", "Loading SD3.5 Large in 4-bit NF4", "the blog's code run end to end, then what NF4 saves per component"),
-    ("02_loading_plans.ipynb", "Loading plans and CPU offload", "every plan measured, the diffusers calls under them (`pipe.to`, CPU offload, per-block compile), the blog's speeds beside a GPU's, `offload=\"auto\"` on your machine"),
+    ("01_quantized_loading.ipynb", "Loading SD3.5 Large in 4-bit NF4", "the Hugging Face blog's NF4 code run end to end, then what NF4 saves per component"),
+    ("02_loading_plans.ipynb", "Loading plans and CPU offload", "every plan measured, the diffusers calls under them (`pipe.to`, CPU offload, per-block compile), Stability AI's published speeds beside a GPU's, `offload=\"auto\"` on your machine"),
     ("03_quantize_once.ipynb", "Quantize once, reload fast", "`save_pretrained` the NF4 transformer, `from_pretrained(folder)` it back, and a plan for a free Colab T4"),
     ("04_guidance_scale.ipynb", "Tuning guidance_scale", "sweeps, CLIP-scored adherence, clipping, and a guidance rule checked on held-out seeds"),
     ("05_negative_prompts.ipynb", "Negative-prompt experiments", "measured over seeds, NF4 vs bf16, positive prompting for placement"),
     ("06_studio.ipynb", "The interactive studio", "sliders, live preview, cancel, cache, history and PNG recipes"),
-    ("07_quantization_backends.ipynb", "Quantization backends, side by side", "the same transformer in bitsandbytes NF4 and int8, torchao int8 and float8, GGUF Q8_0 and Q4_0, fp8 layerwise storage: bytes, speed, error against bf16, where each runs"),
+    ("07_quantization_backends.ipynb", "Quantization backends, side by side", "the same transformer in bitsandbytes NF4 and int8, torchao int8 and float8, GGUF Q8_0 and Q4_0, fp8 layerwise storage: bytes, speed, error against bf16, where each runs, `PipelineQuantizationConfig`, and which to pick per GPU"),
 ]
 
 # Every notebook's set-up cell, found by its first line. It never imports `helpers` before the
@@ -48,7 +48,7 @@ from pathlib import Path
 # Known, harmless notices, silenced here (not inside `helpers`) so real warnings stand out:
 # bitsandbytes' "Failed to load CPU gemm_4bit_forward ... pip install kernels" (optional faster CPU
 # kernels; the built-in ones run), its "MatMul8bitLt: inputs will be cast ... to float16" (once per
-# layer call: 8-bit matmuls compute in fp16, as documented), and transformers' "`CLIPImageProcessor`
+# layer call: activations go to fp16, then int8, for the int8 matmul), and transformers' "`CLIPImageProcessor`
 # requires torchvision" (it falls back to the PIL image processor, which gives the same pixels).
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)

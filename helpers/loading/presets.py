@@ -1,7 +1,8 @@
 """The models this collection teaches, with where their recommended settings come from.
 
 Each preset is one loading plan (which repository, which quantization) plus two sets of
-recommended `guidance_scale`/steps: the model card's, and the values Stability AI's blog used.
+recommended `guidance_scale`/steps: the model card's, and the guidance values in Stability AI's
+toolkit README (its "Guidance Scale Examples" table; `Preset.blog` keeps its historical name).
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ class Preset:
 
 
 _LARGE_CARD = Recommendation(3.5, 28, "model card (stabilityai/stable-diffusion-3.5-large)")
+# Stability AI's toolkit README, "Guidance Scale Examples": SD3.5 L 2.5, NF4 SD3.5 L 7.5, SD3.5 M 5.0.
+# Not the Hugging Face blog (huggingface.co/blog/sd3-5), whose snippets use guidance 4.5.
+TOOLKIT_GUIDANCE = ("Stability AI toolkit README, Guidance Scale Examples (guidance only): "
+                    "https://github.com/Stability-AI/stability-ai-toolkit#stable-diffusion-35-prompt-tuning-using-guidance-scale")
 
 PRESETS: dict[str, Preset] = {
     p.name: p
@@ -77,7 +82,7 @@ PRESETS: dict[str, Preset] = {
             True,
             1024,
             _LARGE_CARD,
-            Recommendation(2.5, None, "Stability AI blog (guidance only)"),
+            Recommendation(2.5, None, TOOLKIT_GUIDANCE),
             {"transformer": LARGE_TRANSFORMER, **SHARED_PARAMETERS},
             "large",
         ),
@@ -89,7 +94,7 @@ PRESETS: dict[str, Preset] = {
             True,
             1024,
             _LARGE_CARD,
-            Recommendation(7.5, None, "Stability AI blog (guidance only)"),
+            Recommendation(7.5, None, TOOLKIT_GUIDANCE),
             {"transformer": LARGE_TRANSFORMER, **SHARED_PARAMETERS},
             "large",
         ),
@@ -113,7 +118,7 @@ PRESETS: dict[str, Preset] = {
             True,
             1024,
             Recommendation(4.5, 40, "model card (stabilityai/stable-diffusion-3.5-medium)"),
-            Recommendation(5.0, None, "Stability AI blog (guidance only)"),
+            Recommendation(5.0, None, TOOLKIT_GUIDANCE),
             {"transformer": MEDIUM_TRANSFORMER, **SHARED_PARAMETERS},
             "medium",
         ),

@@ -136,19 +136,21 @@ GPU_COLUMNS = {
     "gpu": "measured on", "backend": "backend", "status": "status", "gpu_bytes": "GPU memory after load",
     "model_bytes": "model says", "load_s": "load (s)", "s_per_forward": "s / forward (CFG batch of 2)",
     "transformer_s_per_image": "transformer s / image", "error": "relative error of one forward",
+    "compiled": "compiled",
 }
 
 
 def measured_rows(results: list[dict]) -> list[dict]:
     """The GPU check's backend rows (those with a "backend" key), one per GPU and backend, with the
-    relative error as a percentage ("error")."""
+    relative error as a percentage ("error") and whether torch.compile ran ("compiled": "yes"/"no")."""
     rows = []
     for data in results:
         device = data["meta"]["device"]
         for r in data["rows"]:
             if r.get("backend") and "status" in r:
                 error = r.get("relative_error")
-                rows.append(dict(r, gpu=device, error=None if error is None else f"{error:.3%}"))
+                rows.append(dict(r, gpu=device, error=None if error is None else f"{error:.3%}",
+                                 compiled="yes" if r.get("compiled") else "no"))
     return rows
 
 
@@ -170,14 +172,16 @@ class Bench:
 _CANNOT_RUN_HERE = ("No GPU found", "compute capability", "requires CUDA", "only supported on CUDA")
 
 
-def measure(name: str, load, bench: Bench) -> dict:
+def measure(name: str, load, bench: Bench, compiled: bool = False) -> dict:
     """Load one backend with `load()` (the notebook's own call), then measure it against `bench`:
     load seconds, bytes held, relative error of one forward, seconds per image and the image's
-    mean pixel difference. A backend that cannot run on this machine gets its reason as status."""
+    mean pixel difference. A backend that cannot run on this machine gets its reason as status.
+    `compiled=True` (load() compiled the model): one untimed image first, which pays for compiling
+    ("first_image_s"), so "s_per_image" is the compiled speed."""
     from ..generation.text_to_image import generate
     from ..measuring import Stopwatch
 
-    row = {"backend": name, "status": "ok", "runs_on": BACKENDS[name].runs_on}
+    row = {"backend": name, "status": "ok", "runs_on": BACKENDS[name].runs_on, "compiled": "yes" if compiled else "no"}
     try:
         with Stopwatch(bench.device) as took:
             transformer = load()
@@ -192,6 +196,10 @@ def measure(name: str, load, bench: Bench) -> dict:
         bench.reference_output = output
     row["relative_error"] = relative_error(output, bench.reference_output)
     bench.pipe.transformer = transformer
+    if compiled:
+        with Stopwatch(bench.device) as took:
+            generate(bench.pipe, **bench.generate_kwargs)
+        row["first_image_s"] = took.seconds
     with Stopwatch(bench.device) as took:
         result = generate(bench.pipe, **bench.generate_kwargs)
     row["s_per_image"] = took.seconds
@@ -204,3 +212,87 @@ def measure(name: str, load, bench: Bench) -> dict:
     if str(bench.device).startswith("cuda"):
         torch.cuda.empty_cache()
     return row
+
+
+# Where each backend runs, as a rule on a hardware profile: the cited lines of BACKENDS, applied.
+# NF4: CUDA/XPU/MPS; bitsandbytes int8: CUDA/XPU; torchao float8: sm_89+; GGUF: dequantized in torch;
+# torchao int8 and fp8 layerwise storage: CUDA here (MPS has no float8 dtype, and the int8 path is
+# not cited for MPS, so the chooser does not offer it there).
+def runs_on_profile(backend: str, profile) -> bool:
+    """True when `backend` runs on `profile` (a hardware_profiles.HardwareProfile) by its cited rule."""
+    cuda, mps = profile.device == "cuda", profile.device == "mps"
+    capability = profile.capability or (0, 0)
+    return {"bf16": True, "bitsandbytes NF4": cuda or mps, "bitsandbytes int8": cuda,
+            "torchao int8 weight-only": cuda, "torchao float8": cuda and capability >= (8, 9),
+            "GGUF Q8_0": cuda or mps, "GGUF Q4_0": cuda or mps, "fp8 layerwise storage": cuda}[backend]
+
+
+# The chooser's GPU classes: a hardware profile each (hardware_profiles.PROFILES), by architecture.
+CHOOSER_CLASSES = {"T4 (Turing, sm_75)": "free Colab T4", "Ampere (sm_80/86)": "RTX 3060 12 GB",
+                   "Ada (sm_89)": "RTX 4090 24 GB", "Hopper (sm_90)": "H100 80 GB", "Apple Silicon (MPS)": "Apple M2 16 GB"}
+
+
+def chooser(rows: list[dict], measured: list[dict] = ()) -> list[dict]:
+    """Which backend to pick per GPU class and goal, each cell computed from a row or a rule:
+    fit: the smallest transformer (memory model) among backends that run there; fidelity: bf16 when the
+    planner fits whole bf16 SD3.5 Large on that class without offload, else the lowest relative error
+    among `rows` that ran and run there; speed: the fewest seconds per forward among `measured` GPU rows
+    of that class, else "not measured"."""
+    from . import hardware_profiles
+
+    sizes = full_size_bytes("large")
+    errors = {r["backend"]: r["relative_error"] for r in rows if r.get("status") == "ok" and "relative_error" in r}
+    table = []
+    for label, profile_name in CHOOSER_CLASSES.items():
+        profile = hardware_profiles.get_profile(profile_name)
+        here = [b for b in BACKENDS if runs_on_profile(b, profile)]
+        smallest = min(here, key=sizes.get)
+        bf16_fits = hardware_profiles.plan_on(profile, "sd35-large", offload="none", drop_t5=True).fits
+        quantized = [b for b in here if b != "bf16" and b in errors]
+        if bf16_fits:
+            fidelity = "bf16: the whole bf16 pipeline (no T5) fits without offload"
+        elif quantized:
+            best = min(quantized, key=errors.get)
+            fidelity = f"{best}: lowest error here ({errors[best]:.2%}); bf16 does not fit without offload"
+        else:
+            fidelity = "no measured row runs here"
+        timed = [r for r in measured if r.get("s_per_forward") and r["backend"] in here
+                 and gpu_class(r.get("gpu", "")) == label]
+        fastest = min(timed, key=lambda r: r["s_per_forward"], default=None)
+        speed = (f"{fastest['backend']}: {fastest['s_per_forward']:.2f} s per forward on {fastest['gpu']}" if fastest
+                 else "not measured on this class yet (`make gpu-check` adds it)")
+        table.append({"gpu_class": f"{label}, {profile.gpu_bytes / 2**30:.0f} GiB ({profile_name})",
+                      "fit": f"{smallest}: {sizes[smallest] / 2**30:.1f} GiB transformer",
+                      "speed": speed, "fidelity": fidelity})
+    return table
+
+
+def gpu_class(device_name: str) -> str | None:
+    """The chooser class of a GPU named as torch names it ("NVIDIA H200" -> "Hopper (sm_90)")."""
+    name = device_name.upper()
+    for marks, label in ((("T4",), "T4 (Turing, sm_75)"), (("H100", "H200", "GH200"), "Hopper (sm_90)"),
+                         (("L4", "L40", "RTX 40", "RTX 6000 ADA"), "Ada (sm_89)"),
+                         (("A100", "A10", "A40", "RTX 30", "RTX A"), "Ampere (sm_80/86)")):
+        if any(m in name for m in marks):
+            return label
+    return None
+
+
+# Left out on purpose, with the installed library's own line that says why: (file, line, reason).
+LEFT_OUT = {
+    "optimum-quanto (diffusers' QuantoConfig)": (
+        "diffusers/quantizers/quantization_config.py",
+        'deprecation_message = "`QuantoConfig` is deprecated and will be removed in version 1.0.0."',
+        "optimum-quanto 0.2.7 installs here and QuantoConfig quantizes the stand-in, but diffusers 0.42 "
+        "deprecates QuantoConfig (removal in 1.0.0): a path this collection would teach only to see it go"),
+}
+
+
+def left_out_says(name: str) -> bool:
+    """True when the installed library still holds the line LEFT_OUT[name] cites."""
+    path, line, _ = LEFT_OUT[name]
+    package = importlib.util.find_spec(path.split("/")[0])
+    if package is None or package.origin is None:
+        return False
+    file = Path(package.origin).parent.parent / path
+    return file.is_file() and line in file.read_text(encoding="utf-8")

@@ -16,8 +16,10 @@ def test_model_card_and_blog_values():
     assert PRESETS["sd35-medium"].blog.guidance_scale == 5.0
     for preset in PRESETS.values():
         assert preset.model_card.source
-        assert preset.blog is None or "blog" in preset.blog.source.lower()
-        # The blog gives guidance values only: no steps are attributed to it.
+        # Named exactly: Stability AI's toolkit README, not "the blog" (the HF blog uses guidance 4.5).
+        assert preset.blog is None or preset.blog.source.startswith("Stability AI toolkit README")
+        assert preset.blog is None or "github.com/Stability-AI/stability-ai-toolkit" in preset.blog.source
+        # The toolkit gives guidance values only: no steps are attributed to it.
         assert preset.blog is None or preset.blog.num_inference_steps is None
 
 

@@ -27,7 +27,9 @@ def test_dtype_rename_is_shown_from_diffusers_itself(executed):
     _, nb = executed
     text = cell_outputs_text(nb)
     assert "def _resolve_dtype(dtype, torch_dtype):" in text
-    assert "Passing both: You have passed both `dtype` and `torch_dtype`" in text
+    assert "Pipeline, passing both: You have passed both `dtype` and `torch_dtype`" in text
+    # A model's from_pretrained takes either name silently, `dtype` winning (the prose says so).
+    assert "torch_dtype = dtype if dtype is not None else torch_dtype" in text
 
 
 def test_blog_code_runs_in_nf4_and_shows_its_image(executed):
@@ -36,7 +38,7 @@ def test_blog_code_runs_in_nf4_and_shows_its_image(executed):
     assert "bitsandbytes.nn.modules.Linear4bit layers, NF4" in text
     # No GPU here: diffusers' own refusal of offload is printed, and the image is still made.
     assert "`enable_model_cpu_offload` requires accelerator, but not found" in text
-    assert re.search(r"64x64 px, 2 steps, guidance 7\.5, NF4 transformer, [\d.]+ s on cpu", text)
+    assert re.search(r"64x64 px, 2 steps, guidance 4\.5, NF4 transformer, [\d.]+ s on cpu", text)
     assert (out / "outputs" / "blog_code_image.png").stat().st_size > 100
     assert len(image_outputs(nb)) >= 2  # the image, then the footprint chart
     assert "quantization block size: 64 weights share one scale" in text
@@ -68,8 +70,8 @@ def test_nf4_prose_says_exactly_what_the_count_shows(executed):
 
 
 def test_values_are_attributed_to_their_sources(executed):
-    """The blog's code gives no steps: steps come from the model card, guidance from the blog, and
-    diffusers' defaults are read from the installed pipeline's signature."""
+    """The HF blog's call is what runs (its values quoted once, in prose and code alike); the toolkit's
+    guidance, the model card's and diffusers' defaults are printed beside it, each with its source."""
     import inspect
 
     from diffusers import StableDiffusion3Pipeline
@@ -79,18 +81,27 @@ def test_values_are_attributed_to_their_sources(executed):
     _, nb = executed
     text = cell_outputs_text(nb)
     defaults = inspect.signature(StableDiffusion3Pipeline.__call__).parameters
-    card, blog = PRESETS["sd35-large-nf4"].model_card, PRESETS["sd35-large-nf4"].blog
-    assert "**num_inference_steps = 2** (set above)." in text
-    assert f"**guidance_scale = {blog.guidance_scale:g}** (the blog, for NF4 Large)." in text
-    assert (f"Each source's values: the model card {card.num_inference_steps} steps at guidance {card.guidance_scale:g}; "
-            f"the blog guidance {blog.guidance_scale:g} (its code sets no steps); diffusers' defaults "
-            f"{defaults['num_inference_steps'].default} steps, guidance {defaults['guidance_scale'].default:g}.") in text
-    assert blog.num_inference_steps is None  # the blog gives guidance only
+    card, toolkit = PRESETS["sd35-large-nf4"].model_card, PRESETS["sd35-large-nf4"].blog
+    assert "This run: 2 steps (set above), guidance 4.5 (the HF blog)." in text
+    assert "| HF blog, NF4 snippet (huggingface.co/blog/sd3-5) | 28 | 4.5 | 512 |" in text
+    assert f"| {toolkit.source} | default | {toolkit.guidance_scale:g} | default |" in text
+    assert f"| {card.source} | {card.num_inference_steps} | {card.guidance_scale:g} |" in text
+    assert (f"| diffusers' defaults (StableDiffusion3Pipeline.__call__) | {defaults['num_inference_steps'].default} | "
+            f"{defaults['guidance_scale'].default:g} | {defaults['max_sequence_length'].default} |") in text
+    # The prose's quotes of both sources match the code that runs, and its "default is 256" holds.
+    sources = ["".join(c["source"]) for c in nb["cells"]]
+    code = next(s for s in sources if "HF_BLOG_CALL = dict(" in s)
+    assert 'dict(negative_prompt="", num_inference_steps=28, guidance_scale=4.5, max_sequence_length=512)' in code
+    prose = next(s for s in sources if s.startswith("## The blog's code"))
+    assert '`negative_prompt="", num_inference_steps=28, guidance_scale=4.5, max_sequence_length=512`' in prose
+    assert "`value=7.5`" in prose and toolkit.guidance_scale == 7.5
+    assert defaults["max_sequence_length"].default == 256
+    assert "the pipeline's default is 256" in next(s for s in sources if s.startswith("**Step 4"))
     parameters = "".join(nb["cells"][2]["source"])
     assert "as in the blog" not in parameters
 
 
-def test_free_colab_t4_warning_comes_before_the_blog_code_and_holds(executed):
+def test_free_colab_t4_warning_holds_and_the_blog_cells_come_first(executed):
     """The T4 warning: measured host peak (committed GPU check) above what the T4 profile leaves, the
     fp16 T5 larger than bf16, and the planner's T4 plan, all shown before anything loads."""
     import torch
@@ -113,10 +124,13 @@ def test_free_colab_t4_warning_comes_before_the_blog_code_and_holds(executed):
     assert f"leaves about **{format_bytes(t4.host_available_bytes)}** of its RAM" in text
     assert f"T5-XXL alone takes {format_bytes(on_t4.estimated_bytes['text_encoder_3'])} against" in text
     assert f"`{describe_options(colab_t4_plan())}`" in text
+    # The blog's cells come first; the prerequisites warn T4 readers before anything loads.
     sources = ["".join(c["source"]) for c in nb["cells"]]
-    warning = next(i for i, s in enumerate(sources) if "On a free Colab T4 the blog's code runs out" in s)
+    warning = next(i for i, s in enumerate(sources) if "On a free Colab T4 the blog's code runs out of host RAM" in s)
     first_load = next(i for i, s in enumerate(sources) if "SD3Transformer2DModel.from_pretrained(" in s)
-    assert warning < first_load
+    measured = next(i for i, s in enumerate(sources) if "**On a free Colab T4 the blog's code runs out" in s)
+    planner = next(i for i, s in enumerate(sources) if "hardware_profiles.plan_on(" in s)
+    assert warning < first_load < planner and first_load < measured
 
 
 def test_without_a_gpu_the_same_code_runs_in_bf16(executed_without_gpu):
@@ -124,7 +138,7 @@ def test_without_a_gpu_the_same_code_runs_in_bf16(executed_without_gpu):
     text = cell_outputs_text(nb)
     assert "No GPU found" in text and "builds the pipeline with the bf16 transformer" in text
     assert "torch.nn.modules.linear.Linear layers, bf16" in text
-    assert re.search(r"64x64 px, 2 steps, guidance 7\.5, bf16 transformer, [\d.]+ s on cpu", text)
+    assert re.search(r"64x64 px, 2 steps, guidance 4\.5, bf16 transformer, [\d.]+ s on cpu", text)
     assert (out / "outputs" / "blog_code_image.png").stat().st_size > 100
     assert "NF4 pipeline (needs a GPU: not loaded)" in text and "| bf16 (measured) |" in text
 

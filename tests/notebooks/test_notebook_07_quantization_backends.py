@@ -23,12 +23,14 @@ def executed(tmp_path_factory, tiny_dir):
 
 
 def side_by_side(text: str) -> dict[str, list[str]]:
-    """The measured table's rows, by backend: [status, load, bytes, model bytes, error, s/image, difference]."""
+    """The measured table's rows, by backend: [status, load, bytes, model bytes, error, s/image, difference]
+    (eager rows; the "compiled" column, last, is checked to say "no" for them)."""
     rows = {}
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 8 and cells[0] in backends.BACKENDS:
-            rows[cells[0]] = cells[1:]
+        if len(cells) == 9 and cells[0] in backends.BACKENDS:
+            assert cells[-1] == "no", cells  # no row is compiled on a CPU: the compile cell skips there
+            rows[cells[0]] = cells[1:-1]
     return rows
 
 
@@ -89,9 +91,38 @@ def test_full_size_table_where_it_runs_and_gpu_rows(executed):
     left = 1 - counts.layerwise_cast / counts.parameters
     assert f"fp8 layerwise storage leaves {left:.0%} of the transformer's values in bf16" in text
     assert re.search(r"`norm_out.linear`\) hold 3\d% of all Linear weights", text)  # about a third, counted on meta
-    assert text.count("| yes |") == len(backends.BACKENDS) - 1 and "NOT FOUND" not in text
+    # Every cited line found: one per backend that cites one, and optimum-quanto's deprecation line.
+    assert text.count("| yes |") == len(backends.BACKENDS) - 1 + len(backends.LEFT_OUT) and "NOT FOUND" not in text
+    assert "| optimum-quanto (diffusers' QuantoConfig) |" in text
     measured = backends.measured_rows(__import__("helpers.loading.plan_benchmarks", fromlist=["x"]).gpu_results())
     if measured:
         assert "| measured on | backend |" in text
     else:
         assert "**Not measured on a GPU yet**" in text
+
+
+def test_pipeline_quantization_config_torchao_compile_strips_and_chooser(executed):
+    """PipelineQuantizationConfig quantizes the transformer and T5 in one call, to the bytes load_pipeline's
+    plan counts; the compile cell says why it skips on a CPU; the strips are saved; the chooser is the
+    helper's table for this notebook's rows."""
+    import torch
+
+    from helpers import format_bytes, plan_loading
+
+    out, nb = executed
+    text = cell_outputs_text(nb)
+    counted = plan_loading("sd35-large-nf4", quantize_t5=True, drop_t5=False, offload="none", dtype=torch.bfloat16,
+                           stand_in=True).estimated_bytes
+    for name in ("transformer", "text_encoder_3"):
+        m = re.search(rf"{name}: bitsandbytes\.nn\.modules\.Linear4bit layers, ([\d.]+ [KMG]iB) held; "
+                      rf"load_pipeline's plan counts ([\d.]+ [KMG]iB)", text)
+        assert m and m.group(1) == m.group(2) == format_bytes(counted[name]), (name, m)
+    assert "skipped here: compiling on a cpu takes minutes" in text
+    assert (out / "outputs" / "backends.png").stat().st_size > 1000
+    assert "| GPU class (memory, the profile it is planned on) | fit: smallest |" in text
+    for label in backends.CHOOSER_CLASSES:
+        assert f"| {label}, " in text
+    code = [source(c) for c in nb["cells"] if c["cell_type"] == "code"]
+    assert any("backends.chooser(rows, measured)" in c for c in code)
+    assert any('quant_backend="bitsandbytes_4bit"' in c and "components_to_quantize" in c for c in code)
+    assert any("block.compile()" in c and "compiled=True" in c for c in code)

@@ -134,3 +134,65 @@ def test_grids_are_shown_downscaled(path):
         assert not re.search(r"(?<!for_)display\((helpers\.)?(image_grid|xy_grid)\(", cell.source), (path.name, cell.source[:200])
         last = cell.source.rstrip().splitlines()[-1] if cell.source.strip() else ""
         assert not re.match(r"^(helpers\.)?image_grid\(|^grid$", last), (path.name, last)
+
+
+# Prose: the markdown cells a reader reads, the generated navigation bar aside.
+PROSE_LIMIT = 900  # words per notebook (issue 25 §5): what a learner needs when they need it, the rest linked
+
+
+def prose_cells(path):
+    return [c.source for c in read(path).cells if c.cell_type == "markdown" and not c.source.startswith("<!-- navigation")]
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda p: p.name)
+def test_prose_stays_within_the_reading_load(path):
+    words = sum(len(source.split()) for source in prose_cells(path))
+    assert words <= PROSE_LIMIT, f"{path.name}: {words} words of prose, over {PROSE_LIMIT}"
+
+
+# A figure: a number with a unit of time, memory, share or ratio ("18 s", "15.0 GiB", "12%", "3.7x").
+# Names that hold digits ("SD3.5", "bf16", "Q4_0", "4-bit", "sm_89") and inline code are not figures.
+FIGURE = re.compile(r"(?<![\w.\-/])\d[\d,]*(?:\.\d+)?\s?(?:s|ms|min|minutes|seconds|GB|GiB|MB|MiB|KiB|TB|%|bytes?|bits?|x)"
+                    r"(?![\w])")
+LINK = re.compile(r"\]\(([^)\s]+)[^)]*\)")
+
+
+def unsourced_figures(markdown: str) -> list[str]:
+    """The paragraphs (or list items) of `markdown` that state a figure without a link in them: a
+    figure in prose must be quoted with its source, or point at the measurement file or code it
+    comes from (computed figures belong in a cell's output, not in the prose)."""
+    found = []
+    for block in re.split(r"\n\s*\n", markdown):
+        for item in re.split(r"\n(?=\s*(?:[-*]|\d+\.) )", block):
+            bare = LINK.sub("]", re.sub(r"`[^`]*`", "", item))
+            if FIGURE.search(bare) and not LINK.search(item):
+                found.append(item.strip()[:100])
+    return found
+
+
+def test_a_figure_without_a_source_is_found_and_one_with_a_link_is_not():
+    assert unsourced_figures("NF4 takes 18 s on an H100.") == ["NF4 takes 18 s on an H100."]
+    assert unsourced_figures("- fast\n- NF4 saves 70%") == ["- NF4 saves 70%"]
+    assert unsourced_figures("The [toolkit](https://example.org/readme) gives 18 s.") == []
+    assert unsourced_figures("The run in [results](../benchmarks/results) took 3.5 GiB.") == []
+    assert unsourced_figures("SD3.5 in 4-bit NF4, bf16 and `18 s` in code, Q4_0, sm_89") == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_PATHS, ids=lambda p: p.name)
+def test_every_figure_in_the_prose_is_sourced(path):
+    """The README's promise: a number in a notebook's text is computed by a cell, read from a named
+    measurement file, or quoted with its source. Cells print the first two; the prose, which no cell
+    computes, may state a figure only with a link to where it comes from."""
+    offenders = [item for source in prose_cells(path) for item in unsourced_figures(source)]
+    assert offenders == [], f"{path.name}: figures in prose without a source: {offenders}"
+
+
+def test_the_readme_states_the_numbers_rule_exactly():
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert ("Every number in a notebook's text is computed by a cell of that notebook on your machine, read by a "
+            "cell from a named measurement file (`benchmarks/results/`, committed GPU runs), or quoted with a link "
+            "to its source; a test holds the prose between cells to this for every figure (seconds, bytes, "
+            "percentages, ratios).") in readme
+    assert "every number in a notebook's text is computed by a cell of that notebook, on your machine" not in readme
+    # The measurement files it names are the ones notebooks read.
+    assert sorted((REPO / "benchmarks" / "results").glob("*.json"))
