@@ -40,7 +40,8 @@ def test_an_offload_plan_counts_the_parts_quantized_on_the_gpu_while_loading():
 
 # ---- The plan an expert would pick, per machine ---------------------------------------------------
 EXPERT = [
-    ("RTX 4060 8 GB", "sd35-large-nf4", "NF4, no T5", "model"),
+    ("RTX 4060 8 GB", "sd35-large-nf4", "NF4, staged T5", "model"),
+    ("free Colab T4", "sd35-large-nf4", "NF4, staged T5", "none"),
     ("RTX 4060 8 GB", "sd35-medium", "bf16, NF4 T5", "model"),
     ("RTX 3060 12 GB", "sd35-large-nf4", "NF4", "model"),
     ("RTX 3060 12 GB", "sd35-medium", "bf16", "model"),
@@ -72,7 +73,9 @@ def test_auto_never_streams_layers_when_model_offload_fits_and_names_the_faster_
     and the reason names the faster plan it did not pick (no offload, without T5) and why."""
     plan = plan_on(get_profile("RTX 3060 12 GB"), "sd35-medium")
     assert plan.offload == "model" and plan.t5 == "full"
-    assert plan.better[0] == dict(model="sd35-medium", offload="none", drop_t5=True, dtype=torch.bfloat16)
+    assert plan.better[0] == dict(model="sd35-medium", offload="none", staged_t5=True, dtype=torch.bfloat16)
+    assert plan.better[1] == dict(model="sd35-medium", offload="none", drop_t5=True, dtype=torch.bfloat16)
+    assert "offload='none' (faster), but staged T5" in plan.reason
     assert "offload='none' (faster), but no T5" in plan.reason
 
 
