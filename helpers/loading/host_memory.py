@@ -53,14 +53,18 @@ def host_bytes(offload: str, device: str, weights: dict[str, int], reads: dict[s
     the parts quantized on the GPU (`loaded_on_gpu`) into host RAM.
     ASSUMPTION (not measured): while generating with model or sequential offload every component ends
     up in host RAM (accelerate copies each back after use). On the CPU or Apple's unified memory the
-    weights and the `working` memory are in RAM anyway.
+    weights and the `working` memory are in RAM anyway. On Apple Silicon a load holds the weights once:
+    safetensors memory-maps each shard, whose pages the OS reclaims as the weights are copied into the
+    Metal buffers (counting the largest shard on top of every weight counted the same data twice).
     Staged T5 (`reads[STAGED_T5_READ]`, `staged_weights`): each new prompt loads T5 again while
     generating, reading one shard at a time (and, on unified memory, holding T5 beside the rest)."""
     reads = dict(reads)
     staged_read = reads.pop(STAGED_T5_READ, 0)
     total, shard = sum(weights.values()), max(reads.values(), default=0)
     cuda = CUDA_LOAD_HOST_BYTES if str(device).startswith("cuda") else 0
-    if device == "cpu" or device == "mps":
+    if device == "mps":  # the shard's pages are the file's (memory-mapped, reclaimable), not a second copy
+        return {"loading": max(total, shard), "generating": total + max(working, staged_weights + staged_read)}
+    if device == "cpu":
         return {"loading": total + shard, "generating": total + max(working, staged_weights + staged_read)}
     if offload in ("model", "sequential"):
         moved = sum(weights.get(name, 0) for name in loaded_on_gpu)

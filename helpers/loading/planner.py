@@ -287,7 +287,7 @@ def plan_loading(
         preset, options, plan.dtype,
         plan_for=lambda name, trial, source: _plan(resolve_preset(name), device, trial, stand_in, plan.free_bytes,
                                                    plan.host_bytes_available, source),
-        skip=(plan.preset, plan.t5),
+        skip=(plan.preset, plan.t5), size=None if plan.fits else plan.size,
     )
     if not plan.fits:
         plan.would_fit = found[0][0] if found else None

@@ -77,13 +77,29 @@ def t5_choices(drop_t5, quantize_t5, device: str, offload="auto", staged_t5=None
     return choices[:1] if device == "cpu" else choices
 
 
+SMALLER_SIDES = (896, 768, 640, 512)  # square image sizes tried, largest first, when nothing fits at the asked one
+
+
 def alternatives(preset, options: dict, dtype, plan_for, prequantized: str = PREQUANTIZED,
-                 skip: tuple = ()) -> list[tuple[dict, object]]:
+                 skip: tuple = (), size: tuple[int, int] | None = None) -> list[tuple[dict, object]]:
     """Every other plan of `preset`'s family that fits, best first, as (load_pipeline kwargs, plan);
     `skip`: the (preset, t5) of the plan already chosen.
 
     `plan_for(model, options, transformer)` plans one option set (raising ValueError for plans this
-    device cannot run); `prequantized` is the placeholder of a save_quantized folder."""
+    device cannot run); `prequantized` is the placeholder of a save_quantized folder. `size`: the
+    (height, width) planned for, given when nothing fits it: then, if no plan fits that size either,
+    the plans of the largest smaller square size in SMALLER_SIDES that has any (kwargs with `size=`)."""
+    found = _alternatives_at(preset, options, dtype, plan_for, prequantized, skip)
+    if found or size is None:
+        return found
+    for side in (s for s in SMALLER_SIDES if s < min(size)):
+        found = _alternatives_at(preset, dict(options, size=(side, side)), dtype, plan_for, prequantized, ())
+        if found:
+            return found
+    return []
+
+
+def _alternatives_at(preset, options: dict, dtype, plan_for, prequantized, skip) -> list[tuple[dict, object]]:
     models = [options["model"]]
     if options["model"] in FOUR_BIT:
         models.append(FOUR_BIT[options["model"]])  # the 4-bit transformer is what a small GPU needs
