@@ -19,7 +19,7 @@ import torch
 from ..errors import GPUOutOfMemoryError, QuantizationNeedsGPUError
 from ..generation.pipeline_lock import releasing
 from ..generation.validation import check_pipeline
-from . import devices, fast_plan, hub_access, memory_model, quantized_checkpoints, vae_decode
+from . import devices, fast_plan, group_offload, hub_access, memory_model, quantized_checkpoints, vae_decode
 from .arguments import check_bool
 from .checks import _does_not_fit, check_fast, check_fits, check_room_for_size
 from .planner import PREQUANTIZED, LoadingPlan, plan_loading
@@ -249,6 +249,9 @@ def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...]
             dtype=plan.dtype,
             token=token,
         )
+    if plan.offload == "group" and kwargs.get("transformer") is not None:
+        # Off the GPU before T5 loads there: the load peak is one 4-bit component, not both (group_offload.py)
+        group_offload.apply_group_offload(kwargs["transformer"], plan.device)
     elif plan.quantization == "int8":
         kwargs["transformer"] = SD3Transformer2DModel.from_pretrained(
             plan.model_id,
@@ -281,6 +284,8 @@ def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...]
         pipe.enable_model_cpu_offload(device=plan.device)
     elif plan.offload == "sequential":
         pipe.enable_sequential_cpu_offload(device=plan.device)
+    elif plan.offload == "group":
+        group_offload.apply_group_offload(pipe, plan.device, skip=("transformer",) if "transformer" in kwargs else ())
     return pipe
 
 
