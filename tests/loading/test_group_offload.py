@@ -84,3 +84,4 @@ def test_group_offload_hooks_run_the_stand_ins_4bit_transformer(bnb_cpu):
     after = helpers.generate(pipe, "a lighthouse", num_inference_steps=2)
     assert after.image.tobytes() == before.image.tobytes()
     assert after.recipe["quantization"] == "nf4"
+    helpers.release_current_pipeline()  # no pipeline left held for the next test (load_pipeline's order of checks)

@@ -254,3 +254,4 @@ def test_a_studio_on_a_staged_t5_pipeline_loads_t5_once_per_new_prompt(bnb_cpu, 
     results = [r[0] for r in recorder.of("result")]
     assert len(results) == 4 and all(r.recipe["t5"] == "nf4, staged" for r in results)
     assert pipe.load_info.staged_encodes == 2  # "a cat" and "a dog", each once
+    helpers.release_current_pipeline()
