@@ -26,6 +26,7 @@ MiB = 1024**2
 CUDA_CONTEXT_BYTES = int(0.5 * GiB)  # what the driver and PyTorch's CUDA context take before any tensor
 COLAB_HOST_IN_USE_BYTES = int(2.5 * GiB)  # Colab's own services plus a kernel with torch/diffusers imported
 DESKTOP_HOST_IN_USE_BYTES = 4 * GiB  # the OS, a browser and the kernel on a desktop or a Mac
+BUSY_MAC_HOST_IN_USE_BYTES = 6 * GiB  # a 16 GB Mac with a browser open: 10 GiB left (issue 24's reader)
 MPS_WORKING_SET_FRACTION = {16: 2 / 3, 64: 3 / 4}  # Metal's recommendedMaxWorkingSetSize / RAM, by GB of RAM
 
 
@@ -67,6 +68,7 @@ PROFILES: tuple[HardwareProfile, ...] = (
     HardwareProfile("A100 80 GB", "cuda", (8, 0), 81920 * MiB, 256 * GiB, DESKTOP_HOST_IN_USE_BYTES),
     HardwareProfile("H100 80 GB", "cuda", (9, 0), 81559 * MiB, 256 * GiB, DESKTOP_HOST_IN_USE_BYTES),
     HardwareProfile("Apple M2 16 GB", "mps", None, 16 * GiB, 16 * GiB, DESKTOP_HOST_IN_USE_BYTES),
+    HardwareProfile("Apple 16 GB, 10 GiB free", "mps", None, 16 * GiB, 16 * GiB, BUSY_MAC_HOST_IN_USE_BYTES),
     HardwareProfile("Apple M3 Max 64 GB", "mps", None, 64 * GiB, 64 * GiB, DESKTOP_HOST_IN_USE_BYTES),
 )
 # Host-RAM sizes other than free Colab's 12.7 GB (Colab L4 53 GB, A100 83.5 GB) are typical
@@ -113,7 +115,7 @@ def plan_label(plan: planner.LoadingPlan) -> str:
     transformer = {None: precision, "nf4": "NF4", "int8": "8-bit"}[plan.quantization]
     if plan.transformer_source is not None:
         transformer += " (pre-quantized)"
-    t5 = {"full": "", "nf4": ", NF4 T5", "dropped": ", no T5"}[plan.t5]
+    t5 = {"full": "", "nf4": ", NF4 T5", "staged": ", staged T5", "dropped": ", no T5"}[plan.t5]
     return transformer + t5
 
 
@@ -215,7 +217,8 @@ def fitting_plan(profile: HardwareProfile, model: str = "sd35-large-nf4", transf
     plan = plan_on(profile, model)
     if plan.fits:
         kwargs = dict(model=model, offload=plan.offload, dtype=plan.dtype)
-        kwargs.update({"nf4": dict(quantize_t5=True), "dropped": dict(drop_t5=True)}.get(plan.t5, {}))
+        kwargs.update({"nf4": dict(quantize_t5=True), "staged": dict(staged_t5=True),
+                       "dropped": dict(drop_t5=True)}.get(plan.t5, {}))
     elif plan.would_fit is None:
         raise ValueError(f"No plan of this collection fits {profile.name} for {model}: {plan.reason}")
     else:
@@ -227,6 +230,7 @@ def fitting_plan(profile: HardwareProfile, model: str = "sd35-large-nf4", transf
 
 def colab_t4_plan(transformer: str | None = None) -> dict:
     """The exact `load_pipeline` keyword arguments for SD3.5 Large on a free Colab T4 (sm_75,
-    15 GB, 12.7 GB RAM), as the planner computes them; see `fitting_plan`. For T5 on the T4, encode
-    the prompts first: `helpers.loading.staged_t5.encode_with_t5(prompts, **colab_t4_plan())`."""
+    15 GB, 12.7 GB RAM), as the planner computes them; see `fitting_plan`. The plan stages T5
+    (`staged_t5=True`): `generate` loads T5 for each new prompt, or encode them all first by hand with
+    `helpers.loading.staged_t5.encode_with_t5(prompts, **colab_t4_plan())`."""
     return fitting_plan(get_profile("free Colab T4"), "sd35-large-nf4", transformer)

@@ -19,7 +19,7 @@ import torch
 from ..errors import GPUOutOfMemoryError, QuantizationNeedsGPUError
 from ..generation.pipeline_lock import releasing
 from ..generation.validation import check_pipeline
-from . import devices, fast_plan, hub_access, memory_model, quantized_checkpoints, vae_decode
+from . import devices, fast_plan, group_offload, hub_access, memory_model, quantized_checkpoints, vae_decode
 from .arguments import check_bool
 from .checks import _does_not_fit, check_fast, check_fits, check_room_for_size
 from .planner import PREQUANTIZED, LoadingPlan, plan_loading
@@ -47,6 +47,13 @@ class LoadInfo:
     compute_dtypes: dict = field(default_factory=dict)  # 4-bit component -> dtype its maths really use
     fast_precision: str | None = None  # the fast plan applied: None, "bf16" or "fp8" (load_pipeline(fast=...))
     fast_plan: list = field(default_factory=list)  # what make_fast did, one line per change
+    staged_cache: dict = field(default_factory=dict)  # t5="staged": (prompt, negative) -> PromptEmbeddings
+    staged_encodes: int = 0  # t5="staged": how many times T5 was loaded to encode a new prompt
+
+    @property
+    def staged_t5(self) -> str | None:
+        """The T5 ("nf4" or "full") loaded for each new prompt when the plan stages T5, else None."""
+        return self.plan.staged_t5 if self.plan.t5 == "staged" else None
 
     def check_room(self, height: int, width: int) -> None:
         """Raise GPUOutOfMemoryError when this pipeline's plan has no room for a height x width image
@@ -68,6 +75,7 @@ def load_pipeline(
     fast: bool | str = False,
     size: int | tuple[int, int] | None = None,
     vae_tiling: bool = False,
+    staged_t5: bool | None = None,
 ):
     """Load a `StableDiffusion3Pipeline` for a preset ("sd35-large-nf4", "tiny", ...), a Hub id or
     a local folder, and return it with `pipe.load_info` (the plan, load seconds, recommendations).
@@ -80,7 +88,9 @@ def load_pipeline(
     and VAE decoder, channels-last VAE, and float8 linear layers where they run: sm_89+, a bf16
     transformer kept on the GPU); `fast="bf16"` or `"fp8"` chooses the precision. The first image pays
     the compile time, later ones run faster.
-    `drop_t5` / `quantize_t5` left as None let the planner pick T5 by its ranking (full, 4-bit, none);
+    `drop_t5` / `quantize_t5` / `staged_t5` left as None let the planner pick T5 by its ranking (full,
+    4-bit, staged, none). Staged T5 loads the pipeline without T5; `generate` and `encode_prompt` then load
+    T5 for each new prompt, encode it, release T5 and cache the embeddings (`helpers.loading.staged_t5`);
     `size`: the largest image (pixels, or (height, width)) to plan memory for, the preset's by default.
     `vae_tiling=True` decodes in 512 px tiles (`vae_decode.enable_vae_tiling`), for a GPU with no room
     for a whole-image decode.
@@ -96,7 +106,7 @@ def load_pipeline(
     plan = plan_loading(  # every option checked, before anything is released or read
         model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
         dtype=dtype, stand_in=stand_in, transformer=transformer, size=size,
-        vae_tiling=vae_tiling,
+        vae_tiling=vae_tiling, staged_t5=staged_t5,
     )
     check_fast(plan, fast)
     preset = resolve_preset(model)
@@ -129,7 +139,7 @@ def load_pipeline(
         plan = plan_loading(
             model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
             dtype=dtype, stand_in=stand_in, transformer=transformer, size=size,
-            vae_tiling=vae_tiling,
+            vae_tiling=vae_tiling, staged_t5=staged_t5,
         )
         check_fast(plan, fast)
     check_fits(plan)
@@ -219,7 +229,6 @@ def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...]
     from diffusers import BitsAndBytesConfig, SD3Transformer2DModel, StableDiffusion3Pipeline
 
     kwargs = dict.fromkeys(skip)
-    saved_t5 = None
     if "transformer" in skip:
         pass
     elif plan.transformer_source is not None:
@@ -230,8 +239,6 @@ def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...]
         )
         # The 4-bit maths would follow the saved config's compute dtype, not `dtype`: apply it.
         set_compute_dtype(kwargs["transformer"], plan.dtype)
-        if subfolder and (Path(source) / "text_encoder_3" / "config.json").is_file():
-            saved_t5 = source
     elif plan.quantization == "nf4":
         kwargs["transformer"] = SD3Transformer2DModel.from_pretrained(
             plan.model_id,
@@ -242,6 +249,9 @@ def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...]
             dtype=plan.dtype,
             token=token,
         )
+    if plan.offload == "group" and kwargs.get("transformer") is not None:
+        # Off the GPU before T5 loads there: the load peak is one 4-bit component, not both (group_offload.py)
+        group_offload.apply_group_offload(kwargs["transformer"], plan.device)
     elif plan.quantization == "int8":
         kwargs["transformer"] = SD3Transformer2DModel.from_pretrained(
             plan.model_id,
@@ -253,26 +263,10 @@ def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...]
     if plan.t5 == "dropped":
         # A pipeline saved with T5 still lists it; both entries must be None to skip it.
         kwargs.update(text_encoder_3=None, tokenizer_3=None)
-    elif plan.t5 == "nf4" and saved_t5 is not None:
-        from transformers import T5EncoderModel
-
-        kwargs["text_encoder_3"] = T5EncoderModel.from_pretrained(
-            saved_t5, subfolder="text_encoder_3", dtype=plan.dtype
-        )
-        set_compute_dtype(kwargs["text_encoder_3"], plan.dtype)
+    elif plan.t5 == "staged":  # T5 is loaded for each new prompt (staged_t5.encode_staged); its tokenizer stays
+        kwargs["text_encoder_3"] = None
     elif plan.t5 == "nf4":
-        from transformers import BitsAndBytesConfig as TransformersBnbConfig
-        from transformers import T5EncoderModel
-
-        kwargs["text_encoder_3"] = T5EncoderModel.from_pretrained(
-            plan.model_id,
-            subfolder="text_encoder_3",
-            quantization_config=TransformersBnbConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=plan.dtype
-            ),
-            dtype=plan.dtype,
-            token=token,
-        )
+        kwargs["text_encoder_3"] = load_t5(plan, token, quantize=True)
     if plan.offload == "none":
         # Straight to the device (diffusers accepts "cuda", "mps" or "cpu" here): host RAM never holds
         # the whole pipeline. "cuda:N" loads onto "cuda" with N as the current device.
@@ -290,7 +284,42 @@ def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...]
         pipe.enable_model_cpu_offload(device=plan.device)
     elif plan.offload == "sequential":
         pipe.enable_sequential_cpu_offload(device=plan.device)
+    elif plan.offload == "group":
+        group_offload.apply_group_offload(pipe, plan.device, skip=("transformer",) if "transformer" in kwargs else ())
     return pipe
+
+
+def saved_t5_folder(plan: LoadingPlan) -> str | None:
+    """The save_quantized folder of the plan's pre-quantized transformer, if it also holds an NF4 T5."""
+    if plan.transformer_source is None:
+        return None
+    source, subfolder = quantized_checkpoints.transformer_folder(plan.transformer_source)
+    return source if subfolder and (Path(source) / "text_encoder_3" / "config.json").is_file() else None
+
+
+def load_t5(plan: LoadingPlan, token: str | None, quantize: bool = True):
+    """T5-XXL as the plan loads it: in NF4 (bitsandbytes places it on the GPU), from the save_quantized
+    folder when it holds one, else in `plan.dtype` on the plan's device (`quantize=False`)."""
+    from transformers import BitsAndBytesConfig as TransformersBnbConfig
+    from transformers import T5EncoderModel
+
+    saved = saved_t5_folder(plan) if quantize else None
+    if saved is not None:
+        t5 = T5EncoderModel.from_pretrained(saved, subfolder="text_encoder_3", dtype=plan.dtype)
+        set_compute_dtype(t5, plan.dtype)
+        return t5
+    if not quantize:
+        return T5EncoderModel.from_pretrained(plan.model_id, subfolder="text_encoder_3", dtype=plan.dtype,
+                                              token=token).to(plan.device)
+    return T5EncoderModel.from_pretrained(
+        plan.model_id,
+        subfolder="text_encoder_3",
+        quantization_config=TransformersBnbConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=plan.dtype
+        ),
+        dtype=plan.dtype,
+        token=token,
+    )
 
 
 def set_compute_dtype(model, dtype: torch.dtype) -> None:
