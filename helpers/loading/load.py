@@ -19,7 +19,7 @@ import torch
 from ..errors import GPUOutOfMemoryError, QuantizationNeedsGPUError
 from ..generation.pipeline_lock import releasing
 from ..generation.validation import check_pipeline
-from . import devices, fast_plan, hub_access, memory_model, quantized_checkpoints, vae_decode
+from . import as_machine, devices, fast_plan, hub_access, memory_model, quantized_checkpoints, vae_decode
 from .arguments import check_bool
 from .checks import _does_not_fit, check_fast, check_fits, check_room_for_size
 from .planner import PREQUANTIZED, LoadingPlan, plan_loading
@@ -47,6 +47,7 @@ class LoadInfo:
     compute_dtypes: dict = field(default_factory=dict)  # 4-bit component -> dtype its maths really use
     fast_precision: str | None = None  # the fast plan applied: None, "bf16" or "fp8" (load_pipeline(fast=...))
     fast_plan: list = field(default_factory=list)  # what make_fast did, one line per change
+    machine_plan: LoadingPlan | None = None  # $SD35_AS_MACHINE: the plan on that machine (the stand-in ran `plan`)
 
     def check_room(self, height: int, width: int) -> None:
         """Raise GPUOutOfMemoryError when this pipeline's plan has no room for a height x width image
@@ -99,6 +100,12 @@ def load_pipeline(
         vae_tiling=vae_tiling,
     )
     check_fast(plan, fast)
+    if as_machine.applies(model, stand_in):  # $SD35_AS_MACHINE: `plan` is the real preset's, on that machine
+        as_machine.record(model, dict(device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
+                                      dtype=dtype, transformer=transformer, size=size, vae_tiling=vae_tiling), plan)
+        check_fits(plan)  # the error that machine would give, before anything is released
+        return _stand_in_as_on(plan, model, keep_previous=keep_previous, transformer=transformer, fast=fast,
+                               vae_tiling=vae_tiling)
     preset = resolve_preset(model)
     fast_plan.resolve_fast(  # an impossible fast="fp8" is refused now (offload="auto" is settled later)
         fast, device=plan.device, capability=devices.compute_capability(plan.device), quantization=plan.quantization,
@@ -166,6 +173,23 @@ def load_pipeline(
     pipe.load_info = LoadInfo(plan, seconds, preset.model_card, preset.blog, size, compute_dtypes(pipe),
                               fast_precision, fast_done)
     _current_pipeline = pipe
+    return pipe
+
+
+def _stand_in_as_on(machine_plan: LoadingPlan, model: str, **options):
+    """The stand-in, loaded here with the T5 choice `machine_plan` made on the switch's machine; on a CPU
+    that cannot quantize (no bitsandbytes CPU backend) without the quantization, saying so once."""
+    t5 = dict(drop_t5=machine_plan.t5 == "dropped", quantize_t5=machine_plan.t5 == "nf4")
+    with as_machine.making_images():
+        try:
+            pipe = load_pipeline(model, stand_in=True, **t5, **options)
+        except QuantizationNeedsGPUError:
+            full = next(name for name, p in PRESETS.items()
+                        if p.repo_id == PRESETS[model].repo_id and p.quantization is None)
+            print(f"The stand-in makes {model}'s images without quantization: bitsandbytes cannot quantize on "
+                  f"this CPU (on {as_machine.profile().name} it does).")
+            pipe = load_pipeline(full, stand_in=True, drop_t5=t5["drop_t5"], **options)
+    pipe.load_info.machine_plan = machine_plan
     return pipe
 
 

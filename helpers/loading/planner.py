@@ -242,6 +242,13 @@ def plan_loading(
     `vae_tiling=True`: the VAE decodes in `vae_decode.VAE_TILE_PIXELS` tiles, and the decode is costed per tile."""
     check_plan_options(offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5, stand_in=stand_in,
                        free_bytes=free_bytes, host_bytes=host_bytes)
+    from . import as_machine
+
+    if as_machine.applies(model, stand_in):  # $SD35_AS_MACHINE: the real preset, as on that machine
+        with as_machine.answering():
+            return plan_loading(model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
+                                dtype=dtype, stand_in=False, free_bytes=free_bytes, transformer=transformer,
+                                host_bytes=host_bytes, size=size, vae_tiling=vae_tiling)
     if drop_t5 and quantize_t5:
         raise ValueError("drop_t5=True and quantize_t5=True contradict each other: choose one.")
     preset = resolve_preset(model)

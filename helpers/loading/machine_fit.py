@@ -1,0 +1,112 @@
+"""`fit_to_machine`: a model "as this machine can run it", and one sentence per thing that changed.
+
+The planner decides (`plan_loading`: what fits, ranked); this module only picks the first model of a
+short list that fits and says, in plain words, what the plan changed against the model as published
+(bf16 or its own quantization, full T5, everything on the GPU, its own image size) and what that does
+to the results.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import GPUOutOfMemoryError
+from .planner import LoadingPlan, plan_loading
+from .presets import PRESETS, get_preset
+from .ranking import PREQUANTIZED, describe_options
+
+# What runs when the model asked for cannot: the same weights in 4-bit first, then the smaller model.
+FALLBACKS = ("sd35-large-nf4", "sd35-medium")
+
+T5_SENTENCES = {
+    "dropped": "T5 dropped: prompts are read by CLIP only (77 tokens); long prompts and text in images suffer.",
+    "nf4": "T5 in 4-bit NF4: prompt embeddings differ slightly from full T5's, images a little too.",
+    "staged": "T5 staged: prompts are encoded first and T5 is released before the transformer loads; "
+              "same embeddings, but each new prompt reloads T5 (slower prompt changes).",
+}
+OFFLOAD_SENTENCES = {
+    "model": "Model offload: each model moves to the GPU only while it runs; same images, each one slower.",
+    "sequential": "Sequential offload: layers stream to the GPU one by one; same images, many times slower.",
+    "group": "Group offload: blocks of layers stream to the GPU while others compute; same images, slower.",
+}
+
+
+def fit_to_machine(model: str = "sd35-large", *, stand_in: bool | None = None, size=None,
+                   quiet: bool = False) -> dict:
+    """The `load_pipeline` keyword arguments of `model` as this machine can run it: `model` itself
+    when it fits, else the planner's plan that would, else SD3.5 Large in NF4, else SD3.5 Medium.
+    Prints the plan and one plain sentence per change from the model as published (T5 dropped or
+    quantized, precision, model, size, offload), unless `quiet`. Raises GPUOutOfMemoryError when
+    nothing fits. Use it as `helpers.load_pipeline(**helpers.fit_to_machine("sd35-large"))`."""
+    get_preset(model)  # an unknown name is the same clear error as load_pipeline's
+    kwargs, plan = choose(model, stand_in=stand_in, size=size)
+    if not quiet:
+        print(f"{model} as this machine runs it: {describe_options(kwargs)}")
+        print(f"Plan: {plan_words(plan)}")
+        for sentence in changes(model, plan):
+            print(sentence)
+    if stand_in is not None:
+        kwargs["stand_in"] = stand_in
+    return kwargs
+
+
+def choose(model: str, *, stand_in: bool | None = None, size=None) -> tuple[dict, LoadingPlan]:
+    """(load_pipeline kwargs, plan) of the first of `model` and its FALLBACKS that fits here."""
+    reasons = []
+    for candidate in dict.fromkeys((model, *FALLBACKS)):
+        plan = plan_loading(candidate, stand_in=stand_in, size=size)
+        if not plan.fits and plan.would_fit and plan.would_fit.get("transformer") != PREQUANTIZED:
+            options = {k: v for k, v in plan.would_fit.items() if k not in ("model", "size")}
+            plan = plan_loading(plan.would_fit["model"], stand_in=stand_in, size=size, **options)
+        if plan.fits:
+            return options_of(plan, size), plan
+        reasons.append(f"{candidate}: {plan.reason}")
+    raise GPUOutOfMemoryError(f"No SD3.5 model of this collection fits this machine. " + " ".join(reasons))
+
+
+def options_of(plan: LoadingPlan, size=None) -> dict:
+    """The load_pipeline keyword arguments that make exactly `plan` (its model, offload, T5, dtype)."""
+    kwargs = {"model": plan.preset, "offload": plan.offload, "dtype": plan.dtype}
+    t5 = {"dropped": {"drop_t5": True}, "nf4": {"quantize_t5": True}, "full": {"drop_t5": False, "quantize_t5": False}}
+    kwargs.update(t5.get(plan.t5, {"t5": plan.t5}))
+    if size is not None:
+        kwargs["size"] = size
+    return kwargs
+
+
+def plan_words(plan: LoadingPlan) -> str:
+    """The plan in a few words: model, precision, T5, offload and peak GPU memory."""
+    from ..measuring import format_bytes
+    from .hardware_profiles import plan_label
+
+    gpu = "" if plan.gpu_bytes_needed is None else f", {format_bytes(plan.gpu_bytes_needed)} of GPU memory"
+    return f"{plan.preset}: {plan_label(plan)}, offload {plan.offload}, on {plan.device}{gpu}"
+
+
+def changes(model: str, plan: LoadingPlan) -> list[str]:
+    """One sentence per way `plan` differs from `model` as published, and what it does to the results."""
+    asked, ran = get_preset(model), PRESETS.get(plan.preset)
+    sentences = []
+    if ran is not None and plan.preset != model:
+        if ran.family != asked.family:
+            sentences.append(f"Model changed: {model} cannot run here, so {plan.preset} ({ran.description}) runs "
+                             "instead: a smaller model, with less detail and weaker prompt adherence; its own "
+                             "guidance and steps apply.")
+        elif ran.repo_id == asked.repo_id and ran.quantization and not asked.quantization:
+            sentences.append(f"Precision changed: {model} cannot run here in full precision, so its transformer "
+                             f"is quantized ({plan.preset}): fine detail differs from bf16's, and the blog finds "
+                             "negative prompts act more strongly.")
+        else:
+            sentences.append(f"Model changed: {plan.preset} ({ran.description}) runs instead of {model}.")
+    if plan.t5 in T5_SENTENCES:
+        sentences.append(T5_SENTENCES[plan.t5])
+    if plan.dtype == torch.float16:
+        sentences.append("fp16 instead of bf16 (this GPU has no bf16 units): results differ slightly, and a rare "
+                         "overflow can give a black image.")
+    if plan.offload in OFFLOAD_SENTENCES:
+        sentences.append(OFFLOAD_SENTENCES[plan.offload])
+    published = (asked.default_size, asked.default_size)
+    if not plan.stand_in and tuple(plan.size) != published:
+        sentences.append(f"Size {plan.size[1]}x{plan.size[0]} instead of {published[1]}x{published[0]}: "
+                         "fewer pixels, less detail; the model was trained for its own size.")
+    return sentences
