@@ -16,10 +16,20 @@ import os
 
 import torch
 
-from .hardware_profiles import HardwareProfile, get_profile, on_profile
+from .hardware_profiles import (
+    DESKTOP_HOST_IN_USE_BYTES,
+    PROFILES,
+    GiB,
+    HardwareProfile,
+    get_profile,
+    on_profile,
+)
 
 ENV = "SD35_AS_MACHINE"
 LOG_ENV = "SD35_AS_MACHINE_LOG"
+# A machine without a GPU (the planner's CPU plans, checked against its host RAM): not a row of README's table.
+CPU_ONLY = HardwareProfile("CPU only", "cpu", None, 0, 32 * GiB, DESKTOP_HOST_IN_USE_BYTES)
+MACHINES = (*PROFILES, CPU_ONLY)  # every name the switch takes
 LOADS: list[dict] = []  # every load_pipeline call this process made as on the profile
 _making_images = contextvars.ContextVar("sd35_as_machine_making_images", default=False)
 
@@ -29,10 +39,12 @@ def profile() -> HardwareProfile | None:
     name = os.environ.get(ENV, "").strip()
     if not name:
         return None
+    if name == CPU_ONLY.name:
+        return CPU_ONLY
     try:
         return get_profile(name)
     except ValueError as e:
-        raise ValueError(f"{ENV}={name!r}: {e}") from None
+        raise ValueError(f"{ENV}={name!r}: {e} (or {CPU_ONLY.name!r})") from None
 
 
 def applies(model, stand_in) -> bool:

@@ -61,7 +61,7 @@ def choose(model: str, *, stand_in: bool | None = None, size=None) -> tuple[dict
         if plan.fits:
             return options_of(plan, size), plan
         reasons.append(f"{candidate}: {plan.reason}")
-    raise GPUOutOfMemoryError(f"No SD3.5 model of this collection fits this machine. " + " ".join(reasons))
+    raise GPUOutOfMemoryError("No SD3.5 model of this collection fits this machine. " + " ".join(reasons))
 
 
 def options_of(plan: LoadingPlan, size=None) -> dict:
@@ -89,7 +89,7 @@ def changes(model: str, plan: LoadingPlan) -> list[str]:
     sentences = []
     if ran is not None and plan.preset != model:
         if ran.family != asked.family:
-            sentences.append(f"Model changed: {model} cannot run here, so {plan.preset} ({ran.description}) runs "
+            sentences.append(f"Model changed: {model} cannot run here, so {plan.preset} ({ran.title}) runs "
                              "instead: a smaller model, with less detail and weaker prompt adherence; its own "
                              "guidance and steps apply.")
         elif ran.repo_id == asked.repo_id and ran.quantization and not asked.quantization:
@@ -97,7 +97,7 @@ def changes(model: str, plan: LoadingPlan) -> list[str]:
                              f"is quantized ({plan.preset}): fine detail differs from bf16's, and the blog finds "
                              "negative prompts act more strongly.")
         else:
-            sentences.append(f"Model changed: {plan.preset} ({ran.description}) runs instead of {model}.")
+            sentences.append(f"Model changed: {plan.preset} ({ran.title}) runs instead of {model}.")
     if plan.t5 in T5_SENTENCES:
         sentences.append(T5_SENTENCES[plan.t5])
     if plan.dtype == torch.float16:
@@ -110,3 +110,41 @@ def changes(model: str, plan: LoadingPlan) -> list[str]:
         sentences.append(f"Size {plan.size[1]}x{plan.size[0]} instead of {published[1]}x{published[0]}: "
                          "fewer pixels, less detail; the model was trained for its own size.")
     return sentences
+
+
+def needs(plan: LoadingPlan) -> str:
+    """What `plan` needs against what this machine has, in one clause (for "not run here: ...")."""
+    from ..measuring import format_bytes
+
+    parts = []
+    if plan.gpu_bytes_needed is not None and plan.free_bytes is not None:
+        parts.append(f"{format_bytes(plan.gpu_bytes_needed)} of GPU memory ({format_bytes(plan.free_bytes)} free)")
+    if plan.host_bytes_available is not None:
+        parts.append(f"{format_bytes(plan.host_bytes_needed)} of host RAM ({format_bytes(plan.host_bytes_available)} "
+                     "available)")
+    return f"{plan.preset} needs " + " and ".join(parts) + " in its best plan, more than this machine has"
+
+
+def backend_room(backend: str, family: str = "large", size: int = 1024) -> str | None:
+    """None when SD3.5 `family`'s transformer under `backend` (quantization_backends.BACKENDS) fits
+    this machine's accelerator beside notebook 07's bench pipeline (CLIP-L, CLIP-G, VAE) and one
+    denoising step of a `size` image; else one sentence saying what it needs. Ask it before loading."""
+    from ..measuring import format_bytes
+    from . import as_machine, devices, memory_model
+    from .quantization_backends import BACKENDS
+
+    with as_machine.answering():  # $SD35_AS_MACHINE: the device queries of that machine
+        device = devices.pick_device()
+        if device == "cpu":
+            return None
+        dtype = devices.pick_dtype(device, quantized=True)
+        free = devices.free_accelerator_memory(device)
+        kernel = devices.sdpa_kernel(device, dtype)
+    counts = memory_model.FULL_SIZE[family]
+    rest = sum(memory_model.loaded_bytes(counts[c], dtype) for c in ("text_encoder", "text_encoder_2", "vae"))
+    transformer = memory_model.loaded_bytes(counts["transformer"], dtype, BACKENDS[backend].quantization)
+    need = rest + transformer + memory_model.phase_working(family, size, dtype, kernel).denoise
+    if need <= free:
+        return None
+    return (f"SD3.5 {family.title()}'s transformer in {backend} needs {format_bytes(need)} of GPU memory with the "
+            f"rest of the pipeline, and {format_bytes(free)} is free here")
