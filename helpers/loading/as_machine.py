@@ -79,7 +79,9 @@ def making_images():
 
 def plan_summary(plan) -> dict:
     """The plan's choices and bytes as plain values (what a test compares and replays)."""
-    return {"preset": plan.preset, "device": plan.device, "dtype": str(plan.dtype).removeprefix("torch."),
+    from .machine_fit import plan_words
+
+    return {"words": plan_words(plan), "preset": plan.preset, "device": plan.device, "dtype": str(plan.dtype).removeprefix("torch."),
             "quantization": plan.quantization, "t5": plan.t5, "offload": plan.offload, "fits": plan.fits,
             "size": list(plan.size), "gpu_bytes": plan.gpu_bytes_needed, "host_bytes": plan.host_bytes_needed}
 
