@@ -32,6 +32,7 @@ STAND_IN_BANNER = (
     "cells load the real Stable Diffusion 3.5 (pass stand_in=False to insist on it).\n" + "=" * 78
 )
 
+T5_DROPPED = "T5 dropped: prompts are read by CLIP only (77 tokens); long prompts and text in images suffer."
 _current_pipeline = None  # the one pipeline this kernel keeps; loading another releases it
 _stand_in_announced = False  # the banner prints once per kernel, not on every load
 
@@ -104,6 +105,8 @@ def load_pipeline(
         as_machine.record(model, dict(device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
                                       dtype=dtype, transformer=transformer, size=size, vae_tiling=vae_tiling), plan)
         check_fits(plan)  # the error that machine would give, before anything is released
+        if plan.t5 == "dropped" and drop_t5 is None:  # as that machine would say it
+            print(T5_DROPPED)
         return _stand_in_as_on(plan, model, keep_previous=keep_previous, transformer=transformer, fast=fast,
                                vae_tiling=vae_tiling)
     preset = resolve_preset(model)
@@ -140,6 +143,8 @@ def load_pipeline(
         )
         check_fast(plan, fast)
     check_fits(plan)
+    if plan.t5 == "dropped" and drop_t5 is None and not plan.stand_in:  # never silently: the planner chose it
+        print(T5_DROPPED)
     capability = devices.compute_capability(plan.device)
     fast_precision = fast_plan.resolve_fast(fast, device=plan.device, capability=capability,
                                             quantization=plan.quantization, offload=plan.offload, dtype=plan.dtype)

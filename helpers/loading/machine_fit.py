@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import GPUOutOfMemoryError
+from .load import T5_DROPPED
 from .planner import LoadingPlan, plan_loading
 from .presets import PRESETS, get_preset
 from .ranking import PREQUANTIZED, describe_options
@@ -19,7 +20,7 @@ from .ranking import PREQUANTIZED, describe_options
 FALLBACKS = ("sd35-large-nf4", "sd35-medium")
 
 T5_SENTENCES = {
-    "dropped": "T5 dropped: prompts are read by CLIP only (77 tokens); long prompts and text in images suffer.",
+    "dropped": T5_DROPPED,
     "nf4": "T5 in 4-bit NF4: prompt embeddings differ slightly from full T5's, images a little too.",
     "staged": "T5 staged: prompts are encoded first and T5 is released before the transformer loads; "
               "same embeddings, but each new prompt reloads T5 (slower prompt changes).",
