@@ -16,7 +16,7 @@ import os
 
 import torch
 
-from .hardware_profiles import (
+from .machine_profiles import (
     DESKTOP_HOST_IN_USE_BYTES,
     PROFILES,
     GiB,
@@ -47,16 +47,16 @@ def profile() -> HardwareProfile | None:
         raise ValueError(f"{ENV}={name!r}: {e} (or {CPU_ONLY.name!r})") from None
 
 
-def applies(model, stand_in) -> bool:
-    """Whether this call is planned as on the profile: the switch is set, the call would load the
-    stand-in (no GPU here, or stand_in=True) and `model` is a published SD3.5 preset."""
-    from .planner import use_stand_in
+def applies(model, stand_in: bool) -> bool:
+    """Whether this call is planned as on the profile: the switch is set, the call loads the stand-in
+    (`stand_in`: planner.use_stand_in's answer: no GPU here, or stand_in=True) and `model` is a
+    published SD3.5 preset."""
     from .presets import PRESETS
 
     if _making_images.get() or profile() is None:
         return False
     preset = PRESETS.get(model) if isinstance(model, str) else None
-    return preset is not None and preset.repo_id is not None and use_stand_in(stand_in)
+    return preset is not None and preset.repo_id is not None and stand_in is True
 
 
 @contextlib.contextmanager
@@ -77,15 +77,6 @@ def making_images():
         _making_images.reset(token)
 
 
-def plan_summary(plan) -> dict:
-    """The plan's choices and bytes as plain values (what a test compares and replays)."""
-    from .machine_fit import plan_words
-
-    return {"words": plan_words(plan), "preset": plan.preset, "device": plan.device, "dtype": str(plan.dtype).removeprefix("torch."),
-            "quantization": plan.quantization, "t5": plan.t5, "offload": plan.offload, "fits": plan.fits,
-            "size": list(plan.size), "gpu_bytes": plan.gpu_bytes_needed, "host_bytes": plan.host_bytes_needed}
-
-
 def replayable(options: dict) -> dict:
     """`options` with torch dtypes as their names, so the record is JSON and `options_from` reads it back."""
     return {k: (str(v).removeprefix("torch.") if isinstance(v, torch.dtype) else v) for k, v in options.items()}
@@ -96,9 +87,9 @@ def options_from(recorded: dict) -> dict:
     return {k: (getattr(torch, v) if k == "dtype" and v != "auto" else v) for k, v in recorded.items()}
 
 
-def record(model: str, options: dict, plan) -> dict:
-    """Keep one load call made as on the profile: its model, options and plan."""
-    entry = {"profile": profile().name, "model": model, "options": replayable(options), "plan": plan_summary(plan)}
+def record(model: str, options: dict, plan: dict) -> dict:
+    """Keep one load call made as on the profile: its model, options and plan (`machine_fit.plan_summary`)."""
+    entry = {"profile": profile().name, "model": model, "options": replayable(options), "plan": plan}
     LOADS.append(entry)
     path = os.environ.get(LOG_ENV)
     if path:

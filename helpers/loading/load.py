@@ -19,10 +19,19 @@ import torch
 from ..errors import GPUOutOfMemoryError, QuantizationNeedsGPUError
 from ..generation.pipeline_lock import releasing
 from ..generation.validation import check_pipeline
-from . import as_machine, devices, fast_plan, hub_access, memory_model, quantized_checkpoints, vae_decode
+from . import (
+    as_machine,
+    devices,
+    fast_plan,
+    hub_access,
+    machine_fit,
+    memory_model,
+    quantized_checkpoints,
+    vae_decode,
+)
 from .arguments import check_bool
 from .checks import _does_not_fit, check_fast, check_fits, check_room_for_size
-from .planner import PREQUANTIZED, LoadingPlan, plan_loading
+from .planner import PREQUANTIZED, LoadingPlan, plan_loading, use_stand_in
 from .presets import PRESETS, Recommendation, resolve_preset
 
 STAND_IN_BANNER = (
@@ -32,7 +41,6 @@ STAND_IN_BANNER = (
     "cells load the real Stable Diffusion 3.5 (pass stand_in=False to insist on it).\n" + "=" * 78
 )
 
-T5_DROPPED = "T5 dropped: prompts are read by CLIP only (77 tokens); long prompts and text in images suffer."
 _current_pipeline = None  # the one pipeline this kernel keeps; loading another releases it
 _stand_in_announced = False  # the banner prints once per kernel, not on every load
 
@@ -101,12 +109,13 @@ def load_pipeline(
         vae_tiling=vae_tiling,
     )
     check_fast(plan, fast)
-    if as_machine.applies(model, stand_in):  # $SD35_AS_MACHINE: `plan` is the real preset's, on that machine
+    if as_machine.applies(model, use_stand_in(stand_in)):  # $SD35_AS_MACHINE: `plan` is the real preset's, on that machine
         as_machine.record(model, dict(device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
-                                      dtype=dtype, transformer=transformer, size=size, vae_tiling=vae_tiling), plan)
+                                      dtype=dtype, transformer=transformer, size=size, vae_tiling=vae_tiling),
+                          machine_fit.plan_summary(plan))
         check_fits(plan)  # the error that machine would give, before anything is released
         if plan.t5 == "dropped" and drop_t5 is None:  # as that machine would say it
-            print(T5_DROPPED)
+            print(machine_fit.T5_DROPPED)
         return _stand_in_as_on(plan, model, keep_previous=keep_previous, transformer=transformer, fast=fast,
                                vae_tiling=vae_tiling)
     preset = resolve_preset(model)
@@ -144,7 +153,7 @@ def load_pipeline(
         check_fast(plan, fast)
     check_fits(plan)
     if plan.t5 == "dropped" and drop_t5 is None and not plan.stand_in:  # never silently: the planner chose it
-        print(T5_DROPPED)
+        print(machine_fit.T5_DROPPED)
     capability = devices.compute_capability(plan.device)
     fast_precision = fast_plan.resolve_fast(fast, device=plan.device, capability=capability,
                                             quantization=plan.quantization, offload=plan.offload, dtype=plan.dtype)

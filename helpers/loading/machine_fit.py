@@ -11,20 +11,20 @@ from __future__ import annotations
 import torch
 
 from ..errors import GPUOutOfMemoryError
-from .load import T5_DROPPED
 from .planner import LoadingPlan, plan_loading
 from .presets import PRESETS, get_preset
-from .ranking import PREQUANTIZED, describe_options
+from .ranking import PREQUANTIZED, T5_WORDS, describe_options
 
 # What runs when the model asked for cannot: the same weights in 4-bit first, then the smaller model.
 FALLBACKS = ("sd35-large-nf4", "sd35-medium")
 
 T5_SENTENCES = {
-    "dropped": T5_DROPPED,
+    "dropped": "T5 dropped: prompts are read by CLIP only (77 tokens); long prompts and text in images suffer.",
     "nf4": "T5 in 4-bit NF4: prompt embeddings differ slightly from full T5's, images a little too.",
     "staged": "T5 staged: prompts are encoded first and T5 is released before the transformer loads; "
               "same embeddings, but each new prompt reloads T5 (slower prompt changes).",
 }
+T5_DROPPED = T5_SENTENCES["dropped"]  # load_pipeline says it too, when the planner (not the reader) dropped T5
 OFFLOAD_SENTENCES = {
     "model": "Model offload: each model moves to the GPU only while it runs; same images, each one slower.",
     "sequential": "Sequential offload: layers stream to the GPU one by one; same images, many times slower.",
@@ -78,10 +78,20 @@ def options_of(plan: LoadingPlan, size=None) -> dict:
 def plan_words(plan: LoadingPlan) -> str:
     """The plan in a few words: model, precision, T5, offload and peak GPU memory."""
     from ..measuring import format_bytes
-    from .hardware_profiles import plan_label
 
+    dtype = str(plan.dtype).removeprefix("torch.")
+    weights = {"nf4": f"NF4 transformer computing in {dtype}", "int8": f"8-bit transformer computing in {dtype}"}
     gpu = "" if plan.gpu_bytes_needed is None else f", {format_bytes(plan.gpu_bytes_needed)} of GPU memory"
-    return f"{plan.preset}: {plan_label(plan)}, offload {plan.offload}, on {plan.device}{gpu}"
+    return (f"{plan.preset}: {weights.get(plan.quantization, dtype)}, {T5_WORDS.get(plan.t5, plan.t5)}, "
+            f"offload {plan.offload}, on {plan.device}{gpu}")
+
+
+def plan_summary(plan: LoadingPlan) -> dict:
+    """The plan's choices and bytes as plain values (what as_machine records and a test replays)."""
+    return {"words": plan_words(plan), "preset": plan.preset, "device": plan.device,
+            "dtype": str(plan.dtype).removeprefix("torch."), "quantization": plan.quantization, "t5": plan.t5,
+            "offload": plan.offload, "fits": plan.fits, "size": list(plan.size), "gpu_bytes": plan.gpu_bytes_needed,
+            "host_bytes": plan.host_bytes_needed}
 
 
 def changes(model: str, plan: LoadingPlan) -> list[str]:

@@ -244,7 +244,7 @@ def plan_loading(
                        free_bytes=free_bytes, host_bytes=host_bytes)
     from . import as_machine
 
-    if as_machine.applies(model, stand_in):  # $SD35_AS_MACHINE: the real preset, as on that machine
+    if as_machine.applies(model, use_stand_in(stand_in)):  # $SD35_AS_MACHINE: the real preset, as on that machine
         with as_machine.answering():
             return plan_loading(model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
                                 dtype=dtype, stand_in=False, free_bytes=free_bytes, transformer=transformer,

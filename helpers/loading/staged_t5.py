@@ -19,7 +19,7 @@ from ..generation import validation
 from ..generation.prompt_embeddings import TEXT_ENCODERS, PromptEmbeddings, encode_prompt
 from ..measuring import format_bytes
 from . import as_machine, devices, hub_access, load, memory_model
-from .planner import plan_loading
+from .planner import plan_loading, use_stand_in
 from .presets import resolve_preset
 
 # load_pipeline options that change the transformer or the VAE only: the encoders ignore them.
@@ -55,7 +55,7 @@ def encode_with_t5(prompts, model: str = "sd35-large-nf4", *, negative_prompt: s
         validation.check_prompt(prompt)
     validation.check_prompt(negative_prompt, "negative_prompt", allow_none=True)
     plan = text_encoder_plan(model, quantize_t5=quantize_t5, **options)  # every option checked first
-    as_on = as_machine.applies(model, options.get("stand_in"))  # $SD35_AS_MACHINE: planned there, made here
+    as_on = as_machine.applies(model, use_stand_in(options.get("stand_in")))  # $SD35_AS_MACHINE: planned there, made here
     token = None
     if not plan.stand_in and not as_on:
         token = hub_access.find_token()

@@ -5,7 +5,7 @@ import torch
 
 import helpers
 from helpers.errors import GPUOutOfMemoryError
-from helpers.loading import as_machine, hardware_profiles
+from helpers.loading import as_machine, hardware_profiles, machine_fit
 from helpers.loading.load import load_pipeline, release_current_pipeline
 
 
@@ -29,7 +29,7 @@ def test_plan_is_the_real_preset_on_the_profile(as_t4, tiny_dir):
     plan = helpers.plan_loading("sd35-large", stand_in=True)
     expected = hardware_profiles.plan_on(hardware_profiles.get_profile("free Colab T4"), "sd35-large")
     assert (plan.device, plan.stand_in, plan.fits) == ("cuda", False, False)
-    assert as_machine.plan_summary(plan) == as_machine.plan_summary(expected)
+    assert machine_fit.plan_summary(plan) == machine_fit.plan_summary(expected)
     assert not torch.cuda.is_available()  # the device queries answered as the T4 only while planning
 
 
@@ -41,7 +41,7 @@ def test_without_the_switch_the_stand_in_plans_here(monkeypatch, tiny_dir):
 
 def test_the_stand_in_preset_and_real_runs_are_not_switched(as_t4, tiny_dir):
     assert helpers.plan_loading("tiny").device == "cpu"
-    assert not as_machine.applies("sd35-large", stand_in=False)  # stand_in=False: the real model, here
+    assert not as_machine.applies("sd35-large", False)  # stand_in=False: the real model, here
     assert helpers.model_id("sd35-large", stand_in=True) == str(tiny_dir)
 
 
@@ -63,11 +63,11 @@ def test_a_load_that_fits_makes_images_with_the_profiles_choices(as_t4, bnb_cpu)
     assert (pipe.text_encoder_3 is None) == (machine.t5 == "dropped")
     [entry] = as_machine.read_log(as_t4)
     assert entry == as_machine.LOADS[0]
-    assert entry["plan"] == as_machine.plan_summary(machine)
+    assert entry["plan"] == machine_fit.plan_summary(machine)
     replayed = hardware_profiles.plan_on(hardware_profiles.get_profile("free Colab T4"), entry["model"],
                                          **{k: v for k, v in as_machine.options_from(entry["options"]).items()
                                             if k != "device"})
-    assert as_machine.plan_summary(replayed) == entry["plan"]
+    assert machine_fit.plan_summary(replayed) == entry["plan"]
     image = helpers.generate(pipe, "a fox", num_inference_steps=2, seed=0).image
     assert image.size == (64, 64)
 

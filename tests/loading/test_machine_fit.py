@@ -18,7 +18,7 @@ def test_h100_runs_large_as_published(monkeypatch, capsys, tiny_dir):
     kwargs = fit_on(monkeypatch, "H100 80 GB", "sd35-large")
     out = capsys.readouterr().out
     assert kwargs["model"] == "sd35-large" and kwargs["dtype"] == torch.bfloat16 and kwargs["offload"] == "none"
-    assert "Plan: sd35-large: bf16, offload none, on cuda" in out
+    assert "Plan: sd35-large: bfloat16, full T5, offload none, on cuda" in out
     assert machine_fit.changes("sd35-large", helpers.plan_loading(**kwargs)) == []
 
 

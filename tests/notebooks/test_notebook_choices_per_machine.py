@@ -47,7 +47,7 @@ def check_choice(model: str) -> object:
     kwargs, plan, sentences = choice(model)
     _, printed = machine_fit.choose(model, stand_in=True)
     assert plan.fits and not plan.stand_in, plan.reason
-    assert as_machine.plan_summary(plan) == as_machine.plan_summary(printed)  # the printed plan is the loaded one
+    assert machine_fit.plan_summary(plan) == machine_fit.plan_summary(printed)  # the printed plan is the loaded one
     if plan.t5 != "full":
         assert machine_fit.T5_SENTENCES[plan.t5] in sentences
     if plan.offload != "none":
@@ -82,7 +82,7 @@ def test_05_runs_each_model_by_name_with_the_plan_it_printed(machine):
     for model in parameters("05_negative_prompts.ipynb")["MODELS"]:
         plan = check_choice(model)
         by_name = helpers.plan_loading(plan.preset, stand_in=True)  # run_study loads by name, offload="auto"
-        assert as_machine.plan_summary(by_name) == as_machine.plan_summary(plan)
+        assert machine_fit.plan_summary(by_name) == machine_fit.plan_summary(plan)
         ran.append(plan.preset)
     assert 1 <= len(set(ran)) <= 2
 

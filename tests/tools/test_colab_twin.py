@@ -50,7 +50,7 @@ def test_every_notebook_runs_on_the_colab_twin(twin_run):
 
 
 def test_every_notebook_plans_as_a_free_t4_and_says_when_t5_is_dropped(twin_run):
-    from helpers.loading.load import T5_DROPPED
+    from helpers.loading.machine_fit import T5_DROPPED
 
     assert sum(len(r["loads"]) for r in twin_run) >= 5, "SD35_AS_MACHINE did not reach the twin's kernels"
     for r in twin_run:
