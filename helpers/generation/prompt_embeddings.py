@@ -134,17 +134,23 @@ def check_tensors(pipe, embeddings: PromptEmbeddings) -> None:
 
 
 @torch.no_grad()
-def encode_prompt(pipe, prompt: str, negative_prompt: str | None = None, *, staged_t5: str | None = None) -> PromptEmbeddings:
+def encode_prompt(pipe, prompt: str, negative_prompt: str | None = None, *, staged_t5: str | None = None,
+                  device=None) -> PromptEmbeddings:
     """Run the three text encoders once for `prompt` and `negative_prompt`.
 
     The negative branch is always encoded (an empty negative prompt is still a text), so the
     result works for any guidance_scale. `staged_t5` marks embeddings of a text-encoders-only
-    pipeline (helpers.loading.staged_t5), which has no transformer."""
+    pipeline (helpers.loading.staged_t5), which has no transformer. A pipeline loaded with staged
+    T5 loads T5 for a prompt it has not encoded yet (`staged_t5.staged_embeddings`, cached)."""
     validation.check_pipeline(pipe, "encode_prompt", allow_released=staged_t5 is not None)
     if getattr(pipe, "text_encoder", None) is None:
         raise ValueError("This pipeline has been released (another one was loaded): load it again.")
     validation.check_prompt(prompt)
     validation.check_prompt(negative_prompt, "negative_prompt", allow_none=True)
+    if staged_t5 is None and uses_staged_t5(pipe):
+        from ..loading.staged_t5 import staged_embeddings
+
+        return staged_embeddings(pipe, prompt, negative_prompt)
     with pipeline_lock.using(pipe, "an encode_prompt() call"):  # not while the pipeline runs or is released
         pe, npe, ppe, nppe = pipe.encode_prompt(
             prompt=prompt,
@@ -152,9 +158,14 @@ def encode_prompt(pipe, prompt: str, negative_prompt: str | None = None, *, stag
             prompt_3=None,
             negative_prompt=negative_prompt,
             do_classifier_free_guidance=True,
-            device=pipe._execution_device,
+            device=pipe._execution_device if device is None else device,
         )
     return PromptEmbeddings(prompt, negative_prompt, pe, npe, ppe, nppe, text_encoders_id(pipe), staged_t5)
+
+
+def uses_staged_t5(pipe) -> bool:
+    """Whether `pipe` was loaded with staged T5 (`load_pipeline(..., staged_t5=True)` or the planner's pick)."""
+    return getattr(getattr(pipe, "load_info", None), "staged_t5", None) is not None
 
 
 class PromptCache:

@@ -19,7 +19,7 @@ from PIL import Image
 from ..errors import GenerationCancelled, GPUOutOfMemoryError, NonFiniteImageError
 from ..measuring import PeakMemory, Stopwatch, format_bytes
 from . import pipeline_lock, validation
-from .prompt_embeddings import PromptEmbeddings, check_embeddings
+from .prompt_embeddings import PromptEmbeddings, check_embeddings, encode_prompt, uses_staged_t5
 from .validation import check_pipeline
 
 LIBRARIES = ("torch", "diffusers", "transformers", "bitsandbytes", "accelerate")
@@ -106,7 +106,7 @@ def make_recipe(pipe, prompt, negative_prompt, settings: dict) -> dict:
         "model_id": ("offline stand-in" if plan.stand_in else plan.model_id) if plan else None,
         "stand_in": bool(plan.stand_in) if plan else None,
         "quantization": plan.quantization if plan else None,
-        "t5": plan.t5 if plan else None,
+        "t5": (f"{plan.staged_t5}, staged" if plan.t5 == "staged" else plan.t5) if plan else None,
         "dtype": str(plan.dtype).removeprefix("torch.") if plan else str(pipe.dtype),
         "device": plan.device if plan else str(pipe.device),
         "offload": plan.offload if plan else None,
@@ -180,6 +180,8 @@ def generate(
     every denoising step; returning True cancels (GenerationCancelled is raised). `embeddings`
     (from `encode_prompt` with this pipeline) skips the text encoders; the prompt texts are then
     taken from it (a `prompt` or `negative_prompt` given too must be the one it was encoded from).
+    A pipeline loaded with staged T5 encodes a prompt it has not seen with T5 loaded for that alone
+    (once per prompt: `helpers.loading.staged_t5`), and its recipe says `t5="nf4, staged"`.
     An image with non-finite pixels (NaN) raises NonFiniteImageError instead of coming back black.
     While another caller (the studio, another thread) runs this pipeline, it waits, saying so once.
     """
@@ -188,6 +190,8 @@ def generate(
         num_inference_steps=num_inference_steps, seed=seed, height=height, width=width,
         callback=callback, embeddings=embeddings,
     )
+    if embeddings is None and uses_staged_t5(pipe):  # T5 loaded for a new prompt only; cached per pipeline
+        embeddings = encode_prompt(pipe, prompt, negative_prompt)
     recipe = make_recipe(pipe, prompt, negative_prompt, settings)
     if embeddings is not None and embeddings.staged_t5:  # T5 made them, before this T5-less pipeline loaded
         recipe["t5"] = f"{embeddings.staged_t5}, staged"

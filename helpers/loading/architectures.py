@@ -41,7 +41,7 @@ COMPONENTS = ("transformer", "text_encoder", "text_encoder_2", "text_encoder_3",
 FAMILIES = tuple(TRANSFORMER_CONFIGS)
 # Which architecture each preset loads (Large Turbo is Large's architecture, distilled).
 PRESET_FAMILY = {"sd35-large": "large", "sd35-large-nf4": "large", "sd35-large-8bit": "large",
-                 "sd35-large-turbo": "large", "sd35-medium": "medium"}
+                 "sd35-large-turbo": "large", "sd35-large-turbo-nf4": "large", "sd35-medium": "medium"}
 
 
 def build_component(name: str, family: str = "large"):

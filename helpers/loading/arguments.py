@@ -64,11 +64,13 @@ def check_byte_count(name: str, value, allow_none: bool = True) -> None:
 OFFLOAD_WORDS = ("auto", "none", "model", "sequential")
 
 
-def check_plan_options(*, offload, drop_t5, quantize_t5, stand_in, free_bytes=None, host_bytes=None) -> None:
+def check_plan_options(*, offload, drop_t5, quantize_t5, stand_in, free_bytes=None, host_bytes=None,
+                       staged_t5=None) -> None:
     """The yes/no options must be bools ('no' is truthy), the byte counts real, finite and >= 0,
     and `offload` a word or a bool (1 and 0 would pass for True and False)."""
     check_bool("drop_t5", drop_t5, allow_none=True)  # None: the planner picks T5 by its ranking
     check_bool("quantize_t5", quantize_t5, allow_none=True)
+    check_bool("staged_t5", staged_t5, allow_none=True)
     check_bool("stand_in", stand_in, allow_none=True)
     check_byte_count("free_bytes", free_bytes)
     check_byte_count("host_bytes", host_bytes)

@@ -4,6 +4,8 @@ asked of `generate` (before generating)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from ..errors import GPUOutOfMemoryError
 from ..measuring import format_bytes
 from . import memory_model
@@ -16,6 +18,8 @@ def check_room_for_size(plan: LoadingPlan | None, height: int, width: int) -> No
     if plan is None or plan.device == "cpu" or plan.free_bytes is None or plan.transformer_config is None:
         return
     working = memory_model.phase_working(plan.transformer_config, (height, width), plan.dtype, plan.kernel)
+    if isinstance(plan.working, memory_model.Working):  # the staged T5 of the text phase, if any
+        working = dataclasses.replace(working, text_weights=plan.working.text_weights)
     need = memory_model.accelerator_bytes(plan.offload, plan.estimated_bytes, working, device=plan.device,
                              loaded_on_gpu=plan.loaded_on_gpu)
     if need > plan.free_bytes:
@@ -56,7 +60,7 @@ def check_fits(plan: LoadingPlan) -> None:
 
 
 def _plan_label(plan: LoadingPlan) -> str:
-    t5 = {"full": "full T5", "nf4": "NF4 T5", "dropped": "no T5"}[plan.t5]
+    t5 = {"full": "full T5", "nf4": "NF4 T5", "staged": "staged T5", "dropped": "no T5"}[plan.t5]
     return f"{str(plan.dtype).removeprefix('torch.')}, {t5}, offload='{plan.offload}'"
 
 

@@ -16,6 +16,7 @@ import torch
 from .. import measuring
 from . import planner
 from .machine_profiles import (  # noqa: F401  (the profiles, re-exported where README and notebooks name them)
+    BUSY_MAC_HOST_IN_USE_BYTES,
     COLAB_HOST_IN_USE_BYTES,
     CUDA_CONTEXT_BYTES,
     DESKTOP_HOST_IN_USE_BYTES,
@@ -43,7 +44,7 @@ def plan_label(plan: planner.LoadingPlan) -> str:
     transformer = {None: precision, "nf4": "NF4", "int8": "8-bit"}[plan.quantization]
     if plan.transformer_source is not None:
         transformer += " (pre-quantized)"
-    t5 = {"full": "", "nf4": ", NF4 T5", "dropped": ", no T5"}[plan.t5]
+    t5 = {"full": "", "nf4": ", NF4 T5", "staged": ", staged T5", "dropped": ", no T5"}[plan.t5]
     return transformer + t5
 
 
@@ -145,7 +146,8 @@ def fitting_plan(profile: HardwareProfile, model: str = "sd35-large-nf4", transf
     plan = plan_on(profile, model)
     if plan.fits:
         kwargs = dict(model=model, offload=plan.offload, dtype=plan.dtype)
-        kwargs.update({"nf4": dict(quantize_t5=True), "dropped": dict(drop_t5=True)}.get(plan.t5, {}))
+        kwargs.update({"nf4": dict(quantize_t5=True), "staged": dict(staged_t5=True),
+                       "dropped": dict(drop_t5=True)}.get(plan.t5, {}))
     elif plan.would_fit is None:
         raise ValueError(f"No plan of this collection fits {profile.name} for {model}: {plan.reason}")
     else:

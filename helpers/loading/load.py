@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -57,6 +57,13 @@ class LoadInfo:
     fast_precision: str | None = None  # the fast plan applied: None, "bf16" or "fp8" (load_pipeline(fast=...))
     fast_plan: list = field(default_factory=list)  # what make_fast did, one line per change
     machine_plan: LoadingPlan | None = None  # $SD35_AS_MACHINE: the plan on that machine (the stand-in ran `plan`)
+    staged_cache: dict = field(default_factory=dict)  # t5="staged": (prompt, negative) -> PromptEmbeddings
+    staged_encodes: int = 0  # t5="staged": how many times T5 was loaded to encode a new prompt
+
+    @property
+    def staged_t5(self) -> str | None:
+        """The T5 ("nf4" or "full") loaded for each new prompt when the plan stages T5, else None."""
+        return self.plan.staged_t5 if self.plan.t5 == "staged" else None
 
     def check_room(self, height: int, width: int) -> None:
         """Raise GPUOutOfMemoryError when this pipeline's plan has no room for a height x width image
@@ -78,6 +85,7 @@ def load_pipeline(
     fast: bool | str = False,
     size: int | tuple[int, int] | None = None,
     vae_tiling: bool = False,
+    staged_t5: bool | None = None,
 ):
     """Load a `StableDiffusion3Pipeline` for a preset ("sd35-large-nf4", "tiny", ...), a Hub id or
     a local folder, and return it with `pipe.load_info` (the plan, load seconds, recommendations).
@@ -90,7 +98,9 @@ def load_pipeline(
     and VAE decoder, channels-last VAE, and float8 linear layers where they run: sm_89+, a bf16
     transformer kept on the GPU); `fast="bf16"` or `"fp8"` chooses the precision. The first image pays
     the compile time, later ones run faster.
-    `drop_t5` / `quantize_t5` left as None let the planner pick T5 by its ranking (full, 4-bit, none);
+    `drop_t5` / `quantize_t5` / `staged_t5` left as None let the planner pick T5 by its ranking (full,
+    4-bit, staged, none). Staged T5 loads the pipeline without T5; `generate` and `encode_prompt` then load
+    T5 for each new prompt, encode it, release T5 and cache the embeddings (`helpers.loading.staged_t5`);
     `size`: the largest image (pixels, or (height, width)) to plan memory for, the preset's by default.
     `vae_tiling=True` decodes in 512 px tiles (`vae_decode.enable_vae_tiling`), for a GPU with no room
     for a whole-image decode.
@@ -106,12 +116,13 @@ def load_pipeline(
     plan = plan_loading(  # every option checked, before anything is released or read
         model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
         dtype=dtype, stand_in=stand_in, transformer=transformer, size=size,
-        vae_tiling=vae_tiling,
+        vae_tiling=vae_tiling, staged_t5=staged_t5,
     )
     check_fast(plan, fast)
     if as_machine.applies(model, use_stand_in(stand_in)):  # $SD35_AS_MACHINE: `plan` is the real preset's, on that machine
         as_machine.record(model, dict(device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
-                                      dtype=dtype, transformer=transformer, size=size, vae_tiling=vae_tiling),
+                                      staged_t5=staged_t5, dtype=dtype, transformer=transformer, size=size,
+                                      vae_tiling=vae_tiling),
                           machine_fit.plan_summary(plan))
         check_fits(plan)  # the error that machine would give, before anything is released
         if plan.t5 == "dropped" and drop_t5 is None:  # as that machine would say it
@@ -148,7 +159,7 @@ def load_pipeline(
         plan = plan_loading(
             model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
             dtype=dtype, stand_in=stand_in, transformer=transformer, size=size,
-            vae_tiling=vae_tiling,
+            vae_tiling=vae_tiling, staged_t5=staged_t5,
         )
         check_fast(plan, fast)
     check_fits(plan)
@@ -191,18 +202,22 @@ def load_pipeline(
 
 
 def _stand_in_as_on(machine_plan: LoadingPlan, model: str, **options):
-    """The stand-in, loaded here with the T5 choice `machine_plan` made on the switch's machine; on a CPU
-    that cannot quantize (no bitsandbytes CPU backend) without the quantization, saying so once."""
-    t5 = dict(drop_t5=machine_plan.t5 == "dropped", quantize_t5=machine_plan.t5 == "nf4")
+    """The stand-in, loaded here with the choices `machine_plan` made on the switch's machine (its
+    quantization and T5). On a CPU where bitsandbytes cannot quantize, the stand-in runs without
+    4-bit weights (T5 full), and says so: its images are noise either way, the plan is the machine's."""
+    t5 = dict(drop_t5=machine_plan.t5 == "dropped", quantize_t5=machine_plan.t5 == "nf4",
+              staged_t5=machine_plan.t5 == "staged")
+    try:
+        check_quantization_runs_here(machine_plan)
+        check_quantization_runs_here(replace(machine_plan, quantization="nf4"))
+    except QuantizationNeedsGPUError:
+        model = next(name for name, p in PRESETS.items()
+                     if p.repo_id == PRESETS[model].repo_id and p.quantization is None)
+        t5 = dict(drop_t5=t5["drop_t5"])
+        print(f"The stand-in runs {model} without 4-bit weights: bitsandbytes cannot quantize on this CPU "
+              f"(on {as_machine.profile().name} it does).")
     with as_machine.making_images():
-        try:
-            pipe = load_pipeline(model, stand_in=True, **t5, **options)
-        except QuantizationNeedsGPUError:
-            full = next(name for name, p in PRESETS.items()
-                        if p.repo_id == PRESETS[model].repo_id and p.quantization is None)
-            print(f"The stand-in makes {model}'s images without quantization: bitsandbytes cannot quantize on "
-                  f"this CPU (on {as_machine.profile().name} it does).")
-            pipe = load_pipeline(full, stand_in=True, drop_t5=t5["drop_t5"], **options)
+        pipe = load_pipeline(model, stand_in=True, **t5, **options)
     pipe.load_info.machine_plan = machine_plan
     return pipe
 
@@ -257,7 +272,6 @@ def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...]
     from diffusers import BitsAndBytesConfig, SD3Transformer2DModel, StableDiffusion3Pipeline
 
     kwargs = dict.fromkeys(skip)
-    saved_t5 = None
     if "transformer" in skip:
         pass
     elif plan.transformer_source is not None:
@@ -268,8 +282,6 @@ def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...]
         )
         # The 4-bit maths would follow the saved config's compute dtype, not `dtype`: apply it.
         set_compute_dtype(kwargs["transformer"], plan.dtype)
-        if subfolder and (Path(source) / "text_encoder_3" / "config.json").is_file():
-            saved_t5 = source
     elif plan.quantization == "nf4":
         kwargs["transformer"] = SD3Transformer2DModel.from_pretrained(
             plan.model_id,
@@ -291,26 +303,10 @@ def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...]
     if plan.t5 == "dropped":
         # A pipeline saved with T5 still lists it; both entries must be None to skip it.
         kwargs.update(text_encoder_3=None, tokenizer_3=None)
-    elif plan.t5 == "nf4" and saved_t5 is not None:
-        from transformers import T5EncoderModel
-
-        kwargs["text_encoder_3"] = T5EncoderModel.from_pretrained(
-            saved_t5, subfolder="text_encoder_3", dtype=plan.dtype
-        )
-        set_compute_dtype(kwargs["text_encoder_3"], plan.dtype)
+    elif plan.t5 == "staged":  # T5 is loaded for each new prompt (staged_t5.encode_staged); its tokenizer stays
+        kwargs["text_encoder_3"] = None
     elif plan.t5 == "nf4":
-        from transformers import BitsAndBytesConfig as TransformersBnbConfig
-        from transformers import T5EncoderModel
-
-        kwargs["text_encoder_3"] = T5EncoderModel.from_pretrained(
-            plan.model_id,
-            subfolder="text_encoder_3",
-            quantization_config=TransformersBnbConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=plan.dtype
-            ),
-            dtype=plan.dtype,
-            token=token,
-        )
+        kwargs["text_encoder_3"] = load_t5(plan, token, quantize=True)
     if plan.offload == "none":
         # Straight to the device (diffusers accepts "cuda", "mps" or "cpu" here): host RAM never holds
         # the whole pipeline. "cuda:N" loads onto "cuda" with N as the current device.
@@ -329,6 +325,39 @@ def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...]
     elif plan.offload == "sequential":
         pipe.enable_sequential_cpu_offload(device=plan.device)
     return pipe
+
+
+def saved_t5_folder(plan: LoadingPlan) -> str | None:
+    """The save_quantized folder of the plan's pre-quantized transformer, if it also holds an NF4 T5."""
+    if plan.transformer_source is None:
+        return None
+    source, subfolder = quantized_checkpoints.transformer_folder(plan.transformer_source)
+    return source if subfolder and (Path(source) / "text_encoder_3" / "config.json").is_file() else None
+
+
+def load_t5(plan: LoadingPlan, token: str | None, quantize: bool = True):
+    """T5-XXL as the plan loads it: in NF4 (bitsandbytes places it on the GPU), from the save_quantized
+    folder when it holds one, else in `plan.dtype` on the plan's device (`quantize=False`)."""
+    from transformers import BitsAndBytesConfig as TransformersBnbConfig
+    from transformers import T5EncoderModel
+
+    saved = saved_t5_folder(plan) if quantize else None
+    if saved is not None:
+        t5 = T5EncoderModel.from_pretrained(saved, subfolder="text_encoder_3", dtype=plan.dtype)
+        set_compute_dtype(t5, plan.dtype)
+        return t5
+    if not quantize:
+        return T5EncoderModel.from_pretrained(plan.model_id, subfolder="text_encoder_3", dtype=plan.dtype,
+                                              token=token).to(plan.device)
+    return T5EncoderModel.from_pretrained(
+        plan.model_id,
+        subfolder="text_encoder_3",
+        quantization_config=TransformersBnbConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=plan.dtype
+        ),
+        dtype=plan.dtype,
+        token=token,
+    )
 
 
 def set_compute_dtype(model, dtype: torch.dtype) -> None:

@@ -57,8 +57,9 @@ def choose(model: str, *, stand_in: bool | None = None, size=None) -> tuple[dict
     for candidate in dict.fromkeys((model, *FALLBACKS)):
         plan = plan_loading(candidate, stand_in=stand_in, size=size)
         if not plan.fits and plan.would_fit and plan.would_fit.get("transformer") != PREQUANTIZED:
-            options = {k: v for k, v in plan.would_fit.items() if k not in ("model", "size")}
-            plan = plan_loading(plan.would_fit["model"], stand_in=stand_in, size=size, **options)
+            options = {k: v for k, v in plan.would_fit.items() if k != "model"}  # a smaller size, perhaps
+            options.setdefault("size", size)
+            plan = plan_loading(plan.would_fit["model"], stand_in=stand_in, **options)
         if plan.fits:
             return options_of(plan, size), plan
         reasons.append(f"{candidate}: {plan.reason}")
@@ -68,10 +69,12 @@ def choose(model: str, *, stand_in: bool | None = None, size=None) -> tuple[dict
 def options_of(plan: LoadingPlan, size=None) -> dict:
     """The load_pipeline keyword arguments that make exactly `plan` (its model, offload, T5, dtype)."""
     kwargs = {"model": plan.preset, "offload": plan.offload, "dtype": plan.dtype}
-    t5 = {"dropped": {"drop_t5": True}, "nf4": {"quantize_t5": True}, "full": {"drop_t5": False, "quantize_t5": False}}
-    kwargs.update(t5.get(plan.t5, {"t5": plan.t5}))
-    if size is not None:
-        kwargs["size"] = size
+    t5 = {"dropped": {"drop_t5": True}, "nf4": {"quantize_t5": True}, "staged": {"staged_t5": True},
+          "full": {"drop_t5": False, "quantize_t5": False, "staged_t5": False}}
+    kwargs.update(t5[plan.t5])
+    published = (get_preset(plan.preset).default_size,) * 2
+    if size is not None or (not plan.stand_in and tuple(plan.size) != published):  # a smaller size, as planned
+        kwargs["size"] = tuple(plan.size) if plan.size[0] != plan.size[1] else plan.size[0]
     return kwargs
 
 
@@ -136,13 +139,13 @@ def needs(plan: LoadingPlan) -> str:
     return f"{plan.preset} needs " + " and ".join(parts) + " in its best plan, more than this machine has"
 
 
-def backend_room(backend: str, family: str = "large", size: int = 1024) -> str | None:
-    """None when SD3.5 `family`'s transformer under `backend` (quantization_backends.BACKENDS) fits
-    this machine's accelerator beside notebook 07's bench pipeline (CLIP-L, CLIP-G, VAE) and one
-    denoising step of a `size` image; else one sentence saying what it needs. Ask it before loading."""
+def transformer_room(quantization: str | None, family: str = "large", size: int = 1024) -> str | None:
+    """None when SD3.5 `family`'s transformer held as `quantization` (memory_model's names: None for
+    the compute dtype, "nf4", "int8", "gguf-q4_0", ...) fits this machine's accelerator beside notebook
+    07's bench pipeline (CLIP-L, CLIP-G, VAE) and one denoising step of a `size` image; else one
+    sentence saying what it needs. Ask it before loading anything."""
     from ..measuring import format_bytes
     from . import as_machine, devices, memory_model
-    from .quantization_backends import BACKENDS
 
     with as_machine.answering():  # $SD35_AS_MACHINE: the device queries of that machine
         device = devices.pick_device()
@@ -153,9 +156,10 @@ def backend_room(backend: str, family: str = "large", size: int = 1024) -> str |
         kernel = devices.sdpa_kernel(device, dtype)
     counts = memory_model.FULL_SIZE[family]
     rest = sum(memory_model.loaded_bytes(counts[c], dtype) for c in ("text_encoder", "text_encoder_2", "vae"))
-    transformer = memory_model.loaded_bytes(counts["transformer"], dtype, BACKENDS[backend].quantization)
+    transformer = memory_model.loaded_bytes(counts["transformer"], dtype, quantization)
     need = rest + transformer + memory_model.phase_working(family, size, dtype, kernel).denoise
     if need <= free:
         return None
-    return (f"SD3.5 {family.title()}'s transformer in {backend} needs {format_bytes(need)} of GPU memory with the "
-            f"rest of the pipeline, and {format_bytes(free)} is free here")
+    held = quantization or str(dtype).removeprefix("torch.")
+    return (f"SD3.5 {family.title()}'s transformer held as {held} needs {format_bytes(need)} of GPU memory with "
+            f"the rest of the pipeline, and {format_bytes(free)} is free here")

@@ -24,6 +24,7 @@ MiB = 1024**2
 CUDA_CONTEXT_BYTES = int(0.5 * GiB)  # what the driver and PyTorch's CUDA context take before any tensor
 COLAB_HOST_IN_USE_BYTES = int(2.5 * GiB)  # Colab's own services plus a kernel with torch/diffusers imported
 DESKTOP_HOST_IN_USE_BYTES = 4 * GiB  # the OS, a browser and the kernel on a desktop or a Mac
+BUSY_MAC_HOST_IN_USE_BYTES = 6 * GiB  # a 16 GB Mac with a browser open: 10 GiB left (issue 24's reader)
 MPS_WORKING_SET_FRACTION = {16: 2 / 3, 64: 3 / 4}  # Metal's recommendedMaxWorkingSetSize / RAM, by GB of RAM
 
 
@@ -65,6 +66,7 @@ PROFILES: tuple[HardwareProfile, ...] = (
     HardwareProfile("A100 80 GB", "cuda", (8, 0), 81920 * MiB, 256 * GiB, DESKTOP_HOST_IN_USE_BYTES),
     HardwareProfile("H100 80 GB", "cuda", (9, 0), 81559 * MiB, 256 * GiB, DESKTOP_HOST_IN_USE_BYTES),
     HardwareProfile("Apple M2 16 GB", "mps", None, 16 * GiB, 16 * GiB, DESKTOP_HOST_IN_USE_BYTES),
+    HardwareProfile("Apple 16 GB, 10 GiB free", "mps", None, 16 * GiB, 16 * GiB, BUSY_MAC_HOST_IN_USE_BYTES),
     HardwareProfile("Apple M3 Max 64 GB", "mps", None, 64 * GiB, 64 * GiB, DESKTOP_HOST_IN_USE_BYTES),
 )
 # Host-RAM sizes other than free Colab's 12.7 GB (Colab L4 53 GB, A100 83.5 GB) are typical

@@ -267,6 +267,7 @@ class Working:
     text: int  # encoding the prompt and the negative prompt
     denoise: int  # one transformer step over the image and text tokens (CFG batch)
     decode: int  # the VAE decoding the latents to pixels
+    text_weights: int = 0  # weights loaded for the text phase only and freed before denoising (staged T5)
 
     @property
     def peak(self) -> int:
@@ -331,7 +332,8 @@ def gpu_phases(offload: str, weights: dict[str, int], working: Working,
     """Allocated accelerator bytes in each phase: "loading", "text", "denoise", "decode".
 
     No offload: every weight stays resident. Model offload: the text encoders of `_text_pair`, then
-    the transformer, then the VAE. Sequential: one layer at a time (counted as 0). `loaded_on_gpu`:
+    the transformer, then the VAE. Sequential: one layer at a time (counted as 0). Staged T5
+    (`working.text_weights`): T5 is loaded beside them for the text phase only. `loaded_on_gpu`:
     components bitsandbytes quantizes straight onto the GPU while loading, all at once, before
     `enable_model_cpu_offload` moves them to the CPU (so an offload plan's load peak is their sum)."""
     total = sum(weights.values())
@@ -347,6 +349,7 @@ def gpu_phases(offload: str, weights: dict[str, int], working: Working,
         loading = sum(weights.get(name, 0) for name in loaded_on_gpu)
     phases = {"loading": loading}
     phases.update({phase: resident[phase] + getattr(working, phase) for phase in resident})
+    phases["text"] += working.text_weights
     return phases
 
 

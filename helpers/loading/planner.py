@@ -9,6 +9,7 @@ the reason; when nothing fits it says why and which `load_pipeline` call would.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ class LoadingPlan:
     device: str
     dtype: torch.dtype
     quantization: str | None
-    t5: str  # "full", "nf4" or "dropped"
+    t5: str  # "full", "nf4", "staged" (loaded for each new prompt's encoding only) or "dropped"
     offload: str  # "none", "model" or "sequential"
     reason: str  # why this offload choice (or why nothing fits, and what would), in one sentence
     estimated_bytes: dict[str, int] = field(default_factory=dict)  # per component, as loaded
@@ -60,6 +61,7 @@ class LoadingPlan:
     better: list = field(default_factory=list)  # load_pipeline kwargs of faster or better plans that fit
     transformer_config: dict | None = None  # the transformer's shape (working memory at other sizes)
     vae_tiling: bool = False  # load_pipeline(vae_tiling=True): the VAE decodes in tiles (vae_decode.py)
+    staged_t5: str | None = None  # t5="staged": the T5 that encodes ("nf4", or "full" on Apple Silicon)
 
     @property
     def total_bytes(self) -> int:
@@ -177,8 +179,9 @@ def _fit_problem(offload, device, estimated, free_bytes, working, reads, host_av
         return (f"with offload='{offload}', {phase} needs {format_bytes(need)} "
                 f"of the {format_bytes(free_bytes)} free on the {device}")
     if host_available is not None:
-        host = host_memory.host_bytes(offload, device, estimated, reads or {}, memory_model.as_working(working).peak,
-                                       loaded_on_gpu)
+        working = memory_model.as_working(working)
+        host = host_memory.host_bytes(offload, device, estimated, reads or {}, working.peak, loaded_on_gpu,
+                                      working.text_weights)
         peak = max(host.values())
         if peak > host_available:
             when = "while loading" if host["loading"] >= host["generating"] else "while generating"
@@ -196,6 +199,8 @@ def _peak_phase(offload, estimated, working, device, loaded_on_gpu) -> str:
     what = {"none": "every weight", "model": {"loading": "the parts bitsandbytes quantizes on the GPU",
                                                "text": "two text encoders", "denoise": "the transformer",
                                                "decode": "the VAE"}[phase]}.get(offload, "one layer")
+    if phase == "text" and memory_model.as_working(working).text_weights:
+        what += " and the staged T5"
     return f"{_PHASE_NAMES[phase]} ({what} plus working memory)"
 
 
@@ -222,6 +227,7 @@ def plan_loading(
     dtype="auto",
     stand_in: bool | None = None,
     free_bytes: int | None = None,
+    staged_t5: bool | None = None,
     transformer: str | None = None,
     host_bytes: int | None = None,
     size: int | tuple[int, int] | None = None,
@@ -235,22 +241,24 @@ def plan_loading(
     `plan.fits` is False, `plan.reason` says why and `plan.would_fit` holds the keyword arguments of
     the best-ranked plan that would (`load_pipeline` raises with both before reading any weights).
 
-    `drop_t5` / `quantize_t5` left as None let the planner choose T5 by `ranking.RANKING` (full T5,
-    then 4-bit, then none, against the offload each needs); True or False is kept as asked, and so is
-    an explicit `offload`. `plan.better` lists plans that also fit and run faster or rank higher but
+    `drop_t5` / `quantize_t5` / `staged_t5` left as None let the planner choose T5 by `ranking.RANKING`
+    (full T5, then 4-bit, then staged, then none, against the offload each needs); True or False is kept
+    as asked, and so is an explicit `offload`. `staged_t5=True`: the pipeline loads without T5, and T5 is
+    loaded for each new prompt's text encoding only, then released (`helpers.loading.staged_t5`). `plan.better` lists plans that also fit and run faster or rank higher but
     were not picked (lower in the ranking, or another preset or T5 than asked for); the reason names them.
     `vae_tiling=True`: the VAE decodes in `vae_decode.VAE_TILE_PIXELS` tiles, and the decode is costed per tile."""
     check_plan_options(offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5, stand_in=stand_in,
-                       free_bytes=free_bytes, host_bytes=host_bytes)
+                       free_bytes=free_bytes, host_bytes=host_bytes, staged_t5=staged_t5)
     from . import as_machine
 
     if as_machine.applies(model, use_stand_in(stand_in)):  # $SD35_AS_MACHINE: the real preset, as on that machine
         with as_machine.answering():
             return plan_loading(model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
-                                dtype=dtype, stand_in=False, free_bytes=free_bytes, transformer=transformer,
-                                host_bytes=host_bytes, size=size, vae_tiling=vae_tiling)
-    if drop_t5 and quantize_t5:
-        raise ValueError("drop_t5=True and quantize_t5=True contradict each other: choose one.")
+                                staged_t5=staged_t5, dtype=dtype, stand_in=False, free_bytes=free_bytes,
+                                transformer=transformer, host_bytes=host_bytes, size=size, vae_tiling=vae_tiling)
+    asked = [name for name, value in (("drop_t5", drop_t5), ("quantize_t5", quantize_t5), ("staged_t5", staged_t5)) if value]
+    if len(asked) > 1:
+        raise ValueError(f"{'=True and '.join(asked)}=True contradict each other: choose one.")
     preset = resolve_preset(model)
     _normalise_offload(offload)
     if transformer is not None and transformer != PREQUANTIZED:  # PREQUANTIZED: "what if", planning only
@@ -261,28 +269,32 @@ def plan_loading(
     if not isinstance(vae_tiling, bool):
         raise ValueError(f"vae_tiling must be True or False, not {vae_tiling!r}.")
     options = dict(model=model, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5, dtype=dtype)
+    if staged_t5:  # only when asked, so suggested plans name it only then
+        options["staged_t5"] = True
     if vae_tiling:  # only when asked, so suggested plans name it only then
         options["vae_tiling"] = True
     if size is not None:
         options["size"] = memory_model.image_size(size)
     plans = []
-    for t5 in ranking.t5_choices(drop_t5, quantize_t5, device, offload):
-        trial = dict(options, drop_t5=t5 == "dropped", quantize_t5=t5 == "nf4")
+    for t5 in ranking.t5_choices(drop_t5, quantize_t5, device, offload, staged_t5):
+        trial = dict(options, drop_t5=t5 == "dropped", quantize_t5=t5 == "nf4", staged_t5=t5 == "staged")
         plans.append(_plan(preset, device, trial, stand_in, free_bytes, host_bytes, transformer))
         free_bytes, host_bytes = plans[0].free_bytes, plans[0].host_bytes_available  # measured once
     fitting = [p for p in plans if p.fits]
     plan = min(fitting, key=ranking.rank) if fitting else plans[0]
     if plan is not plans[0]:
         plan.reason = (f"{ranking.T5_WORDS[plan.t5]}: the best-ranked plan that fits (full T5 > T5 in 4-bit > "
-                       f"no T5, against offload: helpers.loading.ranking). With {ranking.T5_WORDS[plans[0].t5]}: "
+                       f"staged T5 > no T5, against offload: helpers.loading.ranking). With {ranking.T5_WORDS[plans[0].t5]}: "
                        f"{plans[0].reason}. With {ranking.T5_WORDS[plan.t5]}: {plan.reason}")
+    if plan.t5 == "staged":
+        plan.reason += f" ({ranking.STAGED_COST})"
     if device == "cpu":
         return plan
     found = ranking.alternatives(
         preset, options, plan.dtype,
         plan_for=lambda name, trial, source: _plan(resolve_preset(name), device, trial, stand_in, plan.free_bytes,
                                                    plan.host_bytes_available, source),
-        skip=(plan.preset, plan.t5),
+        skip=(plan.preset, plan.t5), size=None if plan.fits else plan.size,
     )
     if not plan.fits:
         plan.would_fit = found[0][0] if found else None
@@ -325,25 +337,33 @@ def _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer
         counts, config = _folder_census(mid)
     else:  # a Hub id we cannot look into offline: assume SD3.5 Large's architecture
         mid, counts, config = preset.repo_id, memory_model.FULL_SIZE["large"], architectures.TRANSFORMER_CONFIGS["large"]
-    t5 = "dropped" if options["drop_t5"] else "nf4" if options["quantize_t5"] else "full"
+    t5 = ("dropped" if options["drop_t5"] else "nf4" if options["quantize_t5"]
+          else "staged" if options.get("staged_t5") else "full")
+    staged = ("full" if device == "mps" else "nf4") if t5 == "staged" else None  # the T5 that encodes
     if device == "mps" and t5 == "nf4":
         raise ValueError(
             "quantize_t5=True cannot run on Apple Silicon: without CUDA, transformers places a 4-bit T5 "
             "on the CPU (its bitsandbytes quantizer's update_device_map gives {'': 'cpu'}) and the "
             "pipeline would feed it MPS tensors. Use drop_t5=True, or the full T5 if memory allows."
         )
-    estimated = memory_model.pipeline_bytes(counts, dtype, quantization, t5)
+    estimated = memory_model.pipeline_bytes(counts, dtype, quantization, "dropped" if staged else t5)
     kernel = devices.sdpa_kernel(device, dtype)
     size = memory_model.image_size(options.get("size") or (PRESETS["tiny"].default_size if stand_in
                                                           else preset.default_size))
     tiling = bool(options.get("vae_tiling"))
     tile = vae_decode.VAE_TILE_PIXELS if tiling else None
     working = memory_model.phase_working(config, size, dtype, kernel, vae_tile=tile)
+    if staged:  # T5 joins the resident weights for the text phase only
+        working = dataclasses.replace(working, text_weights=memory_model.loaded_bytes(
+            counts["text_encoder_3"], dtype, "nf4" if staged == "nf4" else None))
     if free_bytes is None:
         free_bytes = devices.free_accelerator_memory(device)
     if host_bytes is None:
         host_bytes = devices.host_memory_available()
-    reads = host_memory.checkpoint_read_bytes(counts, quantization, t5, prequantized=transformer is not None)
+    reads = host_memory.checkpoint_read_bytes(counts, quantization, "dropped" if staged else t5,
+                                              prequantized=transformer is not None)
+    if staged:
+        reads[host_memory.STAGED_T5_READ] = host_memory.staged_t5_read(counts["text_encoder_3"])
     on_gpu = loaded_on_gpu(device, quantization, t5)
     choice, reason = choose_offload(
         options["offload"], device, estimated, free_bytes, working, quantized=quantized, reads=reads,
@@ -352,7 +372,7 @@ def _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer
     problem = _fit_problem(choice, device, estimated, free_bytes, working, reads, host_bytes, on_gpu)
     if problem is not None and not reason.startswith("does not fit"):
         reason = "does not fit: " + problem
-    host = host_memory.host_bytes(choice, device, estimated, reads, working.peak, on_gpu)
+    host = host_memory.host_bytes(choice, device, estimated, reads, working.peak, on_gpu, working.text_weights)
     return LoadingPlan(
         preset=preset.name, model_id=mid, stand_in=stand_in, device=device, dtype=dtype,
         quantization=quantization, t5=t5, offload=choice, reason=reason, estimated_bytes=estimated,
@@ -360,7 +380,7 @@ def _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer
         working_bytes=working.peak, host_bytes_needed=max(host.values()), host_bytes_available=host_bytes,
         fits=problem is None, kernel=kernel, size=size, working=working, loaded_on_gpu=on_gpu,
         host_loading_bytes=host["loading"], transformer_config=dict(config),
-        vae_tiling=tiling,
+        vae_tiling=tiling, staged_t5=staged,
     )
 
 

@@ -65,6 +65,10 @@ class Preset:
 
 
 _LARGE_CARD = Recommendation(3.5, 28, "model card (stabilityai/stable-diffusion-3.5-large)")
+# Large Turbo is distilled for few steps without classifier-free guidance: its model card's diffusers
+# example runs num_inference_steps=4, guidance_scale=0.0. The NF4 preset quantizes the same weights
+# (as the Large NF4 preset does Large's), so the card's values hold for both.
+_TURBO_CARD = Recommendation(0.0, 4, "model card (stabilityai/stable-diffusion-3.5-large-turbo)")
 
 PRESETS: dict[str, Preset] = {
     p.name: p
@@ -124,7 +128,19 @@ PRESETS: dict[str, Preset] = {
             None,
             True,
             1024,
-            Recommendation(0.0, 4, "model card (stabilityai/stable-diffusion-3.5-large-turbo)"),
+            _TURBO_CARD,
+            None,
+            {"transformer": LARGE_TRANSFORMER, **SHARED_PARAMETERS},
+            "large",
+        ),
+        Preset(
+            "sd35-large-turbo-nf4",
+            "SD3.5 Large Turbo, transformer in 4-bit NF4 (distilled: no CFG)",
+            LARGE_TURBO,
+            "nf4",
+            True,
+            1024,
+            _TURBO_CARD,
             None,
             {"transformer": LARGE_TRANSFORMER, **SHARED_PARAMETERS},
             "large",

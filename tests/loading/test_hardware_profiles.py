@@ -1,6 +1,8 @@
 """helpers.loading.hardware_profiles: the real planner on each machine readers use (only the device
 queries answered for it), checked against the exact memory model."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -25,13 +27,22 @@ def _exact_peaks(profile, plan):
     """(accelerator bytes, host bytes) of `plan` recomputed here from the meta-built counts."""
     preset = helpers.PRESETS[plan.preset]
     counts = memory_model.FULL_SIZE[preset.family]
-    weights = memory_model.pipeline_bytes(counts, plan.dtype, plan.quantization, plan.t5)
+    resident_t5 = "dropped" if plan.t5 == "staged" else plan.t5  # staged: T5 joins the text phase only
+    weights = memory_model.pipeline_bytes(counts, plan.dtype, plan.quantization, resident_t5)
     working = memory_model.phase_working(preset.family, 1024, plan.dtype, plan.kernel)
-    on_gpu = loaded_on_gpu(profile.device, plan.quantization, plan.t5)
+    staged = 0
+    if plan.t5 == "staged":
+        staged = memory_model.loaded_bytes(counts["text_encoder_3"], plan.dtype, "nf4" if profile.device == "cuda" else None)
+        working = dataclasses.replace(working, text_weights=staged)
+    on_gpu = loaded_on_gpu(profile.device, plan.quantization, resident_t5)
     gpu = memory_model.accelerator_bytes(plan.offload, weights, working, device=profile.device, loaded_on_gpu=on_gpu)
-    reads = host_memory.checkpoint_read_bytes(counts, plan.quantization, plan.t5,
+    reads = host_memory.checkpoint_read_bytes(counts, plan.quantization, resident_t5,
                                                prequantized=plan.transformer_source is not None)
-    host = max(host_memory.host_bytes(plan.offload, profile.device, weights, reads, working.peak, on_gpu).values())
+    if staged:
+        reads[host_memory.STAGED_T5_READ] = min(memory_model.loaded_bytes(counts["text_encoder_3"], torch.bfloat16),
+                                                host_memory.SHARD_BYTES["text_encoder_3"])
+    host = max(host_memory.host_bytes(plan.offload, profile.device, weights, reads, working.peak, on_gpu,
+                                      staged).values())
     return gpu, host
 
 
@@ -72,7 +83,7 @@ def test_free_colab_t4_runs_sd35_large_in_nf4_within_15_gb_and_12_7_gb_of_ram():
     assert t4.capability == (7, 5) and t4.host_bytes == int(12.7 * hardware_profiles.GiB)
     kwargs = colab_t4_plan(transformer="/content/drive/MyDrive/sd35-large-nf4")
     assert kwargs["model"] == "sd35-large-nf4" and kwargs["dtype"] == torch.float16
-    assert kwargs.get("drop_t5") or kwargs.get("quantize_t5")
+    assert kwargs.get("staged_t5")  # T5 kept: staged, the only way it fits there
     if "transformer" in kwargs:  # plan it as "a pre-quantized transformer" (the folder is the reader's)
         kwargs["transformer"] = PREQUANTIZED
     plan = plan_on(t4, **kwargs)

@@ -57,12 +57,12 @@ def test_nothing_fits_is_one_error_naming_each_try(monkeypatch, tiny_dir):
         helpers.fit_to_machine("sd35-large", stand_in=True)
 
 
-def test_backend_room_answers_for_the_machine(monkeypatch, tiny_dir):
+def test_transformer_room_answers_for_the_machine(monkeypatch, tiny_dir):
     monkeypatch.setenv(as_machine.ENV, "free Colab T4")
-    why = machine_fit.backend_room("bf16", "large")
-    assert why is not None and "needs" in why and "14.50 GiB is free" in why  # bf16 Large alone is 15.17 GiB
-    assert machine_fit.backend_room("bitsandbytes NF4", "large") is None
+    why = machine_fit.transformer_room(None, "large")
+    assert why is not None and "held as float16 needs" in why and "14.50 GiB is free" in why  # 15.17 GiB alone
+    assert machine_fit.transformer_room("nf4", "large") is None
     monkeypatch.setenv(as_machine.ENV, "H100 80 GB")
-    assert machine_fit.backend_room("bf16", "large") is None
+    assert machine_fit.transformer_room(None, "large") is None
     monkeypatch.delenv(as_machine.ENV)
-    assert machine_fit.backend_room("bf16", "large") is None  # this CPU: no accelerator to fill
+    assert machine_fit.transformer_room(None, "large") is None  # this CPU: no accelerator to fill

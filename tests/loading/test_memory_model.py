@@ -146,3 +146,27 @@ def test_host_bytes_offloaded_plans_keep_everything_in_host_ram():
     # on the GPU move to host RAM; generating: every component in host RAM.
     assert model == {"loading": 9 * GiB + cuda, "generating": 10 * GiB + cuda}
     assert host_memory.host_bytes("none", "mps", weights, reads, working=GiB)["generating"] == 11 * GiB
+
+
+def test_host_bytes_on_apple_silicon_hold_the_weights_once_while_loading():
+    """The shard safetensors reads is memory-mapped: its pages are the weights' source, not a second copy
+    (it counted total + largest shard); the CPU, which keeps its own copy, still counts both."""
+    weights = {"transformer": 4 * GiB, "text_encoder_3": 6 * GiB}
+    reads = {"transformer": 9 * GiB, "text_encoder_3": 5 * GiB}
+    assert host_memory.host_bytes("none", "mps", weights, reads)["loading"] == 10 * GiB
+    assert host_memory.host_bytes("none", "mps", weights, {"transformer": 12 * GiB})["loading"] == 12 * GiB
+    assert host_memory.host_bytes("none", "cpu", weights, reads)["loading"] == 19 * GiB
+
+
+def test_staged_t5_costs_its_shard_and_its_weights_in_the_text_phase_only():
+    weights = {"transformer": 4 * GiB, "text_encoder": GiB}
+    reads = {"transformer": 9 * GiB, host_memory.STAGED_T5_READ: 5 * GiB}
+    cuda = host_memory.CUDA_LOAD_HOST_BYTES
+    # The staged shard is read while generating (each new prompt), never while loading the pipeline.
+    assert host_memory.host_bytes("none", "cuda", weights, reads) == {"loading": 9 * GiB + cuda,
+                                                                      "generating": 5 * GiB + cuda}
+    working = memory_model.Working(text=GiB, denoise=2 * GiB, decode=GiB, text_weights=6 * GiB)
+    phases = memory_model.gpu_phases("none", weights, working)
+    assert phases == {"loading": 5 * GiB, "text": 12 * GiB, "denoise": 7 * GiB, "decode": 6 * GiB}
+    reserved = memory_model.reserved_phases(phases, working)  # T5's weights are allocated, not scaled as working
+    assert reserved["text"] == 12 * GiB + memory_model.RESERVED_BASE_BYTES + int(memory_model.RESERVED_OVER_WORKING * GiB)

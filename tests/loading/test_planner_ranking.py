@@ -40,7 +40,8 @@ def test_an_offload_plan_counts_the_parts_quantized_on_the_gpu_while_loading():
 
 # ---- The plan an expert would pick, per machine ---------------------------------------------------
 EXPERT = [
-    ("RTX 4060 8 GB", "sd35-large-nf4", "NF4, no T5", "model"),
+    ("RTX 4060 8 GB", "sd35-large-nf4", "NF4, staged T5", "model"),
+    ("free Colab T4", "sd35-large-nf4", "NF4, staged T5", "none"),
     ("RTX 4060 8 GB", "sd35-medium", "bf16, NF4 T5", "model"),
     ("RTX 3060 12 GB", "sd35-large-nf4", "NF4", "model"),
     ("RTX 3060 12 GB", "sd35-medium", "bf16", "model"),
@@ -72,7 +73,9 @@ def test_auto_never_streams_layers_when_model_offload_fits_and_names_the_faster_
     and the reason names the faster plan it did not pick (no offload, without T5) and why."""
     plan = plan_on(get_profile("RTX 3060 12 GB"), "sd35-medium")
     assert plan.offload == "model" and plan.t5 == "full"
-    assert plan.better[0] == dict(model="sd35-medium", offload="none", drop_t5=True, dtype=torch.bfloat16)
+    assert plan.better[0] == dict(model="sd35-medium", offload="none", staged_t5=True, dtype=torch.bfloat16)
+    assert plan.better[1] == dict(model="sd35-medium", offload="none", drop_t5=True, dtype=torch.bfloat16)
+    assert "offload='none' (faster), but staged T5" in plan.reason
     assert "offload='none' (faster), but no T5" in plan.reason
 
 
@@ -176,3 +179,20 @@ def test_working_memory_constants_are_used_by_phase():
     working = memory_model.phase_working("large", 1024, torch.bfloat16, "flash")
     assert working.text == memory_model.TEXT_ENCODING_BYTES
     assert 0.45 * GiB < working.denoise < 0.6 * GiB and 2.3 * GiB < working.decode < 2.6 * GiB
+
+
+def test_a_busy_16_gb_mac_gets_a_smaller_image_before_nothing_fits():
+    """10 GiB of RAM left: bf16 Medium without T5 needs its 6.28 GiB of weights once while loading (the
+    mapped shard is not counted twice), and at 1024x1024 the MPS attention estimate puts it just over;
+    the alternatives then try smaller sizes, largest first, instead of "nothing fits"."""
+    mac = get_profile("Apple 16 GB, 10 GiB free")
+    assert mac.host_available_bytes == 10 * GiB
+    plan = plan_on(mac, "sd35-medium", drop_t5=True)
+    assert plan.host_loading_bytes == plan.total_bytes < 6.5 * GiB  # weights once, not weights + shard
+    found = plan_on(mac, "sd35-medium")
+    assert not found.fits and found.would_fit["size"] == (896, 896) and "size=(896, 896)" in found.reason
+    smaller = plan_on(mac, **found.would_fit)
+    assert smaller.fits and smaller.t5 == "dropped" and smaller.size == (896, 896)
+    assert plan_on(mac, "sd35-medium", drop_t5=True, size=768).fits
+    # The size search is only for "nothing fits": a plan that fits lists no smaller-size plans.
+    assert all("size" not in kwargs for kwargs in plan_on(get_profile("Apple M2 16 GB"), "sd35-medium").better)

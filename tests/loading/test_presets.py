@@ -43,3 +43,18 @@ def test_every_real_preset_has_its_full_size_census():
             continue
         assert preset.family == PRESET_FAMILY[name]
         assert set(preset.census) == {"transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "vae"}
+
+
+def test_large_turbo_in_nf4_runs_on_the_free_t4_with_the_turbo_model_card_values():
+    from helpers.loading.hardware_profiles import get_profile, plan_on
+    from helpers.loading.presets import LARGE_TURBO
+
+    turbo = PRESETS["sd35-large-turbo-nf4"]
+    assert (turbo.repo_id, turbo.quantization, turbo.family) == (LARGE_TURBO, "nf4", "large")
+    assert turbo.model_card == PRESETS["sd35-large-turbo"].model_card  # 4 steps, no CFG: the Turbo card's
+    t4 = get_profile("free Colab T4")
+    assert not plan_on(t4, "sd35-large-turbo").fits
+    plan = plan_on(t4, "sd35-large-turbo-nf4")
+    assert plan.fits and plan.t5 == "staged"  # Turbo with T5, on the T4
+    # The bf16 Turbo points to the NF4 Turbo (the same model), not to Large.
+    assert plan_on(t4, "sd35-large-turbo").would_fit["model"] == "sd35-large-turbo-nf4"

@@ -88,11 +88,11 @@ def test_05_runs_each_model_by_name_with_the_plan_it_printed(machine):
 
 
 def test_07_has_its_bf16_reference_and_says_which_model(machine):
-    family = "large" if machine_fit.backend_room("bf16", "large") is None else "medium"
-    assert machine_fit.backend_room("bf16", family) is None  # the error column always has its reference
-    for backend in BACKENDS:
-        why = machine_fit.backend_room(backend, family)
-        assert why is None or why.startswith(f"SD3.5 {family.title()}'s transformer in {backend} needs")
+    family = "large" if machine_fit.transformer_room(None, "large") is None else "medium"
+    assert machine_fit.transformer_room(None, family) is None  # the error column always has its reference
+    for backend in BACKENDS.values():
+        why = machine_fit.transformer_room(backend.quantization, family)
+        assert why is None or why.startswith(f"SD3.5 {family.title()}'s transformer held as ")
 
 
 def test_the_machines_differ_where_the_readme_says_they_do(monkeypatch, tiny_dir):
