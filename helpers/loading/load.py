@@ -193,7 +193,7 @@ def load_pipeline(
     seconds = time.perf_counter() - started
     # The stand-in keeps the preset's guidance and steps (what the lesson teaches) but renders at its
     # own small size, so a CPU runs every notebook in seconds.
-    size = PRESETS["tiny"].default_size if plan.stand_in else preset.default_size
+    size = PRESETS["tiny"].default_size if plan.stand_in else plan.size[0] if size is not None else preset.default_size
     plan.fast = bool(fast_precision)
     pipe.load_info = LoadInfo(plan, seconds, preset.model_card, preset.blog, size, compute_dtypes(pipe),
                               fast_precision, fast_done)

@@ -52,18 +52,22 @@ def fit_to_machine(model: str = "sd35-large", *, stand_in: bool | None = None, s
 
 
 def choose(model: str, *, stand_in: bool | None = None, size=None) -> tuple[dict, LoadingPlan]:
-    """(load_pipeline kwargs, plan) of the first of `model` and its FALLBACKS that fits here."""
-    reasons = []
-    for candidate in dict.fromkeys((model, *FALLBACKS)):
-        plan = plan_loading(candidate, stand_in=stand_in, size=size)
-        if not plan.fits and plan.would_fit and plan.would_fit.get("transformer") != PREQUANTIZED:
-            options = {k: v for k, v in plan.would_fit.items() if k != "model"}  # a smaller size, perhaps
-            options.setdefault("size", size)
-            plan = plan_loading(plan.would_fit["model"], stand_in=stand_in, **options)
-        if plan.fits:
-            return options_of(plan, size), plan
-        reasons.append(f"{candidate}: {plan.reason}")
-    raise GPUOutOfMemoryError("No SD3.5 model of this collection fits this machine. " + " ".join(reasons))
+    """(load_pipeline kwargs, plan) of the first of `model` and its FALLBACKS that fits here: at the
+    published size first (Medium before a smaller Large), then at the smaller size the planner finds."""
+    reasons = {}
+    for smaller_size in (False, True):
+        for candidate in dict.fromkeys((model, *FALLBACKS)):
+            plan = plan_loading(candidate, stand_in=stand_in, size=size)
+            instead = plan.would_fit or {}
+            if not plan.fits and instead and instead.get("transformer") != PREQUANTIZED and (
+                    smaller_size or "size" not in instead):
+                options = {k: v for k, v in instead.items() if k != "model"}
+                options.setdefault("size", size)
+                plan = plan_loading(instead["model"], stand_in=stand_in, **options)
+            if plan.fits:
+                return options_of(plan, size), plan
+            reasons[candidate] = f"{candidate}: {plan.reason}"
+    raise GPUOutOfMemoryError("No SD3.5 model of this collection fits this machine. " + " ".join(reasons.values()))
 
 
 def options_of(plan: LoadingPlan, size=None) -> dict:

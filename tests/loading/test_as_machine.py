@@ -60,7 +60,8 @@ def test_a_load_that_fits_makes_images_with_the_profiles_choices(as_t4, bnb_cpu)
     assert machine.device == "cuda" and machine.dtype == torch.float16 and machine.fits
     assert pipe.load_info.plan.device == "cpu" and pipe.load_info.plan.stand_in  # the stand-in ran here
     assert pipe.load_info.plan.t5 == machine.t5  # with the T4's T5 choice
-    assert (pipe.text_encoder_3 is None) == (machine.t5 == "dropped")
+    assert (pipe.text_encoder_3 is None) == (machine.t5 in ("dropped", "staged"))
+    assert (pipe.load_info.staged_t5 is not None) == (machine.t5 == "staged")  # T5 per new prompt, as on the T4
     [entry] = as_machine.read_log(as_t4)
     assert entry == as_machine.LOADS[0]
     assert entry["plan"] == machine_fit.plan_summary(machine)

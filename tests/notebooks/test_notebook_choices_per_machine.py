@@ -81,7 +81,8 @@ def test_05_runs_each_model_by_name_with_the_plan_it_printed(machine):
     ran = []
     for model in parameters("05_negative_prompts.ipynb")["MODELS"]:
         plan = check_choice(model)
-        by_name = helpers.plan_loading(plan.preset, stand_in=True)  # run_study loads by name, offload="auto"
+        size = helpers.fit_to_machine(model, stand_in=True, quiet=True).get("size")  # the study's images' size
+        by_name = helpers.plan_loading(plan.preset, stand_in=True, size=size)  # run_study: by name, offload="auto"
         assert machine_fit.plan_summary(by_name) == machine_fit.plan_summary(plan)
         ran.append(plan.preset)
     assert 1 <= len(set(ran)) <= 2
