@@ -1,7 +1,7 @@
 """Every notebook end to end as an 8 GB card and as a 16 GB Mac (SD35_AS_MACHINE), on the stand-in.
 
 Pass means: no cell error; every load fits the machine (a section that cannot run there says what it
-needs and skips itself, before loading); every plan the notebook printed ("Plan: ...") is the plan of a
+needs and skips itself, before loading; notebook 02's plan table shows a refused plan as its row); every plan the notebook printed ("Plan: ...") is the plan of a
 load it then made. Each recorded load is then planned on every other machine, without re-running the
 notebook: it fits there, or `fit_to_machine` finds what that machine runs instead.
 """
@@ -56,7 +56,10 @@ def test_notebook_runs_as_machine(name, machine, tmp_path, monkeypatch):
     printed, loads = run_as(machine, name, tmp_path, monkeypatch)
     assert all(entry["profile"] == machine for entry in loads)
     refused = [entry for entry in loads if not entry["plan"]["fits"]]
-    assert not refused, f"{name} as {machine} tried loads that do not fit there: {refused}"
+    if name.startswith("02"):  # its plan table tries every plan: a refused one is a row saying so, nothing loaded
+        assert printed.count("out of GPU memory") >= 1 if refused else True
+    else:
+        assert not refused, f"{name} as {machine} tried loads that do not fit there: {refused}"
     made = {entry["plan"]["words"] for entry in loads}
     for plan in re.findall(r"^Plan: (.+)$", printed, re.M):
         assert plan in made, f"{name} printed 'Plan: {plan}' but loaded only {sorted(made)}"
