@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 FREE_COLAB_T4_GPU_BYTES = 15 * 1000**3  # "a 15 GB card" (a T4: 15360 MiB, less the CUDA context)
+CAP_BYTES = {"t4": FREE_COLAB_T4_GPU_BYTES, "8gb": 8188 * 1024**2 - 512 * 1024**2}  # 8 GB: the RTX 4060 profile's free
 
 # name -> load_pipeline keyword arguments (the preset is read from the random-weights folder), plus
 # knobs of this script's own: "staged_t5" (the prompt is first encoded by the text encoders alone, T5
@@ -73,6 +74,13 @@ PLANS: dict[str, dict] = {
     "NF4 with NF4 T5": dict(model="sd35-large-nf4", offload="none", quantize_t5=True, est_s=37),
     "NF4 without T5": dict(model="sd35-large-nf4", offload="none", drop_t5=True, est_s=37),
     "free Colab T4: NF4 T5, no tiling": dict(T4_NF4_T5, vae_tiling=False, est_s=32),
+    # group offloading (helpers.loading.group_offload, issue 24): never measured yet; run with --only
+    "free Colab T4: NF4 + NF4 T5, group offload": dict(model="sd35-large-nf4", offload="group", quantize_t5=True,
+                                                       dtype="float16", cap="t4", est_s=60),
+    "8 GB card: the planner's plan (NF4 + NF4 T5, group offload)": dict(model="sd35-large-nf4", offload="group",
+                                                                       quantize_t5=True, cap="8gb", est_s=60),
+    "8 GB card: bf16 + NF4 T5, group offload": dict(model="sd35-large", offload="group", quantize_t5=True,
+                                                   cap="8gb", est_s=70),
     # optional: compile time of minutes; run with --only when a GPU's time allows
     "bf16 fast, max-autotune": dict(model="sd35-large", offload="none", fast="bf16", compile_mode="max-autotune",
                                     optional=True, est_s=300),
@@ -194,10 +202,10 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
     plan_loading(**options, stand_in=True)  # counting the folder's architecture once, outside the load's time
     row["host_before_load_bytes"] = psutil.Process().memory_info().rss
     if cuda:
-        if extras.get("cap") == "t4":
+        if extras.get("cap") in CAP_BYTES:
             total = torch.cuda.get_device_properties(0).total_memory
-            torch.cuda.set_per_process_memory_fraction(FREE_COLAB_T4_GPU_BYTES / total)
-            row["gpu_cap_bytes"] = FREE_COLAB_T4_GPU_BYTES
+            torch.cuda.set_per_process_memory_fraction(CAP_BYTES[extras["cap"]] / total)
+            row["gpu_cap_bytes"] = CAP_BYTES[extras["cap"]]
         row["free_before_bytes"] = torch.cuda.mem_get_info()[0]
         torch.cuda.reset_peak_memory_stats()
     pipe = embeddings = None

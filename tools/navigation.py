@@ -137,8 +137,9 @@ def vram_guide_section() -> str:
         "`helpers/loading/memory_model.py`); working memory and host-RAM peaks rest on assumptions named there, which\n"
         "a GPU run measures. GPU memory is the plan's largest phase (loading, text encoding, denoising or the VAE\n"
         "decode) as PyTorch's CUDA allocator reserves it; host RAM is its peak; notebook 02 measures your own.\n"
-        "T5 is left to the planner, ranked by `helpers/loading/ranking.py` (full T5 > T5 in 4-bit > no T5, against\n"
-        "offload); the last column names a plan that would fit, or a better-ranked one that also fits.\n\n"
+        "T5 is left to the planner, ranked by `helpers/loading/ranking.py` (full T5 > T5 in 4-bit > staged T5, loaded\n"
+        "for each new prompt's encoding only > no T5, against offload: none > model > group > sequential); the last\n"
+        "column names a plan that would fit (at a smaller size when none fits), or a better-ranked one that also fits.\n\n"
         + markdown(profile_plans())
     )
 

@@ -61,7 +61,7 @@ def check_byte_count(name: str, value, allow_none: bool = True) -> None:
     check_number(name, value, allow_none=allow_none, what="a number of bytes")
 
 
-OFFLOAD_WORDS = ("auto", "none", "model", "sequential")
+OFFLOAD_WORDS = ("auto", "none", "model", "group", "sequential")
 
 
 def check_plan_options(*, offload, drop_t5, quantize_t5, stand_in, free_bytes=None, host_bytes=None,
@@ -76,7 +76,7 @@ def check_plan_options(*, offload, drop_t5, quantize_t5, stand_in, free_bytes=No
     check_byte_count("host_bytes", host_bytes)
     if not (isinstance(offload, bool) or (isinstance(offload, str) and offload in OFFLOAD_WORDS)):
         raise ValueError(
-            f"offload must be 'auto', 'none', 'model', 'sequential', True or False, not {offload!r}."
+            f"offload must be 'auto', 'none', 'model', 'group', 'sequential', True or False, not {offload!r}."
         )
 
 

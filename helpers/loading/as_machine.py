@@ -102,3 +102,18 @@ def read_log(path) -> list[dict]:
     """The load calls a run wrote to $SD35_AS_MACHINE_LOG, in order."""
     with open(path, encoding="utf-8") as log:
         return [json.loads(line) for line in log if line.strip()]
+
+
+def stand_in_options(machine_plan, model: str, quantizes_here: bool) -> tuple[str, dict]:
+    """(preset, T5 options) the stand-in loads with to follow `machine_plan`; where bitsandbytes cannot
+    quantize here, the same weights without 4-bit ones (T5 full), said in one line."""
+    from .presets import PRESETS
+
+    t5 = dict(drop_t5=machine_plan.t5 == "dropped", quantize_t5=machine_plan.t5 == "nf4",
+              staged_t5=machine_plan.t5 == "staged")
+    if quantizes_here:
+        return model, t5
+    full = next(name for name, p in PRESETS.items() if p.repo_id == PRESETS[model].repo_id and p.quantization is None)
+    print(f"The stand-in runs {full} without 4-bit weights: bitsandbytes cannot quantize on this CPU "
+          f"(on {profile().name} it does).")
+    return full, dict(drop_t5=t5["drop_t5"])

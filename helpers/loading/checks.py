@@ -21,7 +21,7 @@ def check_room_for_size(plan: LoadingPlan | None, height: int, width: int) -> No
     if isinstance(plan.working, memory_model.Working):  # the staged T5 of the text phase, if any
         working = dataclasses.replace(working, text_weights=plan.working.text_weights)
     need = memory_model.accelerator_bytes(plan.offload, plan.estimated_bytes, working, device=plan.device,
-                             loaded_on_gpu=plan.loaded_on_gpu)
+                             loaded_on_gpu=plan.loaded_on_gpu, groups=plan.groups)
     if need > plan.free_bytes:
         planned = "x".join(str(v) for v in reversed(plan.size))
         raise GPUOutOfMemoryError(
@@ -35,11 +35,11 @@ def check_room_for_size(plan: LoadingPlan | None, height: int, width: int) -> No
 def check_fast(plan: LoadingPlan, fast: bool) -> None:
     """Refuse fast=True with sequential offload, before loading: accelerate's layer-by-layer hooks are
     compiler-disabled on every leaf module, so torch.compile would break into fragments, not speed up."""
-    if fast and plan.offload == "sequential":
+    if fast and plan.offload in ("sequential", "group"):
         raise ValueError(
-            "fast=True cannot speed up offload='sequential': accelerate's hooks on every layer are "
+            f"fast=True cannot speed up offload='{plan.offload}': its hooks on every layer or block are "
             "compiler-disabled, so torch.compile breaks the transformer into fragments. Use fast=False "
-            "with sequential offload, or a plan with offload='model' or 'none' (e.g. the 'sd35-large-nf4' "
+            f"with {plan.offload} offload, or a plan with offload='model' or 'none' (e.g. the 'sd35-large-nf4' "
             "preset, quantize_t5=True or drop_t5=True)."
         )
 

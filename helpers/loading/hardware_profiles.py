@@ -159,6 +159,7 @@ def fitting_plan(profile: HardwareProfile, model: str = "sd35-large-nf4", transf
 
 def colab_t4_plan(transformer: str | None = None) -> dict:
     """The exact `load_pipeline` keyword arguments for SD3.5 Large on a free Colab T4 (sm_75,
-    15 GB, 12.7 GB RAM), as the planner computes them; see `fitting_plan`. For T5 on the T4, encode
-    the prompts first: `helpers.loading.staged_t5.encode_with_t5(prompts, **colab_t4_plan())`."""
+    15 GB, 12.7 GB RAM), as the planner computes them; see `fitting_plan`. The plan stages T5
+    (`staged_t5=True`): `generate` loads T5 for each new prompt, or encode them all first by hand with
+    `helpers.loading.staged_t5.encode_with_t5(prompts, **colab_t4_plan())`."""
     return fitting_plan(get_profile("free Colab T4"), "sd35-large-nf4", transformer)

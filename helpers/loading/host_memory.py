@@ -66,7 +66,7 @@ def host_bytes(offload: str, device: str, weights: dict[str, int], reads: dict[s
         return {"loading": max(total, shard), "generating": total + max(working, staged_weights + staged_read)}
     if device == "cpu":
         return {"loading": total + shard, "generating": total + max(working, staged_weights + staged_read)}
-    if offload in ("model", "sequential"):
+    if offload in ("model", "sequential", "group"):  # group: a pinned copy of every offloaded weight
         moved = sum(weights.get(name, 0) for name in loaded_on_gpu)
         return {"loading": max(shard, moved) + cuda, "generating": total + cuda + staged_read}
     return {"loading": shard + cuda, "generating": cuda + staged_read}

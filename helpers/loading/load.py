@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,20 +19,14 @@ import torch
 from ..errors import GPUOutOfMemoryError, QuantizationNeedsGPUError
 from ..generation.pipeline_lock import releasing
 from ..generation.validation import check_pipeline
-from . import (
-    as_machine,
-    devices,
-    fast_plan,
-    hub_access,
-    machine_fit,
-    memory_model,
-    quantized_checkpoints,
-    vae_decode,
-)
+from . import devices, fast_plan, group_offload, hub_access, memory_model, quantized_checkpoints, vae_decode
 from .arguments import check_bool
+from .as_machine import applies, making_images, record, stand_in_options
 from .checks import _does_not_fit, check_fast, check_fits, check_room_for_size
+from .machine_fit import T5_DROPPED, plan_summary
 from .planner import PREQUANTIZED, LoadingPlan, plan_loading, use_stand_in
 from .presets import PRESETS, Recommendation, resolve_preset
+from .quantization_check import check_quantization_runs_here, needs_gpu, quantizes_here
 
 STAND_IN_BANNER = (
     "=" * 78 + "\n"
@@ -119,16 +113,18 @@ def load_pipeline(
         vae_tiling=vae_tiling, staged_t5=staged_t5,
     )
     check_fast(plan, fast)
-    if as_machine.applies(model, use_stand_in(stand_in)):  # $SD35_AS_MACHINE: `plan` is the real preset's, on that machine
-        as_machine.record(model, dict(device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
-                                      staged_t5=staged_t5, dtype=dtype, transformer=transformer, size=size,
-                                      vae_tiling=vae_tiling),
-                          machine_fit.plan_summary(plan))
+    if applies(model, use_stand_in(stand_in)):  # $SD35_AS_MACHINE: `plan` is the real preset's, on that machine
+        record(model, dict(device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
+               staged_t5=staged_t5, dtype=dtype, size=size), plan_summary(plan))
         check_fits(plan)  # the error that machine would give, before anything is released
         if plan.t5 == "dropped" and drop_t5 is None:  # as that machine would say it
-            print(machine_fit.T5_DROPPED)
-        return _stand_in_as_on(plan, model, keep_previous=keep_previous, transformer=transformer, fast=fast,
-                               vae_tiling=vae_tiling)
+            print(T5_DROPPED)
+        stand_in_model, t5 = stand_in_options(plan, model, quantizes_here(plan))
+        with making_images():  # the stand-in makes the images here, with that machine's choices
+            pipe = load_pipeline(stand_in_model, stand_in=True, **t5, keep_previous=keep_previous,
+                                 transformer=transformer, fast=fast, vae_tiling=vae_tiling)
+        pipe.load_info.machine_plan = plan
+        return pipe
     preset = resolve_preset(model)
     fast_plan.resolve_fast(  # an impossible fast="fp8" is refused now (offload="auto" is settled later)
         fast, device=plan.device, capability=devices.compute_capability(plan.device), quantization=plan.quantization,
@@ -164,7 +160,7 @@ def load_pipeline(
         check_fast(plan, fast)
     check_fits(plan)
     if plan.t5 == "dropped" and drop_t5 is None and not plan.stand_in:  # never silently: the planner chose it
-        print(machine_fit.T5_DROPPED)
+        print(T5_DROPPED)
     capability = devices.compute_capability(plan.device)
     fast_precision = fast_plan.resolve_fast(fast, device=plan.device, capability=capability,
                                             quantization=plan.quantization, offload=plan.offload, dtype=plan.dtype)
@@ -180,7 +176,7 @@ def load_pipeline(
         raise GPUOutOfMemoryError(_does_not_fit(plan, plan.total_bytes)) from e
     except RuntimeError as e:
         if "No GPU found" in str(e):
-            raise QuantizationNeedsGPUError(_needs_gpu(plan)) from e
+            raise QuantizationNeedsGPUError(needs_gpu(plan)) from e
         raise
     except OSError as e:
         better = hub_access.explain_hub_error(e, plan.model_id)
@@ -201,27 +197,6 @@ def load_pipeline(
     return pipe
 
 
-def _stand_in_as_on(machine_plan: LoadingPlan, model: str, **options):
-    """The stand-in, loaded here with the choices `machine_plan` made on the switch's machine (its
-    quantization and T5). On a CPU where bitsandbytes cannot quantize, the stand-in runs without
-    4-bit weights (T5 full), and says so: its images are noise either way, the plan is the machine's."""
-    t5 = dict(drop_t5=machine_plan.t5 == "dropped", quantize_t5=machine_plan.t5 == "nf4",
-              staged_t5=machine_plan.t5 == "staged")
-    try:
-        check_quantization_runs_here(machine_plan)
-        check_quantization_runs_here(replace(machine_plan, quantization="nf4"))
-    except QuantizationNeedsGPUError:
-        model = next(name for name, p in PRESETS.items()
-                     if p.repo_id == PRESETS[model].repo_id and p.quantization is None)
-        t5 = dict(drop_t5=t5["drop_t5"])
-        print(f"The stand-in runs {model} without 4-bit weights: bitsandbytes cannot quantize on this CPU "
-              f"(on {as_machine.profile().name} it does).")
-    with as_machine.making_images():
-        pipe = load_pipeline(model, stand_in=True, **t5, **options)
-    pipe.load_info.machine_plan = machine_plan
-    return pipe
-
-
 def fp8_transformer_bytes(plan: LoadingPlan, preset, capability) -> int:
     """The FP8 fast plan's transformer bytes (memory_model's "float8" rules), counted from the
     architecture the plan loads (a local folder such as the stand-in's, or the published family's)."""
@@ -233,37 +208,6 @@ def fp8_transformer_bytes(plan: LoadingPlan, preset, capability) -> int:
     else:
         counts = (preset.census or memory_model.FULL_SIZE["large"])["transformer"]
     return memory_model.loaded_bytes(counts, plan.dtype, "float8-tensor" if scales == "tensor" else "float8")
-
-
-def _needs_gpu(plan: LoadingPlan) -> str:
-    return (
-        f"{plan.preset} quantizes with bitsandbytes, and diffusers only does that on a GPU "
-        "(CUDA, or Apple MPS for 4-bit). Run this on a GPU runtime (Colab: Runtime > Change "
-        "runtime type > T4 GPU), or choose a full-precision preset such as 'sd35-medium'."
-    )
-
-
-def check_quantization_runs_here(plan: LoadingPlan) -> None:
-    """Raise QuantizationNeedsGPUError now if diffusers would refuse this plan's bitsandbytes
-    quantization here, by asking diffusers' own quantizer the environment question it asks later."""
-    if plan.quantization not in ("nf4", "int8"):
-        return
-    from diffusers import BitsAndBytesConfig
-    from diffusers.quantizers.bitsandbytes.bnb_quantizer import (
-        BnB4BitDiffusersQuantizer,
-        BnB8BitDiffusersQuantizer,
-    )
-
-    if plan.quantization == "int8":
-        quantizer = BnB8BitDiffusersQuantizer(BitsAndBytesConfig(load_in_8bit=True))
-    else:
-        quantizer = BnB4BitDiffusersQuantizer(BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4"))
-    try:
-        quantizer.validate_environment()
-    except RuntimeError as e:
-        if "No GPU found" in str(e):
-            raise QuantizationNeedsGPUError(_needs_gpu(plan)) from e
-        raise
 
 
 def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...] = ()):
@@ -292,6 +236,9 @@ def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...]
             dtype=plan.dtype,
             token=token,
         )
+    if plan.offload == "group" and kwargs.get("transformer") is not None:
+        # Off the GPU before T5 loads there: the load peak is one 4-bit component, not both (group_offload.py)
+        group_offload.apply_group_offload(kwargs["transformer"], plan.device)
     elif plan.quantization == "int8":
         kwargs["transformer"] = SD3Transformer2DModel.from_pretrained(
             plan.model_id,
@@ -324,6 +271,8 @@ def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...]
         pipe.enable_model_cpu_offload(device=plan.device)
     elif plan.offload == "sequential":
         pipe.enable_sequential_cpu_offload(device=plan.device)
+    elif plan.offload == "group":
+        group_offload.apply_group_offload(pipe, plan.device, skip=("transformer",) if "transformer" in kwargs else ())
     return pipe
 
 

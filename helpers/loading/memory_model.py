@@ -328,18 +328,24 @@ def _text_pair(weights: dict[str, int]) -> int:
 
 
 def gpu_phases(offload: str, weights: dict[str, int], working: Working,
-               loaded_on_gpu: tuple[str, ...] = ()) -> dict[str, int]:
+               loaded_on_gpu: tuple[str, ...] = (), groups=None) -> dict[str, int]:
     """Allocated accelerator bytes in each phase: "loading", "text", "denoise", "decode".
 
     No offload: every weight stays resident. Model offload: the text encoders of `_text_pair`, then
     the transformer, then the VAE. Sequential: one layer at a time (counted as 0). Staged T5
     (`working.text_weights`): T5 is loaded beside them for the text phase only. `loaded_on_gpu`:
     components bitsandbytes quantizes straight onto the GPU while loading, all at once, before
-    `enable_model_cpu_offload` moves them to the CPU (so an offload plan's load peak is their sum)."""
+    `enable_model_cpu_offload` moves them to the CPU (so an offload plan's load peak is their sum).
+    Group offload: the weights `groups` (a `group_offload.GroupResidency`) keeps on the GPU per phase."""
     total = sum(weights.values())
     if offload == "none":
         resident = {"text": total, "denoise": total, "decode": total}
         loading = total
+    elif offload == "group":
+        if groups is None:
+            raise ValueError("offload='group' needs `groups` (group_offload.residency) to cost its phases.")
+        resident = {"text": groups.text, "denoise": groups.denoise, "decode": groups.decode}
+        loading = groups.loading
     elif offload == "model":
         resident = {"text": _text_pair(weights), "denoise": weights.get("transformer", 0),
                     "decode": weights.get("vae", 0)}
@@ -368,21 +374,21 @@ def as_working(working) -> Working:
     return Working(TEXT_ENCODING_BYTES, int(working), int(working))
 
 
-def _device_phases(offload, weights, working, device, loaded_on_gpu) -> dict[str, int]:
+def _device_phases(offload, weights, working, device, loaded_on_gpu, groups=None) -> dict[str, int]:
     working = as_working(working)
-    phases = gpu_phases(offload, weights, working, loaded_on_gpu)
+    phases = gpu_phases(offload, weights, working, loaded_on_gpu, groups)
     return reserved_phases(phases, working) if str(device).startswith("cuda") else phases
 
 
 def accelerator_bytes(offload: str, weights: dict[str, int], working, *, device: str = "cuda",
-                      loaded_on_gpu: tuple[str, ...] = ()) -> int:
+                      loaded_on_gpu: tuple[str, ...] = (), groups=None) -> int:
     """Peak accelerator bytes of the largest phase of `gpu_phases`: on CUDA as the caching allocator
     reserves it (`reserved_phases`), elsewhere as allocated (MPS has its own allocator, not measured)."""
-    return max(_device_phases(offload, weights, working, device, loaded_on_gpu).values())
+    return max(_device_phases(offload, weights, working, device, loaded_on_gpu, groups).values())
 
 
 def peak_phase(offload: str, weights: dict[str, int], working, *, device: str = "cuda",
-               loaded_on_gpu: tuple[str, ...] = ()) -> str:
+               loaded_on_gpu: tuple[str, ...] = (), groups=None) -> str:
     """The phase of `gpu_phases` that sets `accelerator_bytes`: "loading", "text", "denoise" or "decode"."""
-    phases = _device_phases(offload, weights, working, device, loaded_on_gpu)
+    phases = _device_phases(offload, weights, working, device, loaded_on_gpu, groups)
     return max(phases, key=phases.get)

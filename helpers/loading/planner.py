@@ -17,13 +17,21 @@ from pathlib import Path
 import torch
 
 from .. import stand_in as stand_in_pipeline
-from ..measuring import format_bytes
-from . import architectures, devices, host_memory, memory_model, quantized_checkpoints, ranking, vae_decode
-from .arguments import check_bool, check_byte_count, check_plan_options, env_flag
+from . import (
+    architectures,
+    devices,
+    group_offload,
+    host_memory,
+    memory_model,
+    quantized_checkpoints,
+    ranking,
+    vae_decode,
+)
+from .arguments import check_bool, check_plan_options, env_flag
+from .offload_choice import OFFLOAD_CHOICES, _fit_problem, _normalise_offload, choose_offload  # noqa: F401 (re-exported)
 from .presets import PRESETS, get_preset, resolve_preset
 from .ranking import PREQUANTIZED, describe_options
 
-OFFLOAD_CHOICES = ("auto", "none", "model", "sequential", True, False)
 # Working memory of SD3.5 Large at 1024x1024 in bf16 with flash attention: the allowance used when
 # none is given (the planner derives its own per device, dtype, kernel and size: memory_model.phase_working).
 DEFAULT_WORKING = memory_model.phase_working("large", 1024, torch.bfloat16, "flash")
@@ -42,7 +50,7 @@ class LoadingPlan:
     dtype: torch.dtype
     quantization: str | None
     t5: str  # "full", "nf4", "staged" (loaded for each new prompt's encoding only) or "dropped"
-    offload: str  # "none", "model" or "sequential"
+    offload: str  # "none", "model", "group" (helpers.loading.group_offload) or "sequential"
     reason: str  # why this offload choice (or why nothing fits, and what would), in one sentence
     estimated_bytes: dict[str, int] = field(default_factory=dict)  # per component, as loaded
     free_bytes: int | None = None  # free accelerator memory when planned
@@ -62,6 +70,7 @@ class LoadingPlan:
     transformer_config: dict | None = None  # the transformer's shape (working memory at other sizes)
     vae_tiling: bool = False  # load_pipeline(vae_tiling=True): the VAE decodes in tiles (vae_decode.py)
     staged_t5: str | None = None  # t5="staged": the T5 that encodes ("nf4", or "full" on Apple Silicon)
+    groups: group_offload.GroupResidency | None = None  # on CUDA: what offload="group" keeps on the GPU per phase
 
     @property
     def total_bytes(self) -> int:
@@ -73,13 +82,13 @@ class LoadingPlan:
         if self.device == "cpu":
             return None
         return accelerator_bytes(self.offload, self.estimated_bytes, self.working or self.working_bytes,
-                                 device=self.device, loaded_on_gpu=self.loaded_on_gpu)
+                                 device=self.device, loaded_on_gpu=self.loaded_on_gpu, groups=self.groups)
 
     @property
     def gpu_phases(self) -> dict[str, int]:
         """Allocated accelerator bytes in each phase ("loading", "text", "denoise", "decode")."""
         working = memory_model.as_working(self.working or self.working_bytes)
-        return memory_model.gpu_phases(self.offload, self.estimated_bytes, working, self.loaded_on_gpu)
+        return memory_model.gpu_phases(self.offload, self.estimated_bytes, working, self.loaded_on_gpu, self.groups)
 
 
 def use_stand_in(requested: bool | None = None) -> bool:
@@ -113,108 +122,6 @@ def estimate_footprint(census: dict, dtype: torch.dtype, quantization=None, t5: 
 
 
 accelerator_bytes = memory_model.accelerator_bytes
-
-
-def _normalise_offload(offload) -> str:
-    if offload not in OFFLOAD_CHOICES:
-        raise ValueError(
-            f"offload must be 'auto', 'none', 'model', 'sequential', True or False, not {offload!r}."
-        )
-    return {True: "model", False: "none"}.get(offload, offload)
-
-
-def choose_offload(
-    offload, device: str, estimated: dict[str, int], free_bytes: int | None,
-    working=DEFAULT_WORKING, *, quantized: bool = False,
-    reads: dict[str, int] | None = None, host_available: int | None = None,
-    loaded_on_gpu: tuple[str, ...] = (),
-) -> tuple[str, str]:
-    """Pick "none", "model" or "sequential" offload and say why.
-
-    "auto" takes the fastest plan that fits both the accelerator (`free_bytes`, against the largest
-    phase of an image: see `accelerator_bytes`) and host RAM (`host_available`, when given; see
-    host_memory.host_bytes): everything on the GPU; else model offload (one model at a time); else
-    sequential offload (layer by layer), never for a bitsandbytes-quantized model (accelerate's hooks
-    break its 4-bit state). On Apple's unified memory offloading saves nothing, so "auto" is "none"
-    there. When nothing fits, the reason starts with "does not fit" and names each way it failed."""
-    check_byte_count("free_bytes", free_bytes)
-    check_byte_count("host_available", host_available)
-    offload = _normalise_offload(offload)
-    if device == "cpu":
-        if offload in ("model", "sequential"):
-            raise ValueError(
-                f"offload={offload!r} moves weights between CPU and GPU, but this pipeline runs on "
-                "the CPU. Use offload='auto' or 'none' on a machine without a GPU."
-            )
-        return "none", "runs on the CPU: there is no GPU memory to save"
-    if device == "mps" and offload in ("model", "sequential"):
-        raise ValueError(
-            f"offload={offload!r} on Apple Silicon moves weights within the same unified memory and "
-            "saves nothing. Use offload='auto' or 'none' (and a smaller plan if it does not fit)."
-        )
-    if quantized and offload == "sequential":
-        raise ValueError(
-            "offload='sequential' cannot run a bitsandbytes-quantized model: accelerate's layer-by-layer "
-            "hooks move its 4-bit quant_state to the meta device ('Cannot copy out of meta tensor'; "
-            "diffusers issue 10800). Use offload='model', quantize_t5=True or drop_t5=True instead."
-        )
-    if offload != "auto":
-        return offload, f"offload={offload!r} was asked for"
-    if free_bytes is None or not estimated:
-        return "none", "free memory or model size unknown: loading everything on the GPU"
-    candidates = ["none"] if device == "mps" else ["none", "model"] if quantized else ["none", "model", "sequential"]
-    args = (device, estimated, free_bytes, working, reads, host_available, loaded_on_gpu)
-    for choice in candidates:
-        if _fit_problem(choice, *args) is None:
-            return choice, _fit_reason(choice, *args)
-    return candidates[0], "does not fit: " + "; ".join(_fit_problem(c, *args) for c in candidates)
-
-
-def _fit_problem(offload, device, estimated, free_bytes, working, reads, host_available,
-                 loaded_on_gpu=()) -> str | None:
-    """Why `offload` does not fit (accelerator first, then host RAM), or None when it fits."""
-    need = accelerator_bytes(offload, estimated, working, device=device, loaded_on_gpu=loaded_on_gpu)
-    if free_bytes is not None and need > free_bytes:
-        phase = _peak_phase(offload, estimated, working, device, loaded_on_gpu)
-        return (f"with offload='{offload}', {phase} needs {format_bytes(need)} "
-                f"of the {format_bytes(free_bytes)} free on the {device}")
-    if host_available is not None:
-        working = memory_model.as_working(working)
-        host = host_memory.host_bytes(offload, device, estimated, reads or {}, working.peak, loaded_on_gpu,
-                                      working.text_weights)
-        peak = max(host.values())
-        if peak > host_available:
-            when = "while loading" if host["loading"] >= host["generating"] else "while generating"
-            return (f"with offload='{offload}', host RAM must hold {format_bytes(peak)} {when}, "
-                    f"but {format_bytes(host_available)} is available")
-    return None
-
-
-_PHASE_NAMES = {"loading": "loading", "text": "text encoding", "denoise": "denoising", "decode": "the VAE decode"}
-
-
-def _peak_phase(offload, estimated, working, device, loaded_on_gpu) -> str:
-    """Which phase sets the accelerator peak, in words (e.g. "text encoding (two text encoders ...)")."""
-    phase = memory_model.peak_phase(offload, estimated, working, device=device, loaded_on_gpu=loaded_on_gpu)
-    what = {"none": "every weight", "model": {"loading": "the parts bitsandbytes quantizes on the GPU",
-                                               "text": "two text encoders", "denoise": "the transformer",
-                                               "decode": "the VAE"}[phase]}.get(offload, "one layer")
-    if phase == "text" and memory_model.as_working(working).text_weights:
-        what += " and the staged T5"
-    return f"{_PHASE_NAMES[phase]} ({what} plus working memory)"
-
-
-def _fit_reason(offload, device, estimated, free_bytes, working, reads, host_available, loaded_on_gpu) -> str:
-    need = accelerator_bytes(offload, estimated, working, device=device, loaded_on_gpu=loaded_on_gpu)
-    phase = _peak_phase(offload, estimated, working, device, loaded_on_gpu)
-    if offload == "none":
-        return (f"the weights ({format_bytes(sum(estimated.values()))}) and their largest phase, {phase}, "
-                f"need {format_bytes(need)}: it fits in {format_bytes(free_bytes)} free")
-    if offload == "model":
-        return (f"everything at once does not fit in {format_bytes(free_bytes)} free, but one model at a "
-                f"time does: its largest phase, {phase}, needs {format_bytes(need)}")
-    return (f"even one model at a time does not fit in {format_bytes(free_bytes)} free: "
-            f"streaming layers one by one (slow)")
 
 
 def plan_loading(
@@ -364,12 +271,15 @@ def _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer
                                               prequantized=transformer is not None)
     if staged:
         reads[host_memory.STAGED_T5_READ] = host_memory.staged_t5_read(counts["text_encoder_3"])
-    on_gpu = loaded_on_gpu(device, quantization, t5)
+    on_gpu = loaded_on_gpu(device, quantization, "dropped" if staged else t5)
+    groups = None
+    if str(device).startswith("cuda") and quantization in (None, "nf4"):  # what offload="group" keeps on the GPU
+        groups = group_offload.residency(config, estimated, counts, dtype, quantization, on_gpu)
     choice, reason = choose_offload(
         options["offload"], device, estimated, free_bytes, working, quantized=quantized, reads=reads,
-        host_available=host_bytes, loaded_on_gpu=on_gpu,
+        host_available=host_bytes, loaded_on_gpu=on_gpu, groups=groups,
     )
-    problem = _fit_problem(choice, device, estimated, free_bytes, working, reads, host_bytes, on_gpu)
+    problem = _fit_problem(choice, device, estimated, free_bytes, working, reads, host_bytes, on_gpu, groups)
     if problem is not None and not reason.startswith("does not fit"):
         reason = "does not fit: " + problem
     host = host_memory.host_bytes(choice, device, estimated, reads, working.peak, on_gpu, working.text_weights)
@@ -380,7 +290,7 @@ def _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer
         working_bytes=working.peak, host_bytes_needed=max(host.values()), host_bytes_available=host_bytes,
         fits=problem is None, kernel=kernel, size=size, working=working, loaded_on_gpu=on_gpu,
         host_loading_bytes=host["loading"], transformer_config=dict(config),
-        vae_tiling=tiling, staged_t5=staged,
+        vae_tiling=tiling, staged_t5=staged, groups=groups,
     )
 
 

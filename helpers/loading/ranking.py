@@ -8,14 +8,18 @@
 3. full T5, model offload: the same images, but every image moves each model to the GPU and back
    (H200: 17.4 s against 5.5 s per image for SD3.5 Large NF4);
 4. T5 in NF4, model offload;
-5. staged T5, no offload: T5 (in 4-bit, on CUDA) is loaded for the text phase only and released before
+5.-6. full T5, T5 in NF4, each with group offload (helpers.loading.group_offload): one transformer
+   block at a time, the next streamed in while one computes: less GPU memory than model offload, the
+   blocks copied every step (hidden behind compute where the stream keeps up), far faster than layer by
+   layer, and no wait per new prompt;
+7. staged T5, no offload: T5 (in 4-bit, on CUDA) is loaded for the text phase only and released before
    denoising, so the same embeddings as 2. and 4., but each new prompt waits for T5 to load again
    (its checkpoint read and quantized: seconds to a minute) and every prompt seen is cached;
-6. staged T5, model offload;
-7. no T5, no offload: fast, but without T5's prompt following and text rendering;
-8. no T5, model offload;
-9. full T5, sequential offload: layer by layer, many times slower (never for 4-bit models);
-10. no T5, sequential offload.
+8. staged T5, model offload; 9. staged T5, group offload;
+10. no T5, no offload: fast, but without T5's prompt following and text rendering;
+11. no T5, model offload; 12. no T5, group offload;
+13. full T5, sequential offload: layer by layer, many times slower (never for 4-bit models);
+14. no T5, sequential offload.
 
 Then a full-precision transformer before a 4-bit one (NF4 changes the images a little, and on Apple
 Silicon bitsandbytes dequantizes its weights on every call), 4-bit before 8-bit, and quantizing on
@@ -33,8 +37,9 @@ import torch
 PREQUANTIZED = "<pre-quantized folder>"  # stands for a save_quantized folder in suggested plans
 
 RANKING = (
-    ("full", "none"), ("nf4", "none"), ("full", "model"), ("nf4", "model"), ("staged", "none"), ("staged", "model"),
-    ("dropped", "none"), ("dropped", "model"), ("full", "sequential"), ("dropped", "sequential"),
+    ("full", "none"), ("nf4", "none"), ("full", "model"), ("nf4", "model"), ("full", "group"), ("nf4", "group"),
+    ("staged", "none"), ("staged", "model"), ("staged", "group"),
+    ("dropped", "none"), ("dropped", "model"), ("dropped", "group"), ("full", "sequential"), ("dropped", "sequential"),
 )
 T5_ORDER = ("full", "nf4", "staged", "dropped")  # best first
 TRANSFORMER_RANKING = (None, "nf4", "int8")  # full precision first
@@ -44,7 +49,7 @@ FOUR_BIT = {"sd35-large": "sd35-large-nf4", "sd35-large-8bit": "sd35-large-nf4",
 T5_WORDS = {"full": "full T5", "nf4": "T5 in 4-bit", "staged": "staged T5", "dropped": "no T5"}
 STAGED_COST = ("staged T5 loads T5 for each new prompt's text encoding only and releases it before denoising: "
                "the same embeddings as a resident T5, but every new prompt waits for T5 to load again")
-OFFLOAD_SPEED = {"none": 0, "model": 1, "sequential": 2}
+OFFLOAD_SPEED = {"none": 0, "model": 1, "group": 2, "sequential": 3}
 
 
 def rank(plan) -> tuple:

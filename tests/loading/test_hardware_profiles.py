@@ -8,7 +8,8 @@ import torch
 
 import helpers
 from helpers.errors import GPUOutOfMemoryError
-from helpers.loading import hardware_profiles, host_memory, memory_model
+from helpers.loading import group_offload, hardware_profiles, host_memory, memory_model
+from helpers.loading.architectures import TRANSFORMER_CONFIGS
 from helpers.loading.hardware_profiles import (
     PROFILES,
     colab_t4_plan,
@@ -35,7 +36,12 @@ def _exact_peaks(profile, plan):
         staged = memory_model.loaded_bytes(counts["text_encoder_3"], plan.dtype, "nf4" if profile.device == "cuda" else None)
         working = dataclasses.replace(working, text_weights=staged)
     on_gpu = loaded_on_gpu(profile.device, plan.quantization, resident_t5)
-    gpu = memory_model.accelerator_bytes(plan.offload, weights, working, device=profile.device, loaded_on_gpu=on_gpu)
+    groups = None  # group offload: its own test (test_group_offload.py) checks the residency by hand
+    if plan.offload == "group":
+        groups = group_offload.residency(TRANSFORMER_CONFIGS[preset.family], weights, counts, plan.dtype,
+                                         plan.quantization, on_gpu)
+    gpu = memory_model.accelerator_bytes(plan.offload, weights, working, device=profile.device, loaded_on_gpu=on_gpu,
+                                         groups=groups)
     reads = host_memory.checkpoint_read_bytes(counts, plan.quantization, resident_t5,
                                                prequantized=plan.transformer_source is not None)
     if staged:

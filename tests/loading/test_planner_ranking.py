@@ -40,7 +40,7 @@ def test_an_offload_plan_counts_the_parts_quantized_on_the_gpu_while_loading():
 
 # ---- The plan an expert would pick, per machine ---------------------------------------------------
 EXPERT = [
-    ("RTX 4060 8 GB", "sd35-large-nf4", "NF4, staged T5", "model"),
+    ("RTX 4060 8 GB", "sd35-large-nf4", "NF4, NF4 T5", "group"),
     ("free Colab T4", "sd35-large-nf4", "NF4, staged T5", "none"),
     ("RTX 4060 8 GB", "sd35-medium", "bf16, NF4 T5", "model"),
     ("RTX 3060 12 GB", "sd35-large-nf4", "NF4", "model"),

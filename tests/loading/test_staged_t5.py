@@ -100,6 +100,7 @@ def test_a_pipeline_loaded_with_staged_t5_encodes_each_new_prompt_once_as_encode
     helpers.generate(pipe, "a red fox", negative_prompt="blurry", num_inference_steps=1)
     assert info.staged_encodes == 2
     assert torch.equal(cache.get(PROMPT).prompt_embeds, by_hand.prompt_embeds)  # encoded once, by generate
+    helpers.release_current_pipeline()
 
 
 def test_the_planner_stages_t5_only_where_a_resident_t5_does_not_fit():

@@ -237,3 +237,21 @@ def test_save_dir_must_be_a_folder(tiny_pipe, tmp_path, save_dir, error, match):
         save_dir.write_text("the user's notes")
     with pytest.raises(error, match=match):
         StudioEngine(tiny_pipe, save_dir=save_dir)
+
+
+def test_a_studio_on_a_staged_t5_pipeline_loads_t5_once_per_new_prompt(bnb_cpu, tmp_path):
+    """Large on the free T4 keeps T5 in the studio: the pipeline loads without it, and each new prompt
+    loads T5 once (helpers.loading.staged_t5); slider moves reuse the embeddings."""
+    from helpers.loading.hardware_profiles import colab_t4_plan
+
+    pipe = helpers.load_pipeline(**colab_t4_plan(), stand_in=True)
+    assert pipe.load_info.plan.t5 == "staged" and pipe.text_encoder_3 is None
+    recorder = Recorder()
+    e = StudioEngine(pipe, recorder, save_dir=tmp_path)
+    for settings in (_settings(), _settings(guidance_scale=5.0), _settings(prompt="a dog"), _settings(seed=3)):
+        e.submit(settings)
+        e.wait_idle()
+    results = [r[0] for r in recorder.of("result")]
+    assert len(results) == 4 and all(r.recipe["t5"] == "nf4, staged" for r in results)
+    assert pipe.load_info.staged_encodes == 2  # "a cat" and "a dog", each once
+    helpers.release_current_pipeline()
