@@ -9,6 +9,7 @@ from .planner import LoadingPlan
 
 
 def needs_gpu(plan: LoadingPlan) -> str:
+    """The one message for a bitsandbytes plan on a machine where diffusers cannot quantize."""
     return (
         f"{plan.preset} quantizes with bitsandbytes, and diffusers only does that on a GPU "
         "(CUDA, or Apple MPS for 4-bit). Run this on a GPU runtime (Colab: Runtime > Change "
