@@ -12,6 +12,7 @@ from .generation.text_to_image import generate
 from .loading.hardware_profiles import colab_t4_plan
 from .loading.hub_access import find_token
 from .loading.load import load_pipeline, release_current_pipeline, release_pipeline
+from .loading.machine_fit import fit_to_machine
 from .loading.planner import model_id, plan_loading, use_stand_in
 from .loading.presets import PRESETS, get_preset
 from .measuring import PeakMemory, Stopwatch, component_footprints, format_bytes
@@ -24,6 +25,7 @@ __all__ = [
     "QuantizationNeedsGPUError",
     "colab_t4_plan",
     "find_token",
+    "fit_to_machine",
     "get_preset",
     "load_pipeline",
     "model_id",

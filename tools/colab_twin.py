@@ -203,8 +203,9 @@ def content_folder(folder: Path) -> Path:
     return content
 
 
-def kernel_spec(jupyter_dir: Path, python: Path) -> None:
-    """A Jupyter kernel running the runtime's Python with `google.colab` imported, as Colab's is."""
+def kernel_spec(jupyter_dir: Path, python: Path, env: dict | None = None) -> None:
+    """A Jupyter kernel running the runtime's Python with `google.colab` imported, as Colab's is;
+    `env`: more of its environment (e.g. SD35_AS_MACHINE)."""
     spec = {
         # ipykernel shows what subprocesses print (the set-up cell's pip) only outside pytest.
         "argv": ["env", "-u", "PYTEST_CURRENT_TEST", str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}",
@@ -213,16 +214,23 @@ def kernel_spec(jupyter_dir: Path, python: Path) -> None:
         # Nothing from the test run's own environment: `helpers` comes from the clone and the stand-in
         # is built by Colab's libraries in an empty cache, as on a fresh Colab runtime.
         "env": {"PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-                "HF_HOME": str(jupyter_dir.parent / "hf-home"), "SD35_TINY_DIR": str(jupyter_dir.parent / "stand-in")},
+                "HF_HOME": str(jupyter_dir.parent / "hf-home"), "SD35_TINY_DIR": str(jupyter_dir.parent / "stand-in"),
+                **(env or {})},
     }
-    (jupyter_dir / "kernels" / KERNEL_NAME).mkdir(parents=True)
+    (jupyter_dir / "kernels" / KERNEL_NAME).mkdir(parents=True, exist_ok=True)
     (jupyter_dir / "kernels" / KERNEL_NAME / "kernel.json").write_text(json.dumps(spec, indent=1))
 
 
-def run_notebooks(out: Path, notebooks: list[str] | None = None, colab_list: Path = COLAB_LIST, log=print) -> list[dict]:
+AS_MACHINE = "free Colab T4"  # the machine Colab's badges open: every plan is made as on it (helpers/loading/as_machine.py)
+
+
+def run_notebooks(out: Path, notebooks: list[str] | None = None, colab_list: Path = COLAB_LIST, log=print,
+                  as_machine: str | None = AS_MACHINE) -> list[dict]:
     """Run every notebook of the clone (or the named ones) in one fresh twin runtime, in order,
-    on the stand-in; executed copies go to `out`. One dict per notebook: name, seconds, error
-    (None when it ran to its end) and the executed copy's path."""
+    on the stand-in, planned as on `as_machine` (SD35_AS_MACHINE; None: this CPU); executed copies go
+    to `out`. One dict per notebook: name, seconds, error (None when it ran to its end), the executed
+    copy's path and `loads`, the load_pipeline calls it made (as_machine.read_log's entries)."""
+    from helpers.loading.as_machine import ENV, LOG_ENV, read_log
     from tools.run_notebooks import execute_notebook
 
     python = find_python313()
@@ -237,17 +245,19 @@ def run_notebooks(out: Path, notebooks: list[str] | None = None, colab_list: Pat
     try:
         runtime = runtime_copy(twin, work)
         content = content_folder(work)
-        kernel_spec(work / "jupyter", runtime / "venv" / "bin" / "python")
         os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(work / "jupyter"), previous]))
         paths = sorted((content / "sd35-notebooks" / "notebooks").glob("*.ipynb"))
         for path in [p for p in paths if notebooks is None or p.name in notebooks]:
+            loads = work / f"{path.stem}.loads.jsonl"
+            env = {ENV: as_machine, LOG_ENV: str(loads)} if as_machine else {}
+            kernel_spec(work / "jupyter", runtime / "venv" / "bin" / "python", env)  # each notebook: its own log
             started = time.perf_counter()
             try:
                 executed, error = execute_notebook(path, out, {"STAND_IN": True}, kernel_name=KERNEL_NAME, cwd=content), None
             except Exception as e:  # every notebook runs; the caller reports them all
                 executed, error = out / f"{path.stem}.FAILED.ipynb", f"{type(e).__name__}: {e}"
             results.append({"notebook": path.name, "seconds": time.perf_counter() - started, "error": error,
-                             "executed": executed})
+                             "executed": executed, "loads": read_log(loads) if loads.exists() else []})
             log(f"{'ok' if error is None else 'FAILED':7} {path.name} in {results[-1]['seconds']:.0f} s"
                 + (f": {error.strip().splitlines()[-1][:300]}" if error else ""))
     finally:
@@ -263,6 +273,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--list", type=Path, default=COLAB_LIST, help="Colab's published pip freeze")
     parser.add_argument("--run", type=Path, metavar="OUT", help="also run the notebooks in it, executed copies into a fresh OUT/run-NNN")
+    parser.add_argument("--as-machine", default=AS_MACHINE, metavar="NAME",
+                        help=f"with --run: plan every load as on this machine (default {AS_MACHINE!r}; '' for this CPU)")
     parser.add_argument("notebooks", nargs="*", help="with --run: only these (file names); default all")
     args = parser.parse_args(argv)
     python = find_python313()
@@ -273,7 +285,8 @@ def main(argv=None) -> int:
     if args.run:
         from helpers.output_folders import fresh_run_dir
 
-        results = run_notebooks(fresh_run_dir(args.run), args.notebooks or None, args.list)
+        results = run_notebooks(fresh_run_dir(args.run), args.notebooks or None, args.list,
+                                as_machine=args.as_machine or None)
         return 1 if any(r["error"] for r in results) else 0
     return 0
 

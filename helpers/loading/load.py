@@ -21,9 +21,12 @@ from ..generation.pipeline_lock import releasing
 from ..generation.validation import check_pipeline
 from . import devices, fast_plan, group_offload, hub_access, memory_model, quantized_checkpoints, vae_decode
 from .arguments import check_bool
+from .as_machine import applies, making_images, record, stand_in_options
 from .checks import _does_not_fit, check_fast, check_fits, check_room_for_size
-from .planner import PREQUANTIZED, LoadingPlan, plan_loading
+from .machine_fit import T5_DROPPED, plan_summary
+from .planner import PREQUANTIZED, LoadingPlan, plan_loading, use_stand_in
 from .presets import PRESETS, Recommendation, resolve_preset
+from .quantization_check import check_quantization_runs_here, needs_gpu, quantizes_here
 
 STAND_IN_BANNER = (
     "=" * 78 + "\n"
@@ -47,6 +50,7 @@ class LoadInfo:
     compute_dtypes: dict = field(default_factory=dict)  # 4-bit component -> dtype its maths really use
     fast_precision: str | None = None  # the fast plan applied: None, "bf16" or "fp8" (load_pipeline(fast=...))
     fast_plan: list = field(default_factory=list)  # what make_fast did, one line per change
+    machine_plan: LoadingPlan | None = None  # $SD35_AS_MACHINE: the plan on that machine (the stand-in ran `plan`)
     staged_cache: dict = field(default_factory=dict)  # t5="staged": (prompt, negative) -> PromptEmbeddings
     staged_encodes: int = 0  # t5="staged": how many times T5 was loaded to encode a new prompt
 
@@ -109,6 +113,18 @@ def load_pipeline(
         vae_tiling=vae_tiling, staged_t5=staged_t5,
     )
     check_fast(plan, fast)
+    if applies(model, use_stand_in(stand_in)):  # $SD35_AS_MACHINE: `plan` is the real preset's, on that machine
+        record(model, dict(device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
+               staged_t5=staged_t5, dtype=dtype, size=size), plan_summary(plan))
+        check_fits(plan)  # the error that machine would give, before anything is released
+        if plan.t5 == "dropped" and drop_t5 is None:  # as that machine would say it
+            print(T5_DROPPED)
+        stand_in_model, t5 = stand_in_options(plan, model, quantizes_here(plan))
+        with making_images():  # the stand-in makes the images here, with that machine's choices
+            pipe = load_pipeline(stand_in_model, stand_in=True, **t5, keep_previous=keep_previous,
+                                 transformer=transformer, fast=fast, vae_tiling=vae_tiling)
+        pipe.load_info.machine_plan = plan
+        return pipe
     preset = resolve_preset(model)
     fast_plan.resolve_fast(  # an impossible fast="fp8" is refused now (offload="auto" is settled later)
         fast, device=plan.device, capability=devices.compute_capability(plan.device), quantization=plan.quantization,
@@ -143,6 +159,8 @@ def load_pipeline(
         )
         check_fast(plan, fast)
     check_fits(plan)
+    if plan.t5 == "dropped" and drop_t5 is None and not plan.stand_in:  # never silently: the planner chose it
+        print(T5_DROPPED)
     capability = devices.compute_capability(plan.device)
     fast_precision = fast_plan.resolve_fast(fast, device=plan.device, capability=capability,
                                             quantization=plan.quantization, offload=plan.offload, dtype=plan.dtype)
@@ -158,7 +176,7 @@ def load_pipeline(
         raise GPUOutOfMemoryError(_does_not_fit(plan, plan.total_bytes)) from e
     except RuntimeError as e:
         if "No GPU found" in str(e):
-            raise QuantizationNeedsGPUError(_needs_gpu(plan)) from e
+            raise QuantizationNeedsGPUError(needs_gpu(plan)) from e
         raise
     except OSError as e:
         better = hub_access.explain_hub_error(e, plan.model_id)
@@ -171,7 +189,7 @@ def load_pipeline(
     seconds = time.perf_counter() - started
     # The stand-in keeps the preset's guidance and steps (what the lesson teaches) but renders at its
     # own small size, so a CPU runs every notebook in seconds.
-    size = PRESETS["tiny"].default_size if plan.stand_in else preset.default_size
+    size = PRESETS["tiny"].default_size if plan.stand_in else plan.size[0] if size is not None else preset.default_size
     plan.fast = bool(fast_precision)
     pipe.load_info = LoadInfo(plan, seconds, preset.model_card, preset.blog, size, compute_dtypes(pipe),
                               fast_precision, fast_done)
@@ -190,37 +208,6 @@ def fp8_transformer_bytes(plan: LoadingPlan, preset, capability) -> int:
     else:
         counts = (preset.census or memory_model.FULL_SIZE["large"])["transformer"]
     return memory_model.loaded_bytes(counts, plan.dtype, "float8-tensor" if scales == "tensor" else "float8")
-
-
-def _needs_gpu(plan: LoadingPlan) -> str:
-    return (
-        f"{plan.preset} quantizes with bitsandbytes, and diffusers only does that on a GPU "
-        "(CUDA, or Apple MPS for 4-bit). Run this on a GPU runtime (Colab: Runtime > Change "
-        "runtime type > T4 GPU), or choose a full-precision preset such as 'sd35-medium'."
-    )
-
-
-def check_quantization_runs_here(plan: LoadingPlan) -> None:
-    """Raise QuantizationNeedsGPUError now if diffusers would refuse this plan's bitsandbytes
-    quantization here, by asking diffusers' own quantizer the environment question it asks later."""
-    if plan.quantization not in ("nf4", "int8"):
-        return
-    from diffusers import BitsAndBytesConfig
-    from diffusers.quantizers.bitsandbytes.bnb_quantizer import (
-        BnB4BitDiffusersQuantizer,
-        BnB8BitDiffusersQuantizer,
-    )
-
-    if plan.quantization == "int8":
-        quantizer = BnB8BitDiffusersQuantizer(BitsAndBytesConfig(load_in_8bit=True))
-    else:
-        quantizer = BnB4BitDiffusersQuantizer(BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4"))
-    try:
-        quantizer.validate_environment()
-    except RuntimeError as e:
-        if "No GPU found" in str(e):
-            raise QuantizationNeedsGPUError(_needs_gpu(plan)) from e
-        raise
 
 
 def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...] = ()):

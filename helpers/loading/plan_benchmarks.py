@@ -98,10 +98,10 @@ def measure_plan(
         row.update(status=f"not applicable: {e}", fits="n/a")
         return row
     gc.collect()
-    if plan.device.startswith("cuda"):
+    if device.startswith("cuda"):
         torch.cuda.empty_cache()
     try:
-        with PeakMemory(plan.device) as peak:
+        with PeakMemory(device) as peak:  # this machine's memory (with SD35_AS_MACHINE, `plan` is another's)
             pipe = load.load_pipeline(**options, dtype=dtype, stand_in=stand_in)
             pipe.set_progress_bar_config(disable=True)  # a notebook loops over plans: no bar per image
             first = None
@@ -126,7 +126,7 @@ def measure_plan(
         fits="yes" if plan.device != "cpu" else "n/a (CPU)",
         image=result.image,
         dtype=str(pipe.load_info.plan.dtype).removeprefix("torch."),
-        device=plan.device,
+        device=pipe.load_info.plan.device,
     )
     load.release_current_pipeline()
     return row

@@ -156,6 +156,13 @@ def plan_loading(
     `vae_tiling=True`: the VAE decodes in `vae_decode.VAE_TILE_PIXELS` tiles, and the decode is costed per tile."""
     check_plan_options(offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5, stand_in=stand_in,
                        free_bytes=free_bytes, host_bytes=host_bytes, staged_t5=staged_t5)
+    from . import as_machine
+
+    if as_machine.applies(model, use_stand_in(stand_in)):  # $SD35_AS_MACHINE: the real preset, as on that machine
+        with as_machine.answering():
+            return plan_loading(model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
+                                staged_t5=staged_t5, dtype=dtype, stand_in=False, free_bytes=free_bytes,
+                                transformer=transformer, host_bytes=host_bytes, size=size, vae_tiling=vae_tiling)
     asked = [name for name, value in (("drop_t5", drop_t5), ("quantize_t5", quantize_t5), ("staged_t5", staged_t5)) if value]
     if len(asked) > 1:
         raise ValueError(f"{'=True and '.join(asked)}=True contradict each other: choose one.")

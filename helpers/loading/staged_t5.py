@@ -27,8 +27,8 @@ from ..errors import GPUOutOfMemoryError
 from ..generation import pipeline_lock, validation
 from ..generation.prompt_embeddings import TEXT_ENCODERS, PromptEmbeddings, encode_prompt
 from ..measuring import format_bytes
-from . import devices, hub_access, load, memory_model
-from .planner import plan_loading
+from . import as_machine, devices, hub_access, load, memory_model
+from .planner import plan_loading, use_stand_in
 from .presets import resolve_preset
 
 # load_pipeline options that change the transformer or the VAE only: the encoders ignore them.
@@ -66,8 +66,9 @@ def encode_with_t5(prompts, model: str = "sd35-large-nf4", *, negative_prompt: s
         validation.check_prompt(prompt)
     validation.check_prompt(negative_prompt, "negative_prompt", allow_none=True)
     plan = text_encoder_plan(model, quantize_t5=quantize_t5, **options)  # every option checked first
+    as_on = as_machine.applies(model, use_stand_in(options.get("stand_in")))  # $SD35_AS_MACHINE: planned there, made here
     token = None
-    if not plan.stand_in:
+    if not plan.stand_in and not as_on:
         token = hub_access.find_token()
         if resolve_preset(model).gated:
             hub_access.require_access(plan.model_id, token)
@@ -80,6 +81,9 @@ def encode_with_t5(prompts, model: str = "sd35-large-nf4", *, negative_prompt: s
             f"The text encoders of {plan.preset} (T5 {plan.t5}) need about {format_bytes(need)} of GPU "
             f"memory, but {format_bytes(plan.free_bytes)} is free. Free memory (restart the kernel) or "
             "encode without T5 (load_pipeline(..., drop_t5=True) and plain prompts).")
+    if as_on:  # the stand-in's encoders, on this machine
+        with as_machine.making_images():
+            plan = text_encoder_plan(model, quantize_t5=quantize_t5, **options)
     encoders = load._from_pretrained(plan, token, skip=("transformer", "vae"))
     try:
         return [encode_prompt(encoders, prompt, negative_prompt, staged_t5=plan.t5) for prompt in prompts]

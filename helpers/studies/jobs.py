@@ -244,7 +244,8 @@ def run_jobs(jobs, run_dir, *, labels, stand_in: bool | None = None, device: str
                         study_estimate(jobs, stand_in, device), desc=f"images (process {process})" if process else "images")
     for model, model_jobs in by_model.items():
         try:
-            pipe = load_pipeline(model, stand_in=stand_in, device=device)
+            size = (max(j["height"] for j in model_jobs), max(j["width"] for j in model_jobs))  # planned for its images
+            pipe = load_pipeline(model, stand_in=stand_in, device=device, size=size)
         except QuantizationNeedsGPUError as e:
             for job in model_jobs:
                 rows.append(_row(job, "needs a GPU", labels, process, note=f"{type(e).__name__}: {str(e).split('. ')[0]}"))

@@ -49,6 +49,22 @@ def test_every_notebook_runs_on_the_colab_twin(twin_run):
     assert not failed
 
 
+def test_every_notebook_plans_as_a_free_t4_and_says_when_t5_is_dropped(twin_run):
+    from helpers.loading.machine_fit import T5_DROPPED
+
+    assert sum(len(r["loads"]) for r in twin_run) >= 5, "SD35_AS_MACHINE did not reach the twin's kernels"
+    for r in twin_run:
+        printed = "".join(_text(c.outputs) for c in r["nb"].cells if c.cell_type == "code") if r["nb"] else ""
+        for entry in r["loads"]:
+            assert entry["profile"] == colab_twin.AS_MACHINE and entry["plan"]["device"] == "cuda", entry
+            assert entry["plan"]["fits"] or r["notebook"].startswith("02"), (r["notebook"], entry)  # 02: a table row
+            if entry["plan"]["t5"] == "dropped":  # never silently
+                assert T5_DROPPED in printed, (r["notebook"], entry)
+        made = {entry["plan"]["words"] for entry in r["loads"]}
+        for plan in re.findall(r"^Plan: (.+)$", printed, re.M):
+            assert plan in made, (r["notebook"], plan, made)
+
+
 def test_no_cell_shows_an_error(twin_run):
     # A failed display (ipywidgets 7 has no _repr_mimebundle_) shows a traceback but fails no cell.
     shown = {r["notebook"]: _text([o]) for r in twin_run if r["nb"] for c in r["nb"].cells if c.cell_type == "code"
