@@ -198,7 +198,24 @@ def test_a_winning_attention_kernel_wraps_every_transformer_forward(tiny_pipe, m
 
 
 def test_no_attention_kernel_is_kept_until_one_is_measured():
-    assert fast_plan.ATTENTION_BY_CAPABILITY == {}  # the cuDNN row has not run on a GPU yet
+    assert fast_plan.ATTENTION_BY_CAPABILITY == {}  # no GPU row has recorded SDPA's own choice yet
+
+
+def test_the_attention_record_reads_what_sdpa_chooses_for_the_joint_attention(tiny_pipe):
+    """What every GPU-check row records after one image: cuDNN's version, SDPA's priority order and the
+    kernel SDPA picks for this transformer's joint attention (image tokens + 333 text tokens, batch 2);
+    a priority context changes the order it reads."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    config = tiny_pipe.transformer.config
+    record = fast_plan.attention_record(tiny_pipe.transformer, 64)
+    assert record["shape"] == [2, config.num_attention_heads, (64 // 8 // config.patch_size) ** 2 + 333,
+                               config.attention_head_dim]
+    assert record["cudnn_version"] == torch.backends.cudnn.version() and record["sdpa_choice"] in record["sdpa_priority"]
+    with fast_plan.attention_context("cudnn"):
+        assert fast_plan.attention_record(tiny_pipe.transformer, 64)["sdpa_priority"][0] == "cudnn_attention"
+    with sdpa_kernel([SDPBackend.MATH]):  # only math allowed: SDPA's choice follows
+        assert fast_plan.attention_record(tiny_pipe.transformer, 64)["sdpa_choice"] == "math"
 
 
 def test_the_loader_states_the_fp8_transformer_bytes_torchao_holds(tiny_dir):
