@@ -19,7 +19,7 @@ import torch
 from ..errors import GPUOutOfMemoryError, QuantizationNeedsGPUError
 from ..generation.pipeline_lock import releasing
 from ..generation.validation import check_pipeline
-from . import devices, fast_plan, hub_access, memory_model, quantized_checkpoints, vae_decode
+from . import architectures, devices, fast_plan, hub_access, quantized_checkpoints, vae_decode
 from .arguments import check_bool
 from .checks import _does_not_fit, check_fast, check_fits, check_room_for_size
 from .planner import PREQUANTIZED, LoadingPlan, plan_loading
@@ -96,7 +96,7 @@ def load_pipeline(
     plan = plan_loading(  # every option checked, before anything is released or read
         model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
         dtype=dtype, stand_in=stand_in, transformer=transformer, size=size,
-        vae_tiling=vae_tiling,
+        vae_tiling=vae_tiling, fast=fast,
     )
     check_fast(plan, fast)
     preset = resolve_preset(model)
@@ -129,7 +129,7 @@ def load_pipeline(
         plan = plan_loading(
             model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
             dtype=dtype, stand_in=stand_in, transformer=transformer, size=size,
-            vae_tiling=vae_tiling,
+            vae_tiling=vae_tiling, fast=fast,
         )
         check_fast(plan, fast)
     check_fits(plan)
@@ -170,16 +170,11 @@ def load_pipeline(
 
 
 def fp8_transformer_bytes(plan: LoadingPlan, preset, capability) -> int:
-    """The FP8 fast plan's transformer bytes (memory_model's "float8" rules), counted from the
+    """The FP8 fast plan's transformer bytes (fast_plan's float8 rule: float8 in the blocks' attention
+    and feed-forward layers, the rest in the plan's dtype), counted on the meta device from the
     architecture the plan loads (a local folder such as the stand-in's, or the published family's)."""
-    from .planner import _folder_census
-
-    scales = fast_plan.FP8_SCALES_BY_CAPABILITY.get(tuple(capability) if capability else None, "row")
-    if Path(plan.model_id).is_dir():
-        counts = _folder_census(plan.model_id)[0]["transformer"]
-    else:
-        counts = (preset.census or memory_model.FULL_SIZE["large"])["transformer"]
-    return memory_model.loaded_bytes(counts, plan.dtype, "float8-tensor" if scales == "tensor" else "float8")
+    config = plan.transformer_config or architectures.TRANSFORMER_CONFIGS[preset.family]
+    return fast_plan.planned_fp8_bytes(config, plan.dtype, capability)
 
 
 def _needs_gpu(plan: LoadingPlan) -> str:
