@@ -291,10 +291,31 @@ def use_attention(transformer, kind: str) -> None:
 
 # --- the plan -------------------------------------------------------------------------------------------
 
+# Graphs dynamo keeps per block variant: a static one, then (automatic dynamic shapes) one with a
+# dynamic image size after a size change, then one with a dynamic batch too after a batch change.
+GRAPHS_PER_VARIANT = 3
+
+
+def block_variants(transformer) -> int:
+    """How many different blocks `transformer` has for dynamo: SD3's blocks share one forward, but the
+    context-only last block and (Medium) the dual-attention blocks trace to different graphs."""
+    return len({(type(b).__name__, bool(b.context_pre_only), getattr(b, "attn2", None) is not None)
+                for b in transformer.transformer_blocks})
+
+
 def compile_transformer_blocks(transformer, **compile_options) -> int:
     """Compile every transformer block in place (`nn.Module.compile`, so weights keep their names
-    and hooks keep working); returns how many. Compilation itself happens at the first call."""
+    and hooks keep working); returns how many. Compilation itself happens at the first call.
+
+    Every block runs the same forward, and dynamo's recompile limit (8) counts graphs per forward: SD3.5
+    Medium's 3 block variants x GRAPHS_PER_VARIANT graphs after a size change and a batch change is 9,
+    so the last variant would silently fall back to eager. The limit is raised to what the blocks need
+    (a process-wide torch setting; it is never lowered)."""
+    import torch._dynamo
+
     blocks = list(transformer.transformer_blocks)
+    needed = GRAPHS_PER_VARIANT * block_variants(transformer)
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, needed)
     for block in blocks:
         block.compile(**compile_options)
     return len(blocks)

@@ -298,3 +298,40 @@ def test_fast_plans_fp8_with_t5_on_the_24_gb_ada_cards(machine):
     assert fast.gpu_bytes_needed <= profile.free_gpu_bytes
     assert max(fast.gpu_phases["denoise"], fast.gpu_phases["decode"]) < 19 * GiB and "FP8 fast plan" in fast.reason
     assert plan_on(get_profile("Colab A100 40 GB"), "sd35-large", fast=True).fp8 is False  # sm_80: no float8
+
+
+def test_medium_shaped_blocks_stay_compiled_after_a_size_then_a_batch_change(monkeypatch):
+    """SD3.5 Medium's three block variants (dual attention, plain, context-only) need 9 graphs after a
+    size change and then a batch change; at dynamo's default limit of 8 the last variant ran eager.
+    Counted with a counting backend (no inductor, so the test stays short): every block call of every
+    forward runs a compiled graph."""
+    from diffusers import SD3Transformer2DModel
+
+    transformer = SD3Transformer2DModel(
+        sample_size=32, patch_size=2, in_channels=16, out_channels=16, num_layers=3, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, caption_projection_dim=32, pooled_projection_dim=32,
+        pos_embed_max_size=96, qk_norm="rms_norm", dual_attention_layers=(0,)).eval()
+    assert fast_plan.block_variants(transformer) == 3
+    graphs, compiled_calls = [], []
+
+    def counting_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+
+        def run(*args):
+            compiled_calls.append(1)
+            return graph_module.forward(*args)
+        return run
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)  # torch's default; restored after the test
+    fast_plan.compile_transformer_blocks(transformer, backend=counting_backend)
+    assert torch._dynamo.config.recompile_limit == 9
+    with torch.no_grad():
+        for size, batch in ((64, 2), (96, 2), (96, 1)):  # a size change, then a batch change
+            compiled_calls.clear()
+            inputs = fast_plan.transformer_inputs(transformer.config, size=size, batch=batch, dtype=torch.float32,
+                                                  text_tokens=12)
+            transformer(**inputs)
+            assert len(compiled_calls) == 3, (size, batch, len(compiled_calls))  # no block fell back to eager
+    assert len(graphs) == 9  # 3 variants x (static, dynamic size, dynamic batch)
+    torch._dynamo.reset()
