@@ -22,6 +22,7 @@ from PIL import Image
 from ..errors import GatedModelError, GenerationCancelled, GPUOutOfMemoryError, QuantizationNeedsGPUError
 from ..generation.latent_preview import latent_preview
 from ..generation.text_to_image import GenerationResult
+from .draft import draft_settings
 from .engine import RELEASED, Listener, StudioEngine, check_result, check_texts
 from .widget_versions import ShowsWidget, titled_accordion
 
@@ -193,12 +194,16 @@ class Studio(StudioWidgets, Listener):
     from code: set widget values, `generate_button.click()`, then `wait_idle()`.
 
     Options: prompt, negative_prompt, save_dir ("studio", relative to the notebook's folder),
-    history_size, cache_size, preview (live latent preview every step)."""
+    history_size, cache_size, preview (live latent preview every step), draft (slider moves render
+    `draft.draft_settings`: fewer steps, a smaller image; the Generate button renders the full recipe)."""
 
     def __init__(self, pipe, *, prompt: str = DEFAULT_PROMPT, negative_prompt: str = "",
-                 save_dir="studio", history_size: int = 8, cache_size: int = 64, preview: bool = True):
-        if not isinstance(preview, bool):
-            raise TypeError(f"preview must be True or False, not {type(preview).__name__} {preview!r}.")
+                 save_dir="studio", history_size: int = 8, cache_size: int = 64, preview: bool = True,
+                 draft: bool = False):
+        for name, value in (("preview", preview), ("draft", draft)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False, not {type(value).__name__} {value!r}.")
+        self.draft = draft
         negative_prompt = check_texts(prompt, negative_prompt)
         self.engine = StudioEngine(pipe, self, save_dir=save_dir, history_size=history_size, cache_size=cache_size)
         self.pipe, self.save_dir, self.preview = pipe, self.engine.save_dir, preview
@@ -237,12 +242,12 @@ class Studio(StudioWidgets, Listener):
             "width": int(width),
         }
 
-    def request(self) -> str:
+    def request(self, draft: bool = False) -> str:
         """Ask for the image the controls describe: "cached" (shown at once), "started", "queued", or
-        "running" (that very image is being made now: nothing more is queued)."""
+        "running" (that very image is being made now: nothing more is queued). `draft`: its draft."""
         if not self.seed_lock.value:
             self._draw_seed()
-        settings = self.settings()
+        settings = draft_settings(self.settings(), self.pipe) if draft else self.settings()
         self.check(settings)  # one clear message before any work
         return self.submit(settings)
 
@@ -373,7 +378,7 @@ class Studio(StudioWidgets, Listener):
 
     def _on_setting_change(self, change) -> None:
         if self.auto.value and not self._restoring:
-            self.request()
+            self.request(draft=self.draft)
 
     def _on_size_change(self, change) -> None:
         if self.current is None and not self.busy:  # the blank box takes the new shape
