@@ -79,6 +79,7 @@ PLANS: dict[str, dict] = {
     "bf16 at 768x768": dict(model="sd35-large", offload="none", size=768, est_s=32),
     # more speed levers, each against "FP8 fast, NF4 T5"
     "FP8 fast + fused QKV (qk-norm kept)": dict(FP8_NF4_T5, fuse_qkv=True, est_s=70),
+    # (no FP8 attention row: no well-kept PyPI wheel has an FP8 attention kernel for sm_90; README says which were checked)
     "FP8 fast, max-autotune-no-cudagraphs": dict(FP8_NF4_T5, compile_mode="max-autotune-no-cudagraphs",
                                                   optional=True, est_s=300),
     "Medium bf16 fast (compiled)": dict(model="sd35-medium", offload="none", fast="bf16", family="medium", est_s=50),

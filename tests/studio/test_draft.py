@@ -50,7 +50,12 @@ def test_diffusers_caching_hooks_cannot_reach_sd3_through_the_public_api():
     """diffusers' FirstBlockCache, FasterCache, MagCache and TaylorSeer are enabled with
     `transformer.enable_cache(config)` (CacheMixin) and need the pipeline to set a cache context:
     SD3's transformer has no CacheMixin and its pipeline sets no context (Flux's has both)."""
-    from diffusers import FluxPipeline, FluxTransformer2DModel, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from diffusers import (
+        FluxPipeline,
+        FluxTransformer2DModel,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
     from diffusers.models.cache_utils import CacheMixin
 
     assert not issubclass(SD3Transformer2DModel, CacheMixin) and not hasattr(SD3Transformer2DModel, "enable_cache")
