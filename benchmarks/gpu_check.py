@@ -205,8 +205,8 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
     if isinstance(options.get("dtype"), str):
         options["dtype"] = getattr(torch, options["dtype"])
     extras = {key: options.pop(key) for key in KNOBS if key in options}
-    if extras.get("size"):  # this row's own size: planned for, and rendered at
-        size = options["size"] = extras["size"]
+    if extras.get("size"):  # this row's own size (at the run's scale: --smoke renders 64 for 1024), planned for
+        size = options["size"] = max(16, extras["size"] * size // 1024 // 16 * 16)
         flop_per_image = None  # the FLOP count is SD3.5 Large's at 1024x1024
     if extras.get("family", "large") != "large":
         flop_per_image = None
@@ -220,7 +220,7 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
     by_hand = bool(extras.get("compile_mode") or extras.get("fuse_qkv"))  # fused or a compile mode: after the load
 
     # What the planner predicts for the real model (planning needs no token and reads no weights).
-    predicted_plan = plan_loading(**options, stand_in=False)
+    predicted_plan = plan_loading(**options, fast=fast, stand_in=False)  # FP8: costed phase by phase
     row["predicted_bytes"] = dict(predicted_plan.estimated_bytes)
     if fast == "fp8":  # the weights held after quantizing (the load itself peaks at the bf16 plan)
         row["predicted_bytes"]["transformer"] = fp8_transformer_bytes(
@@ -228,6 +228,7 @@ def measure(name: str, *, prompt: str, steps: int, size: int, saved: Path,
     row["working_allowance_bytes"] = getattr(predicted_plan, "working_bytes", WORKING_MEMORY_BYTES)
     row["planned_load_bytes"] = predicted_plan.gpu_phases.get("loading")  # allocated, the weights on the GPU while loading
     row["t5"] = predicted_plan.t5  # "full", "nf4" or "dropped": what the planner chose when not given
+    row["fp8_planned"] = predicted_plan.fp8  # the planner costed the FP8 fast plan (bf16 load, then float8)
     row["planned_gpu_bytes"] = predicted_plan.gpu_bytes_needed  # largest phase, as the allocator reserves it
     row["planned_host_loading_bytes"] = getattr(predicted_plan, "host_loading_bytes", None)
     row["dtype"] = str(predicted_plan.dtype).removeprefix("torch.")

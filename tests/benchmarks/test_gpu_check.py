@@ -11,7 +11,8 @@ import torch
 from conftest import REPO, TESTS
 
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
-SMOKE_PLANS = ["bf16", "NF4", "free Colab T4: the planner's plan", "NF4, pre-quantized reload", "NF4 without T5"]
+SMOKE_PLANS = ["bf16", "NF4", "free Colab T4: the planner's plan", "NF4, pre-quantized reload", "NF4 without T5",
+               "bf16 at 768x768"]
 
 
 def load_script():
@@ -43,6 +44,10 @@ def test_smoke_runs_every_plan_in_its_own_process_and_writes_results(tiny_dir, t
         assert set(row["predicted_over_measured"]) <= set(row["measured_bytes"])
         assert row["measured_bytes"]["transformer"] > 0
     assert "text_encoder_3" not in rows["NF4 without T5"]["measured_bytes"]
+    # A row at its own size renders at the run's scale (768 of 1024: 48 of 64 px) and is planned for it.
+    small = rows["bf16 at 768x768"]
+    assert small["status"] == "ok" and small["size"] == 48 and small["load_pipeline"]["size"] == "48"
+    assert small["working_allowance_bytes"] < rows["bf16"]["working_allowance_bytes"]
     assert rows["NF4"]["measured_bytes"]["transformer"] < rows["bf16"]["measured_bytes"]["transformer"]
     assert any("byte-identical" in check for check in data["meta"]["checks"]), data["meta"]["checks"]
     table = (tmp_path / "smoke.md").read_text()
@@ -222,7 +227,8 @@ def test_the_planner_predicts_the_bytes_a_real_gpu_loaded(path):
     rows = [r for r in json.loads(path.read_text())["rows"] if r.get("measured_bytes") and r.get("load_pipeline")]
     assert rows
     for row in rows:
-        options = {k: (v == "True" if v in ("True", "False") else v) for k, v in row["load_pipeline"].items()}
+        options = {k: (v == "True" if v in ("True", "False") else int(v) if str(v).isdigit() else v)
+                   for k, v in row["load_pipeline"].items()}
         fast = options.pop("fast", None)
         options.pop("transformer", None)  # a saved NF4 transformer: the preset's own quantization
         options["offload"] = "none"  # where the weights live does not change their bytes; this CPU plans "none"
@@ -250,7 +256,8 @@ def test_the_planner_covers_the_host_memory_a_real_load_took(path):
             if r.get("host_before_load_bytes") and r.get("host_peak_load_bytes") and r["status"] == "ok"]
     assert rows
     for row in rows:
-        options = {k: (v == "True" if v in ("True", "False") else v) for k, v in row["load_pipeline"].items()}
+        options = {k: (v == "True" if v in ("True", "False") else int(v) if str(v).isdigit() else v)
+                   for k, v in row["load_pipeline"].items()}
         options.pop("fast", None)
         if "transformer" in options:
             options["transformer"] = PREQUANTIZED
