@@ -128,7 +128,7 @@ def readme_table() -> str:
 def vram_guide_section() -> str:
     """The README's memory guide: what `load_pipeline(offload="auto")` does on common machines
     (helpers.loading.hardware_profiles), computed by the real planner."""
-    from helpers.loading.hardware_profiles import markdown, profile_plans
+    from helpers.loading.hardware_profiles import PROFILES, markdown, profile_plans
 
     return (
         "What `load_pipeline(model, offload=\"auto\")` does on the machines readers use, decided by the\n"
@@ -141,6 +141,11 @@ def vram_guide_section() -> str:
         "for each new prompt's encoding only > no T5, against offload: none > model > group > sequential); the last\n"
         "column names a plan that would fit (at a smaller size when none fits), or a better-ranked one that also fits.\n\n"
         + markdown(profile_plans())
+        + "\n\nWith `load_pipeline(\"sd35-large\", fast=True)` the planner costs the FP8 fast plan phase by phase on\n"
+        "Ada and Hopper GPUs (compute capability 8.9+): loading holds the bf16 weights, every later phase the\n"
+        "transformer with its blocks' attention and feed-forward layers in float8 (`helpers/loading/fast_plan.py`\n"
+        "states the rule). Where that fits it plans FP8 without offload, with T5 in 4-bit if the full T5 does not fit:\n\n"
+        + markdown(profile_plans(("sd35-large",), [p for p in PROFILES if p.device == "cuda"], fast=True))
     )
 
 

@@ -42,19 +42,21 @@ def plan_label(plan: planner.LoadingPlan) -> str:
     """A short name for a plan: "NF4, NF4 T5", "bf16", "NF4 (pre-quantized), no T5", ..."""
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}[plan.dtype]
     transformer = {None: precision, "nf4": "NF4", "int8": "8-bit"}[plan.quantization]
+    if plan.fp8:  # planned with fast=True: float8 transformer blocks after a bf16 load (fast_plan.py)
+        transformer = "FP8 fast"
     if plan.transformer_source is not None:
         transformer += " (pre-quantized)"
     t5 = {"full": "", "nf4": ", NF4 T5", "staged": ", staged T5", "dropped": ", no T5"}[plan.t5]
     return transformer + t5
 
 
-def profile_plans(models=TABLE_MODELS, profiles=PROFILES) -> list[dict]:
-    """For every profile x preset, what `load_pipeline(preset, offload="auto")` does: plan name, dtype,
+def profile_plans(models=TABLE_MODELS, profiles=PROFILES, **options) -> list[dict]:
+    """For every profile x preset, what `load_pipeline(preset, offload="auto", **options)` does: plan name, dtype,
     offload, peak accelerator and host-RAM bytes, "fits" or "does not fit: ...", and `instead`: the
     load_pipeline call that would fit (the full sentence is in `reason`)."""
     models = (models,) if isinstance(models, str) else models  # one name is one model, not its letters
     _check_table_args(models, profiles)
-    return [plan_row(profile.name, model, plan_on(profile, model)) for profile in profiles for model in models]
+    return [plan_row(profile.name, model, plan_on(profile, model, **options)) for profile in profiles for model in models]
 
 
 def _check_table_args(models, profiles) -> None:

@@ -19,7 +19,15 @@ import torch
 from ..errors import GPUOutOfMemoryError, QuantizationNeedsGPUError
 from ..generation.pipeline_lock import releasing
 from ..generation.validation import check_pipeline
-from . import devices, fast_plan, group_offload, hub_access, memory_model, quantized_checkpoints, vae_decode
+from . import (
+    architectures,
+    devices,
+    fast_plan,
+    group_offload,
+    hub_access,
+    quantized_checkpoints,
+    vae_decode,
+)
 from .arguments import check_bool
 from .as_machine import applies, making_images, record, stand_in_options
 from .checks import _does_not_fit, check_fast, check_fits, check_room_for_size
@@ -110,7 +118,7 @@ def load_pipeline(
     plan = plan_loading(  # every option checked, before anything is released or read
         model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
         dtype=dtype, stand_in=stand_in, transformer=transformer, size=size,
-        vae_tiling=vae_tiling, staged_t5=staged_t5,
+        vae_tiling=vae_tiling, staged_t5=staged_t5, fast=fast,
     )
     check_fast(plan, fast)
     if applies(model, use_stand_in(stand_in)):  # $SD35_AS_MACHINE: `plan` is the real preset's, on that machine
@@ -155,7 +163,7 @@ def load_pipeline(
         plan = plan_loading(
             model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
             dtype=dtype, stand_in=stand_in, transformer=transformer, size=size,
-            vae_tiling=vae_tiling, staged_t5=staged_t5,
+            vae_tiling=vae_tiling, staged_t5=staged_t5, fast=fast,
         )
         check_fast(plan, fast)
     check_fits(plan)
@@ -198,16 +206,11 @@ def load_pipeline(
 
 
 def fp8_transformer_bytes(plan: LoadingPlan, preset, capability) -> int:
-    """The FP8 fast plan's transformer bytes (memory_model's "float8" rules), counted from the
+    """The FP8 fast plan's transformer bytes (fast_plan's float8 rule: float8 in the blocks' attention
+    and feed-forward layers, the rest in the plan's dtype), counted on the meta device from the
     architecture the plan loads (a local folder such as the stand-in's, or the published family's)."""
-    from .planner import _folder_census
-
-    scales = fast_plan.FP8_SCALES_BY_CAPABILITY.get(tuple(capability) if capability else None, "row")
-    if Path(plan.model_id).is_dir():
-        counts = _folder_census(plan.model_id)[0]["transformer"]
-    else:
-        counts = (preset.census or memory_model.FULL_SIZE["large"])["transformer"]
-    return memory_model.loaded_bytes(counts, plan.dtype, "float8-tensor" if scales == "tensor" else "float8")
+    config = plan.transformer_config or architectures.TRANSFORMER_CONFIGS[preset.family]
+    return fast_plan.planned_fp8_bytes(config, plan.dtype, capability)
 
 
 def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...] = ()):

@@ -17,9 +17,11 @@ from pathlib import Path
 import torch
 
 from .. import stand_in as stand_in_pipeline
+from ..measuring import format_bytes
 from . import (
     architectures,
     devices,
+    fast_plan,
     group_offload,
     host_memory,
     memory_model,
@@ -71,6 +73,8 @@ class LoadingPlan:
     vae_tiling: bool = False  # load_pipeline(vae_tiling=True): the VAE decodes in tiles (vae_decode.py)
     staged_t5: str | None = None  # t5="staged": the T5 that encodes ("nf4", or "full" on Apple Silicon)
     groups: group_offload.GroupResidency | None = None  # on CUDA: what offload="group" keeps on the GPU per phase
+    fp8: bool = False  # planned with fast=...: the transformer costed in float8 (fast_plan's rule) after a bf16 load
+    loading_bytes: int = 0  # with fp8: the bf16 weights the GPU holds while loading, before float8
 
     @property
     def total_bytes(self) -> int:
@@ -81,14 +85,26 @@ class LoadingPlan:
         """Peak accelerator bytes of this plan: its largest phase, as PyTorch's allocator reserves it."""
         if self.device == "cpu":
             return None
-        return accelerator_bytes(self.offload, self.estimated_bytes, self.working or self.working_bytes,
+        need = accelerator_bytes(self.offload, self.estimated_bytes, self.working or self.working_bytes,
                                  device=self.device, loaded_on_gpu=self.loaded_on_gpu, groups=self.groups)
+        return max(need, _loading_reserved(self.loading_bytes, self.device))
 
     @property
     def gpu_phases(self) -> dict[str, int]:
         """Allocated accelerator bytes in each phase ("loading", "text", "denoise", "decode")."""
         working = memory_model.as_working(self.working or self.working_bytes)
-        return memory_model.gpu_phases(self.offload, self.estimated_bytes, working, self.loaded_on_gpu, self.groups)
+        phases = memory_model.gpu_phases(self.offload, self.estimated_bytes, working, self.loaded_on_gpu, self.groups)
+        phases["loading"] = max(phases["loading"], self.loading_bytes)
+        return phases
+
+
+def _loading_reserved(loading_bytes: int, device: str) -> int:
+    """The loading phase of `loading_bytes` of weights as the accelerator holds it (reserved on CUDA)."""
+    if not loading_bytes:
+        return 0
+    phases = {"loading": loading_bytes}
+    return memory_model.reserved_phases(phases, memory_model.as_working(0))["loading"] if str(device).startswith(
+        "cuda") else loading_bytes
 
 
 def use_stand_in(requested: bool | None = None) -> bool:
@@ -139,6 +155,7 @@ def plan_loading(
     host_bytes: int | None = None,
     size: int | tuple[int, int] | None = None,
     vae_tiling: bool = False,
+    fast: bool | str = False,
 ) -> LoadingPlan:
     """Decide how `model` will be loaded, without loading it. `free_bytes` / `host_bytes` override
     the measured free accelerator memory / available host RAM (to ask "what would happen on a
@@ -153,7 +170,11 @@ def plan_loading(
     as asked, and so is an explicit `offload`. `staged_t5=True`: the pipeline loads without T5, and T5 is
     loaded for each new prompt's text encoding only, then released (`helpers.loading.staged_t5`). `plan.better` lists plans that also fit and run faster or rank higher but
     were not picked (lower in the ranking, or another preset or T5 than asked for); the reason names them.
-    `vae_tiling=True`: the VAE decodes in `vae_decode.VAE_TILE_PIXELS` tiles, and the decode is costed per tile."""
+    `vae_tiling=True`: the VAE decodes in `vae_decode.VAE_TILE_PIXELS` tiles, and the decode is costed per tile.
+    `fast`: what `load_pipeline(fast=...)` will get. Where the FP8 fast plan runs (sm_89+, a bf16
+    transformer, no offload), it is costed phase by phase: loading holds the bf16 weights, every later
+    phase the float8 transformer (`fast_plan.planned_fp8_bytes`); when that fits, the plan is FP8
+    without offload (`plan.fp8`), else it is planned as without `fast`."""
     check_plan_options(offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5, stand_in=stand_in,
                        free_bytes=free_bytes, host_bytes=host_bytes, staged_t5=staged_t5)
     from . import as_machine
@@ -162,10 +183,11 @@ def plan_loading(
         with as_machine.answering():
             return plan_loading(model, device=device, offload=offload, drop_t5=drop_t5, quantize_t5=quantize_t5,
                                 staged_t5=staged_t5, dtype=dtype, stand_in=False, free_bytes=free_bytes,
-                                transformer=transformer, host_bytes=host_bytes, size=size, vae_tiling=vae_tiling)
+                                transformer=transformer, host_bytes=host_bytes, size=size, vae_tiling=vae_tiling, fast=fast)
     asked = [name for name, value in (("drop_t5", drop_t5), ("quantize_t5", quantize_t5), ("staged_t5", staged_t5)) if value]
     if len(asked) > 1:
         raise ValueError(f"{'=True and '.join(asked)}=True contradict each other: choose one.")
+    fast_plan.check_fast_argument(fast)
     preset = resolve_preset(model)
     _normalise_offload(offload)
     if transformer is not None and transformer != PREQUANTIZED:  # PREQUANTIZED: "what if", planning only
@@ -185,7 +207,7 @@ def plan_loading(
     plans = []
     for t5 in ranking.t5_choices(drop_t5, quantize_t5, device, offload, staged_t5):
         trial = dict(options, drop_t5=t5 == "dropped", quantize_t5=t5 == "nf4", staged_t5=t5 == "staged")
-        plans.append(_plan(preset, device, trial, stand_in, free_bytes, host_bytes, transformer))
+        plans.append(_plan(preset, device, trial, stand_in, free_bytes, host_bytes, transformer, fast))
         free_bytes, host_bytes = plans[0].free_bytes, plans[0].host_bytes_available  # measured once
     fitting = [p for p in plans if p.fits]
     plan = min(fitting, key=ranking.rank) if fitting else plans[0]
@@ -216,7 +238,7 @@ def plan_loading(
     return plan
 
 
-def _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer) -> LoadingPlan:
+def _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer, fast=False) -> LoadingPlan:
     """The plan for `options` on `device`; `transformer` may be PREQUANTIZED (a hypothetical
     save_quantized folder) when only suggesting."""
     quantization = preset.quantization
@@ -275,10 +297,27 @@ def _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer
     groups = None
     if str(device).startswith("cuda") and quantization in (None, "nf4"):  # what offload="group" keeps on the GPU
         groups = group_offload.residency(config, estimated, counts, dtype, quantization, on_gpu)
+    capability = devices.compute_capability(device)
+    fp8_weights = loading_bytes = None
+    if fast_plan.plans_fp8(fast, device=device, capability=capability, quantization=quantization,
+                           offload=options["offload"], dtype=dtype):
+        fp8_weights = dict(estimated, transformer=fast_plan.planned_fp8_bytes(config, dtype, capability))
+        loading = sum(estimated.values())  # bf16 as loaded, quantized to float8 after
+        if _loading_reserved(loading, device) <= (free_bytes or 0) and _fit_problem(
+                "none", device, fp8_weights, free_bytes, working, reads, host_bytes, on_gpu) is None:
+            estimated, loading_bytes, options = fp8_weights, loading, dict(options, offload="none")
     choice, reason = choose_offload(
         options["offload"], device, estimated, free_bytes, working, quantized=quantized, reads=reads,
         host_available=host_bytes, loaded_on_gpu=on_gpu, groups=groups,
     )
+    if loading_bytes:
+        reason = (f"the FP8 fast plan: loading holds the bf16 weights ({format_bytes(loading_bytes)}), then the "
+                  f"transformer's blocks in float8 leave {format_bytes(sum(estimated.values()))}; its largest phase "
+                  f"needs {format_bytes(max(_loading_reserved(loading_bytes, device), accelerator_bytes('none', estimated, working, device=device)))}: "
+                  f"it fits in {format_bytes(free_bytes)} free")
+    elif fp8_weights:
+        reason += (f" (the FP8 fast plan does not fit: loading holds the bf16 weights, "
+                   f"{format_bytes(sum(fp8_weights.values()) - fp8_weights['transformer'] + estimated['transformer'])})")
     problem = _fit_problem(choice, device, estimated, free_bytes, working, reads, host_bytes, on_gpu, groups)
     if problem is not None and not reason.startswith("does not fit"):
         reason = "does not fit: " + problem
@@ -290,7 +329,7 @@ def _plan(preset, device, options, stand_in, free_bytes, host_bytes, transformer
         working_bytes=working.peak, host_bytes_needed=max(host.values()), host_bytes_available=host_bytes,
         fits=problem is None, kernel=kernel, size=size, working=working, loaded_on_gpu=on_gpu,
         host_loading_bytes=host["loading"], transformer_config=dict(config),
-        vae_tiling=tiling, staged_t5=staged, groups=groups,
+        vae_tiling=tiling, staged_t5=staged, groups=groups, fp8=bool(loading_bytes), loading_bytes=loading_bytes or 0,
     )
 
 

@@ -22,6 +22,7 @@ from PIL import Image
 from ..errors import GatedModelError, GenerationCancelled, GPUOutOfMemoryError, QuantizationNeedsGPUError
 from ..generation.latent_preview import check_tiny_autoencoder, latent_preview, tiny_autoencoder_preview
 from ..generation.text_to_image import GenerationResult
+from .draft import draft_settings
 from .engine import RELEASED, Listener, StudioEngine, check_result, check_texts
 from .widget_versions import ShowsWidget, titled_accordion
 
@@ -195,16 +196,19 @@ class Studio(StudioWidgets, Listener):
     Options: prompt, negative_prompt, save_dir ("studio", relative to the notebook's folder),
     history_size, cache_size, preview (live preview of the predicted clean image every step),
     preview_decoder (opt-in: TAESD3, `AutoencoderTiny.from_pretrained("madebyollin/taesd3")`, for a
-    full-size preview instead of the 16x3 map's 1/8-size one)."""
+    full-size preview instead of the 16x3 map's 1/8-size one), draft (slider moves render
+    `draft.draft_settings`: fewer steps, a smaller image; the Generate button renders the full recipe)."""
 
     def __init__(self, pipe, *, prompt: str = DEFAULT_PROMPT, negative_prompt: str = "",
                  save_dir="studio", history_size: int = 8, cache_size: int = 64, preview: bool = True,
-                 preview_decoder=None):
-        if not isinstance(preview, bool):
-            raise TypeError(f"preview must be True or False, not {type(preview).__name__} {preview!r}.")
+                 preview_decoder=None, draft: bool = False):
+        for name, value in (("preview", preview), ("draft", draft)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be True or False, not {type(value).__name__} {value!r}.")
         if preview_decoder is not None:
             check_tiny_autoencoder(preview_decoder)
         self.preview_decoder = preview_decoder
+        self.draft = draft
         negative_prompt = check_texts(prompt, negative_prompt)
         self.engine = StudioEngine(pipe, self, save_dir=save_dir, history_size=history_size, cache_size=cache_size)
         self.pipe, self.save_dir, self.preview = pipe, self.engine.save_dir, preview
@@ -243,12 +247,12 @@ class Studio(StudioWidgets, Listener):
             "width": int(width),
         }
 
-    def request(self) -> str:
+    def request(self, draft: bool = False) -> str:
         """Ask for the image the controls describe: "cached" (shown at once), "started", "queued", or
-        "running" (that very image is being made now: nothing more is queued)."""
+        "running" (that very image is being made now: nothing more is queued). `draft`: its draft."""
         if not self.seed_lock.value:
             self._draw_seed()
-        settings = self.settings()
+        settings = draft_settings(self.settings(), self.pipe) if draft else self.settings()
         self.check(settings)  # one clear message before any work
         return self.submit(settings)
 
@@ -382,7 +386,7 @@ class Studio(StudioWidgets, Listener):
 
     def _on_setting_change(self, change) -> None:
         if self.auto.value and not self._restoring:
-            self.request()
+            self.request(draft=self.draft)
 
     def _on_size_change(self, change) -> None:
         if self.current is None and not self.busy:  # the blank box takes the new shape

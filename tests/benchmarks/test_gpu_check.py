@@ -11,7 +11,8 @@ import torch
 from conftest import REPO, TESTS
 
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
-SMOKE_PLANS = ["bf16", "NF4", "free Colab T4: the planner's plan", "NF4, pre-quantized reload", "NF4 without T5"]
+SMOKE_PLANS = ["bf16", "NF4", "free Colab T4: the planner's plan", "NF4, pre-quantized reload", "NF4 without T5",
+               "bf16 at 768x768"]
 
 
 def load_script():
@@ -43,6 +44,10 @@ def test_smoke_runs_every_plan_in_its_own_process_and_writes_results(tiny_dir, t
         assert set(row["predicted_over_measured"]) <= set(row["measured_bytes"])
         assert row["measured_bytes"]["transformer"] > 0
     assert "text_encoder_3" not in rows["NF4 without T5"]["measured_bytes"]
+    # A row at its own size renders at the run's scale (768 of 1024: 48 of 64 px) and is planned for it.
+    small = rows["bf16 at 768x768"]
+    assert small["status"] == "ok" and small["size"] == 48 and small["load_pipeline"]["size"] == "48"
+    assert small["working_allowance_bytes"] < rows["bf16"]["working_allowance_bytes"]
     assert rows["NF4"]["measured_bytes"]["transformer"] < rows["bf16"]["measured_bytes"]["transformer"]
     assert any("byte-identical" in check for check in data["meta"]["checks"]), data["meta"]["checks"]
     table = (tmp_path / "smoke.md").read_text()
@@ -50,15 +55,16 @@ def test_smoke_runs_every_plan_in_its_own_process_and_writes_results(tiny_dir, t
     assert not (tmp_path / "scratch").exists() or not any((tmp_path / "scratch").iterdir())  # cleaned up
 
 
-NEW_ROWS = ["FP8 fast, NF4 T5", "FP8: one transformer forward vs bf16", "bf16 fast + cuDNN attention",
+NEW_ROWS = ["FP8 fast, NF4 T5", "FP8: one transformer forward vs bf16", "FP8 fast + fused QKV (qk-norm kept)",
             "free Colab T4: NF4 T5 + VAE tiling"]
 
 
 def test_smoke_covers_the_new_rows(tiny_dir, tmp_path):
     """--only runs the chosen rows (adding the NF4 row whose saved transformer one of them loads).
     On a CPU: float8 matmuls need sm_89+, so the FP8 plan says so (printed); the FP8 error row measures
-    float8 *weight* storage on the stand-in, and says that is what it measured; cuDNN attention's
-    priority context falls back to the CPU's kernel; the T4 rows need a GPU to emulate."""
+    float8 *weight* storage on the stand-in, and says that is what it measured; the fused-QKV row (no
+    float8 on a CPU: not applicable) is shown by tests/loading/test_fused_qkv.py; the T4 rows need a GPU
+    to emulate. A compiled row records its first image and the attention kernel SDPA chose."""
     # Compiling the stand-in on a CPU takes minutes when the CPU is shared: a generous limit.
     done = run("--smoke", "--output", str(tmp_path), "--scratch", str(tmp_path / "scratch"), "--only", *NEW_ROWS,
                timeout=1800)
@@ -66,17 +72,19 @@ def test_smoke_covers_the_new_rows(tiny_dir, tmp_path):
     assert "NF4 was added" in done.stdout
     assert "FP8 fast, NF4 T5: not applicable: needs an sm_89+ GPU (float8 matmuls)" in done.stdout
     rows = {r["plan"]: r for r in json.loads((tmp_path / "smoke.json").read_text())["rows"]}
-    assert list(rows) == ["NF4", "FP8 fast, NF4 T5", "FP8: one transformer forward vs bf16", "bf16 fast + cuDNN attention",
-                          "free Colab T4: NF4 T5 + VAE tiling"]
+    assert list(rows) == ["NF4", "FP8 fast, NF4 T5", "FP8: one transformer forward vs bf16",
+                          "FP8 fast + fused QKV (qk-norm kept)", "free Colab T4: NF4 T5 + VAE tiling"]
+    assert rows["FP8 fast + fused QKV (qk-norm kept)"]["status"].startswith("not applicable: needs an sm_89+")
     error = rows["FP8: one transformer forward vs bf16"]
     assert error["status"] == "ok" and "float8 weights only (CPU" in error["quantization"], error
     assert 1e-3 < error["relative_error"] < 0.2 and error["float8_bytes"] < error["bf16_bytes"]
-    cudnn = rows["bf16 fast + cuDNN attention"]
-    assert cudnn["status"] == "ok" and cudnn["first_image_s"] > 0 and cudnn["s_per_image"] > 0, cudnn
-    assert any("decoder compiled" in line for line in cudnn["fast_plan"])
-    lo, hi = cudnn["s_per_step_range"]
-    assert lo <= cudnn["s_per_step"] <= hi  # the median step, with its range
-    assert rows["NF4"]["status"] == "ok" and rows["NF4"]["warmup_s"] > 0 and "first_image_s" not in rows["NF4"]
+    nf4 = rows["NF4"]
+    assert nf4["status"] == "ok" and nf4["warmup_s"] > 0 and "first_image_s" not in nf4
+    lo, hi = nf4["s_per_step_range"]
+    assert lo <= nf4["s_per_step"] <= hi  # the median step, with its range
+    # The kernel SDPA chose after one image, for this transformer's joint attention at this size.
+    assert nf4["attention"]["sdpa_choice"] in nf4["attention"]["sdpa_priority"] and "cudnn_version" in nf4["attention"]
+    assert nf4["planned_load_bytes"] > 0 and nf4["size"] == 64 and nf4["steps"] == 2
     assert rows["free Colab T4: NF4 T5 + VAE tiling"]["status"] == "not applicable: no GPU"
 
 
@@ -102,23 +110,36 @@ def test_only_adds_the_nf4_row_a_chosen_row_needs_and_optional_rows_run_only_whe
     assert rows == ["NF4", "NF4, pre-quantized reload"] and "NF4 was added" in notes[0]
     everything, _ = gpu_check.choose_rows(None)
     assert "bf16 fast, max-autotune" not in everything and everything[:2] == ["FP8 fast, NF4 T5",
-                                                                          "FP8: one transformer forward vs bf16"]
+                                                                          "Large Turbo, 4 steps, FP8 fast, NF4 T5"]
     assert gpu_check.choose_rows(["bf16 fast, max-autotune"])[0] == ["bf16 fast, max-autotune"]
+    # notebook 07's backend rows are rows of the check: selectable, ranked after the plans, GGUF only when named
+    backends = [name for name in gpu_check.PLANS if name.startswith("backend: ")]
+    assert len(backends) == 8 and "backend: torchao float8" in everything and "backend: GGUF Q4_0" not in everything
+    assert gpu_check.choose_rows(["backend: GGUF Q4_0", "backend: bf16"])[0] == ["backend: bf16", "backend: GGUF Q4_0"]
+    assert everything.index("backend: bf16") > everything.index("NF4 without T5")
 
 
-def test_the_default_table_fits_its_budget_by_its_estimates():
+def test_the_default_run_fits_one_device_call_by_its_estimates():
     """The rows a default run starts, by their estimated seconds (BUDGET in gpu_check.py), end within
-    the default budget of 8 minutes with the build; a row that would not is skipped and says so."""
+    the default budget of 420 s with the builds, so the last row (up to 120 s past it) and the install
+    fit one 600 s device call; the goal rows, CUDA graphs and the rows the planner was not fitted on
+    start, the rest are skipped and say so."""
     gpu_check = load_script()
     rows, _ = gpu_check.choose_rows(None)
-    elapsed, started = gpu_check.BUILD_EST_S, []
+    assert gpu_check.DEFAULT_BUDGET_S == 420
+    elapsed, started, built = gpu_check.BUILD_EST_S["large"], [], {"large"}
     for name in rows:
-        estimate = gpu_check.PLANS[name].get("est_s", gpu_check.DEFAULT_EST_S)
-        if elapsed + estimate <= 480:
+        family = gpu_check.PLANS[name].get("family", "large")
+        estimate = gpu_check.PLANS[name].get("est_s", gpu_check.DEFAULT_EST_S) + (
+            0 if family in built else gpu_check.BUILD_EST_S[family])
+        if elapsed + estimate <= gpu_check.DEFAULT_BUDGET_S:
             elapsed += estimate
             started.append(name)
-    assert started[:7] == rows[:7] and elapsed <= 480  # the new and never-measured rows start, but for
-    assert "NF4 fast (compiled)" not in started  # this one, left to a second call with --only (BUDGET)
+            built.add(family)
+    assert started[:6] == ["FP8 fast, NF4 T5", "Large Turbo, 4 steps, FP8 fast, NF4 T5",
+                           "FP8: one transformer forward vs bf16", "FP8 fast + CUDA graphs (reduce-overhead)",
+                           "bf16 at 1536x1536", "Medium bf16"]
+    assert elapsed <= gpu_check.DEFAULT_BUDGET_S and "bf16" not in started
 
 
 def test_a_backend_row_is_measured_by_backend_rows(tmp_path, monkeypatch, tiny_dir):
@@ -147,9 +168,34 @@ def test_goal_checks_say_met_or_not_met():
     checks = gpu_check.goal_checks([
         {"plan": "FP8 fast, NF4 T5", "status": "ok", "s_per_image": 2.4, "first_image_s": 30.0,
          "gpu_after_load_bytes": 13.4 * gib, "peak_allocated_bytes": 15.2 * gib},
+        {"plan": "Large Turbo, 4 steps, FP8 fast, NF4 T5", "status": "ok", "s_per_image": 0.8, "first_image_s": 20.0,
+         "steps": 4},
+        {"plan": "Medium bf16 fast (compiled)", "status": "ok", "s_per_image": 1.2, "first_image_s": 20.0, "size": 768},
         {"plan": "bf16", "status": "ok", "s_per_image": 5.4, "warmup_s": 2.0}])
-    assert checks[0].startswith("FP8 fast, NF4 T5: 2.40 s/image (goal <= 2.5: met)") and "25: not met" in checks[0]
-    assert "peak 15.20 GiB allocated (goal <= 15 GiB: not met)" in checks[1] and len(checks) == 2
+    assert checks[0] == "Large Turbo, 4 steps: 0.80 s/image (goal < 1: met)"
+    assert checks[1].startswith("FP8 fast, NF4 T5: 2.40 s/image (goal <= 2.5: met)") and "25: not met" in checks[1]
+    assert "peak 15.20 GiB allocated (goal <= 15 GiB: not met)" in checks[2] and len(checks) == 3  # not at 768x768
+
+
+def test_results_and_checks_are_written_after_every_row(tmp_path, monkeypatch, tiny_dir):
+    """A run cut short (the device call's limit) keeps every finished row and its goal checks: the
+    files are rewritten after each row, checks included."""
+    gpu_check = load_script()
+    seen = []
+
+    def fake_child(name, args, env, timeout):
+        if seen:  # the first row's files must already hold its row and its goal check
+            data = json.loads((tmp_path / "smoke.json").read_text())
+            seen.append((data["rows"][0]["plan"], data["meta"]["checks"]))
+        else:
+            seen.append(name)
+        return {"plan": name, "status": "ok", "s_per_image": 2.0, "first_image_s": 20.0}
+
+    monkeypatch.setattr(gpu_check, "run_child", fake_child)
+    monkeypatch.setenv("SD35_TINY_DIR", str(tiny_dir))
+    assert gpu_check.main(["--smoke", "--output", str(tmp_path), "--scratch", str(tmp_path / "s"), "--steps", "28",
+                           "--size", "1024", "--only", "NF4 fast (compiled)", "bf16 fast (compiled)"]) == 0
+    assert seen[1][0] == "NF4 fast (compiled)" and seen[1][1][0].startswith("NF4 fast (compiled): 2.00 s/image (goal")
 
 
 def test_without_a_gpu_the_full_check_says_so_and_exits_cleanly(tmp_path):
@@ -181,7 +227,8 @@ def test_the_planner_predicts_the_bytes_a_real_gpu_loaded(path):
     rows = [r for r in json.loads(path.read_text())["rows"] if r.get("measured_bytes") and r.get("load_pipeline")]
     assert rows
     for row in rows:
-        options = {k: (v == "True" if v in ("True", "False") else v) for k, v in row["load_pipeline"].items()}
+        options = {k: (v == "True" if v in ("True", "False") else int(v) if str(v).isdigit() else v)
+                   for k, v in row["load_pipeline"].items()}
         fast = options.pop("fast", None)
         options.pop("transformer", None)  # a saved NF4 transformer: the preset's own quantization
         options["offload"] = "none"  # where the weights live does not change their bytes; this CPU plans "none"
@@ -209,7 +256,8 @@ def test_the_planner_covers_the_host_memory_a_real_load_took(path):
             if r.get("host_before_load_bytes") and r.get("host_peak_load_bytes") and r["status"] == "ok"]
     assert rows
     for row in rows:
-        options = {k: (v == "True" if v in ("True", "False") else v) for k, v in row["load_pipeline"].items()}
+        options = {k: (v == "True" if v in ("True", "False") else int(v) if str(v).isdigit() else v)
+                   for k, v in row["load_pipeline"].items()}
         options.pop("fast", None)
         if "transformer" in options:
             options["transformer"] = PREQUANTIZED
@@ -236,4 +284,4 @@ def test_smoke_runs_the_staged_t5_row_on_the_cpu(tiny_dir, tmp_path):
     assert row["dtype"] == "float16"
     # The encoders' phase as the planner costs it on the real model: CLIP-L, CLIP-G and NF4 T5 in fp16.
     assert 7 * 2**30 < row["encode_allowance_bytes"] < 9 * 2**30
-    assert list(load_script().PLANS).index(STAGED) < 7  # among the rows a default run starts (see the budget test)
+    assert list(load_script().PLANS).index(STAGED) < 15  # never measured: ranked before the reference rows

@@ -130,24 +130,31 @@ def test_float8_error_and_bytes_on_the_stand_in_transformer(tiny_dir, scales):
     inputs = fast_plan.transformer_inputs(transformer.config, size=64)
     quantize = functools.partial(fast_plan.quantize_fp8_weights, scales="row" if scales == "float8" else "tensor")
     error = fast_plan.quantization_error(transformer, quantize, inputs)
-    # Every linear layer now holds float8 weights, and the memory model counts their bytes exactly.
-    assert error["quantized_layers"] == counts.linear_layers
-    assert module_bytes(transformer) == memory_model.loaded_bytes(counts, torch.bfloat16, scales)
+    # The layers the float8 rule chooses now hold float8 weights, and fp8_bytes counts their bytes exactly.
+    chosen = [m for name, m in transformer.named_modules() if fast_plan.fp8_filter(m, name)]
+    assert error["quantized_layers"] == len(chosen) < counts.linear_layers
+    assert module_bytes(transformer) == fast_plan.fp8_bytes(
+        SD3Transformer2DModel.from_pretrained(tiny_dir / "transformer", torch_dtype=torch.bfloat16),
+        torch.bfloat16, "row" if scales == "float8" else "tensor")
     # float8 e4m3 keeps 3 mantissa bits: a few percent of error, neither zero nor noise.
     assert 1e-3 < error["relative_error"] < 0.2, error
     assert error["max_abs_error"] > 0 and error["reference_rms"] > 0
 
 
-def test_fp8_large_transformer_with_nf4_t5_is_under_15_gib_of_weights():
-    """The FP8 plan's weights at full size (meta-counted): the transformer at one byte per weight
-    plus a fp32 scale per row; with T5 in NF4 the pipeline holds under 15 GiB."""
-    from helpers.loading import memory_model
+def test_fp8_large_with_nf4_t5_weights_and_what_the_float8_rule_costs():
+    """The FP8 plan's weights at full size: the float8 rule's layers at one byte per weight plus a fp32
+    scale per row, adaLN and the rest in bf16: the transformer is 10.2 GiB, 2.6 GiB more than with
+    every layer in float8, so with T5 in NF4 the pipeline holds 15.9 GiB of weights, no longer under
+    15 GiB (the price of keeping the modulation layers out of float8), and far under bf16's 25.7."""
+    from helpers.loading import architectures, memory_model
 
+    GiB = memory_model.GiB
     large = memory_model.FULL_SIZE["large"]
-    fp8 = memory_model.loaded_bytes(large["transformer"], torch.bfloat16, "float8")
-    assert fp8 == large["transformer"].linear_weights + 4 * large["transformer"].linear_rows + 2 * large["transformer"].other
+    fp8 = fast_plan.planned_fp8_bytes(architectures.TRANSFORMER_CONFIGS["large"], torch.bfloat16, (9, 0))
+    everything = memory_model.loaded_bytes(large["transformer"], torch.bfloat16, "float8")
+    assert 2.5 * GiB < fp8 - everything < 2.7 * GiB
     weights = dict(memory_model.pipeline_bytes(large, torch.bfloat16, None, t5="nf4"), transformer=fp8)
-    assert sum(weights.values()) < 15 * memory_model.GiB < sum(memory_model.pipeline_bytes(large, torch.bfloat16).values())
+    assert 15 * GiB < sum(weights.values()) < 16 * GiB < 25 * GiB < sum(memory_model.pipeline_bytes(large, torch.bfloat16).values())
 
 
 def test_relative_error_is_the_norm_ratio():
@@ -198,7 +205,24 @@ def test_a_winning_attention_kernel_wraps_every_transformer_forward(tiny_pipe, m
 
 
 def test_no_attention_kernel_is_kept_until_one_is_measured():
-    assert fast_plan.ATTENTION_BY_CAPABILITY == {}  # the cuDNN row has not run on a GPU yet
+    assert fast_plan.ATTENTION_BY_CAPABILITY == {}  # no GPU row has recorded SDPA's own choice yet
+
+
+def test_the_attention_record_reads_what_sdpa_chooses_for_the_joint_attention(tiny_pipe):
+    """What every GPU-check row records after one image: cuDNN's version, SDPA's priority order and the
+    kernel SDPA picks for this transformer's joint attention (image tokens + 333 text tokens, batch 2);
+    a priority context changes the order it reads."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    config = tiny_pipe.transformer.config
+    record = fast_plan.attention_record(tiny_pipe.transformer, 64)
+    assert record["shape"] == [2, config.num_attention_heads, (64 // 8 // config.patch_size) ** 2 + 333,
+                               config.attention_head_dim]
+    assert record["cudnn_version"] == torch.backends.cudnn.version() and record["sdpa_choice"] in record["sdpa_priority"]
+    with fast_plan.attention_context("cudnn"):
+        assert fast_plan.attention_record(tiny_pipe.transformer, 64)["sdpa_priority"][0] == "cudnn_attention"
+    with sdpa_kernel([SDPBackend.MATH]):  # only math allowed: SDPA's choice follows
+        assert fast_plan.attention_record(tiny_pipe.transformer, 64)["sdpa_choice"] == "math"
 
 
 def test_the_loader_states_the_fp8_transformer_bytes_torchao_holds(tiny_dir):
@@ -216,3 +240,98 @@ def test_the_loader_states_the_fp8_transformer_bytes_torchao_holds(tiny_dir):
     assert module_bytes(pipe.transformer) == hopper
     assert ada < hopper  # one scale per layer instead of one per row
     helpers.release_current_pipeline()
+
+
+# --- the float8 rule, and FP8 planned where it fits ------------------------------------------------------
+
+def test_float8_goes_to_the_blocks_attention_and_feed_forwards_only(tiny_dir):
+    """The rule (fast_plan.FP8_PARTS): on the stand-in, the 2 blocks' attention and feed-forward layers are
+    quantized (the last block is context-only: no to_add_out, no ff_context); adaLN modulation, the
+    embedders, context_embedder and proj_out stay in bf16. Counted by name after torchao quantized."""
+    from diffusers import SD3Transformer2DModel
+
+    transformer = SD3Transformer2DModel.from_pretrained(tiny_dir, subfolder="transformer", torch_dtype=torch.bfloat16)
+    linears = {name for name, m in transformer.named_modules() if isinstance(m, torch.nn.Linear)}
+    # block 0: 8 attention and 4 feed-forward layers; block 1 (context-only): 7 attention and 2 feed-forward
+    assert fast_plan.quantize_fp8_weights(transformer) == 21
+    quantized = {name for name, m in transformer.named_modules() if fast_plan.float8_layers(m) == 1
+                 and isinstance(m, torch.nn.Linear)}
+    excluded = linears - quantized
+    assert len(excluded) == 11 and all(
+        name.startswith(("time_text_embed.", "context_embedder", "proj_out", "norm_out."))
+        or name.endswith(("norm1.linear", "norm1_context.linear")) for name in excluded), sorted(excluded)
+    assert {"transformer_blocks.0.attn.to_q", "transformer_blocks.0.ff.net.2", "transformer_blocks.1.attn.add_k_proj"} <= quantized
+
+
+@pytest.mark.parametrize("family", ["large", "medium"])
+def test_the_planners_float8_counts_are_the_meta_models(family):
+    """FP8_LINEAR (what the planner costs without importing diffusers' models) rebuilt on meta."""
+    from helpers.loading import architectures
+
+    with torch.device("meta"):
+        transformer = architectures.build_component("transformer", family)
+    chosen = [m for name, m in transformer.named_modules() if fast_plan.fp8_filter(m, name)]
+    assert all(m.in_features % 16 == 0 and m.out_features % 16 == 0 for m in chosen)
+    assert fast_plan.FP8_LINEAR[family] == (sum(m.weight.numel() for m in chosen),
+                                             sum(m.out_features for m in chosen), len(chosen))
+    config = architectures.TRANSFORMER_CONFIGS[family]
+    for capability, scales in (((9, 0), "row"), ((8, 9), "tensor")):
+        assert fast_plan.planned_fp8_bytes(config, torch.bfloat16, capability) == fast_plan.fp8_bytes(
+            transformer, torch.bfloat16, scales)
+
+
+@pytest.mark.parametrize("machine", ["Colab L4", "RTX 4090 24 GB"])
+def test_fast_plans_fp8_with_t5_on_the_24_gb_ada_cards(machine):
+    """Costed phase by phase, FP8 fits these cards with T5 in 4-bit: loading holds the bf16 weights
+    (about 20.9 GiB), later phases the float8 transformer. Without fast the plan is unchanged."""
+    from helpers.loading.hardware_profiles import get_profile, plan_on
+    from helpers.measuring import GiB
+
+    profile = get_profile(machine)
+    plain, fast = plan_on(profile, "sd35-large"), plan_on(profile, "sd35-large", fast=True)
+    assert (plain.fp8, plain.t5, plain.offload) == (False, "full", "model")
+    assert (fast.fp8, fast.t5, fast.offload, fast.fits) == (True, "nf4", "none", True)
+    assert fast.loading_bytes == sum(plain.estimated_bytes.values()) - plain.estimated_bytes["text_encoder_3"] + \
+        plan_on(profile, "sd35-large", quantize_t5=True).estimated_bytes["text_encoder_3"]
+    # the load sets the peak (as reserved), the steady phases hold float8
+    assert 20 * GiB < fast.gpu_phases["loading"] < fast.gpu_bytes_needed < 21.5 * GiB
+    assert fast.gpu_bytes_needed <= profile.free_gpu_bytes
+    assert max(fast.gpu_phases["denoise"], fast.gpu_phases["decode"]) < 19 * GiB and "FP8 fast plan" in fast.reason
+    assert plan_on(get_profile("Colab A100 40 GB"), "sd35-large", fast=True).fp8 is False  # sm_80: no float8
+
+
+def test_medium_shaped_blocks_stay_compiled_after_a_size_then_a_batch_change(monkeypatch):
+    """SD3.5 Medium's three block variants (dual attention, plain, context-only) need 9 graphs after a
+    size change and then a batch change; at dynamo's default limit of 8 the last variant ran eager.
+    Counted with a counting backend (no inductor, so the test stays short): every block call of every
+    forward runs a compiled graph."""
+    from diffusers import SD3Transformer2DModel
+
+    transformer = SD3Transformer2DModel(
+        sample_size=32, patch_size=2, in_channels=16, out_channels=16, num_layers=3, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, caption_projection_dim=32, pooled_projection_dim=32,
+        pos_embed_max_size=96, qk_norm="rms_norm", dual_attention_layers=(0,)).eval()
+    assert fast_plan.block_variants(transformer) == 3
+    graphs, compiled_calls = [], []
+
+    def counting_backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+
+        def run(*args):
+            compiled_calls.append(1)
+            return graph_module.forward(*args)
+        return run
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)  # torch's default; restored after the test
+    fast_plan.compile_transformer_blocks(transformer, backend=counting_backend)
+    assert torch._dynamo.config.recompile_limit == 9
+    with torch.no_grad():
+        for size, batch in ((64, 2), (96, 2), (96, 1)):  # a size change, then a batch change
+            compiled_calls.clear()
+            inputs = fast_plan.transformer_inputs(transformer.config, size=size, batch=batch, dtype=torch.float32,
+                                                  text_tokens=12)
+            transformer(**inputs)
+            assert len(compiled_calls) == 3, (size, batch, len(compiled_calls))  # no block fell back to eager
+    assert len(graphs) == 9  # 3 variants x (static, dynamic size, dynamic batch)
+    torch._dynamo.reset()
