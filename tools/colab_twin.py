@@ -1,6 +1,6 @@
 """A twin of Google Colab's GPU runtime, for the tests: `python -m tools.colab_twin`.
 
-Colab publishes its runtime's package list (`../shared/colab/pip-freeze.gpu.txt`, from
+Colab publishes its runtime's package list (kept in `tools/colab/pip-freeze.gpu.txt`, from
 googlecolab/backend-info). The twin is a Python 3.13 venv holding the part of that list the
 notebooks touch (`PACKAGES`, plus everything they depend on), at the list's versions, on CPU.
 The notebooks then run in it as a reader opens them on Colab: `google.colab` importable, a
@@ -33,17 +33,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _colab_list() -> Path:
-    """../shared/colab/pip-freeze.gpu.txt beside the checkout (or beside the main checkout, for a
-    git worktree); $SD35_COLAB_LIST overrides it."""
+    """The repository's copy of Colab's list (tools/colab/pip-freeze.gpu.txt); $SD35_COLAB_LIST
+    overrides it. Nothing outside the repository is read: a reader's clone has only this."""
     if os.environ.get("SD35_COLAB_LIST"):
         return Path(os.environ["SD35_COLAB_LIST"])
-    rel = Path("shared") / "colab" / "pip-freeze.gpu.txt"
-    candidates = [REPO.parent / rel]
-    common = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--path-format=absolute", "--git-common-dir"],
-                            capture_output=True, text=True)
-    if common.returncode == 0 and common.stdout.strip():
-        candidates.append(Path(common.stdout.strip()).parent.parent / rel)
-    return next((c for c in candidates if c.is_file()), candidates[0])
+    return REPO / "tools" / "colab" / "pip-freeze.gpu.txt"
 
 
 COLAB_LIST = _colab_list()
