@@ -35,7 +35,7 @@ def test_a_clone_alone_refers_to_nothing_beside_it(tmp_path):
 
 
 def test_the_pattern_finds_what_it_is_for():
-    for text in ["../" + "shared/colab/x.txt", 'Path("' + 'shared") / "colab"', "REPO.parent / 'sha" + "red' / x"]:
+    for text in ["../" + "sha" + "red/colab/x.txt", 'Path("' + "sha" + 'red") / "colab"', "REPO.parent / 'sha" + "red' / x"]:
         assert OUTSIDE.search(text), text
 
 
