@@ -28,8 +28,11 @@ browser:
 	    echo "The browser test needs Chromium at /usr/bin/chromium: sudo apt-get install chromium"; exit 1; \
 	  fi; }
 
+# Both cores (pytest-xdist): a module whose tests share a module-scoped fixture stays on one worker
+# (tests/conftest.py groups it), and each notebook executes once per session (notebook_harness).
+PYTEST_WORKERS ?= 2
 test: setup browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 notebooks: setup
 	$(PY) -m tools.run_notebooks
