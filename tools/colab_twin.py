@@ -213,11 +213,29 @@ def kernel_spec(jupyter_dir: Path, python: Path) -> None:
     (jupyter_dir / "kernels" / KERNEL_NAME / "kernel.json").write_text(json.dumps(spec, indent=1))
 
 
-def run_notebooks(out: Path, notebooks: list[str] | None = None, colab_list: Path = COLAB_LIST, log=print) -> list[dict]:
-    """Run every notebook of the clone (or the named ones) in one fresh twin runtime, in order,
-    on the stand-in; executed copies go to `out`. One dict per notebook: name, seconds, error
-    (None when it ran to its end) and the executed copy's path."""
+def _run_one(path: Path, out: Path, content: Path) -> dict:
+    """Execute one notebook of the clone in a twin kernel (in a worker process of `run_notebooks`)."""
     from tools.run_notebooks import execute_notebook
+
+    started = time.perf_counter()
+    try:
+        executed, error = execute_notebook(path, out, {"STAND_IN": True}, kernel_name=KERNEL_NAME, cwd=content), None
+    except Exception as e:  # every notebook runs; the caller reports them all
+        executed, error = out / f"{path.stem}.FAILED.ipynb", f"{type(e).__name__}: {e}"
+    return {"notebook": path.name, "seconds": time.perf_counter() - started, "error": error, "executed": executed}
+
+
+def run_notebooks(out: Path, notebooks: list[str] | None = None, colab_list: Path = COLAB_LIST, log=print,
+                  workers: int = 2) -> list[dict]:
+    """Run every notebook of the clone (or the named ones) in one fresh twin runtime on the
+    stand-in; executed copies go to `out`. One dict per notebook, in order: name, seconds, error
+    (None when it ran to its end) and the executed copy's path.
+
+    The first notebook runs alone: its set-up cell installs requirements-colab.txt into the fresh
+    runtime, as a reader's first notebook on Colab does. The others then run `workers` at a time,
+    each in its own kernel and its own copy of /content (their outputs never meet)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
 
     python = find_python313()
     if python is None:
@@ -234,16 +252,23 @@ def run_notebooks(out: Path, notebooks: list[str] | None = None, colab_list: Pat
         kernel_spec(work / "jupyter", runtime / "venv" / "bin" / "python")
         os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(work / "jupyter"), previous]))
         paths = sorted((content / "sd35-notebooks" / "notebooks").glob("*.ipynb"))
-        for path in [p for p in paths if notebooks is None or p.name in notebooks]:
-            started = time.perf_counter()
-            try:
-                executed, error = execute_notebook(path, out, {"STAND_IN": True}, kernel_name=KERNEL_NAME, cwd=content), None
-            except Exception as e:  # every notebook runs; the caller reports them all
-                executed, error = out / f"{path.stem}.FAILED.ipynb", f"{type(e).__name__}: {e}"
-            results.append({"notebook": path.name, "seconds": time.perf_counter() - started, "error": error,
-                             "executed": executed})
-            log(f"{'ok' if error is None else 'FAILED':7} {path.name} in {results[-1]['seconds']:.0f} s"
+        paths = [p for p in paths if notebooks is None or p.name in notebooks]
+
+        def report(result):
+            error = result["error"]
+            log(f"{'ok' if error is None else 'FAILED':7} {result['notebook']} in {result['seconds']:.0f} s"
                 + (f": {error.strip().splitlines()[-1][:300]}" if error else ""))
+            return result
+
+        if paths:
+            results.append(report(_run_one(paths[0], out, content)))
+        # Fresh processes (not forks of this one, which may hold threads): JUPYTER_PATH is inherited.
+        with ProcessPoolExecutor(max(1, workers), mp_context=get_context("spawn")) as pool:
+            jobs = []
+            for path in paths[1:]:
+                own = content_folder(work / path.stem)
+                jobs.append(pool.submit(_run_one, own / "sd35-notebooks" / "notebooks" / path.name, out, own))
+            results += [report(job.result()) for job in jobs]
     finally:
         if previous is None:
             os.environ.pop("JUPYTER_PATH", None)
