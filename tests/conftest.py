@@ -99,18 +99,9 @@ LONGER_TIMEOUTS = {
 }
 
 
-def _module_scoped(item) -> bool:
-    info = getattr(item, "_fixtureinfo", None)
-    return info is not None and any(d.scope == "module" for defs in info.name2fixturedefs.values() for d in defs)
-
-
 def pytest_collection_modifyitems(config, items):
     for item in items:
         path = Path(str(item.path)).relative_to(REPO).as_posix()
         for prefix, (seconds, _why) in LONGER_TIMEOUTS.items():
             if path.startswith(prefix) and item.get_closest_marker("timeout") is None:
                 item.add_marker(pytest.mark.timeout(seconds))
-        # Under `pytest -n 2 --dist loadgroup`, a module whose tests share a module-scoped fixture
-        # (an executed notebook, a measured benchmark) stays on one worker, so it is made once.
-        if item.get_closest_marker("xdist_group") is None and _module_scoped(item):
-            item.add_marker(pytest.mark.xdist_group(path))
