@@ -386,14 +386,12 @@ def _timed_generate(pipe, prompt, steps, size, row, which, embeddings=None) -> f
 
 def run_child(name: str, args, env: dict, timeout: float) -> dict:
     """Measure plan `name` in a fresh Python process and return its row. Each process gets an empty
-    torch.compile cache, so a compiled plan's first image pays what a reader's first run pays; but
-    --smoke, whose timings mean nothing, keeps the caller's cache (the C++ build once, not per row)."""
+    torch.compile cache, so a compiled plan's first image pays what a reader's first run pays."""
     import subprocess
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "row.json"
-        if not args.smoke:
-            env = dict(env, TORCHINDUCTOR_CACHE_DIR=str(Path(tmp) / "inductor"))
+        env = dict(env, TORCHINDUCTOR_CACHE_DIR=str(Path(tmp) / "inductor"))
         command = [sys.executable, str(Path(__file__).resolve()), "--one", name, "--row-json", str(out),
                    "--steps", str(args.steps), "--size", str(args.size), "--prompt", args.prompt,
                    "--saved", str(args.saved)]
