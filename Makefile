@@ -28,8 +28,12 @@ browser:
 	    echo "The browser test needs Chromium at /usr/bin/chromium: sudo apt-get install chromium"; exit 1; \
 	  fi; }
 
+# Both cores (pytest-xdist): each test file runs on one worker, so a module-scoped fixture (an
+# executed notebook, a measured benchmark) is made once; a notebook that tests in two files read
+# executes once per session all the same (notebook_harness.executed_once, a file lock).
+PYTEST_WORKERS ?= 2
 test: setup browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 notebooks: setup
 	$(PY) -m tools.run_notebooks

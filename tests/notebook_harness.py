@@ -6,15 +6,24 @@ so NF4 cells really quantize on CI; nothing in the notebooks knows about it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+import traceback
 from pathlib import Path
+
+from filelock import FileLock
 
 from tools.run_notebooks import NOTEBOOKS, execute_notebook
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
+# Each cell of a stand-in notebook finishes in seconds (the slowest, a study or a compile, in about
+# a minute on 2 busy cores). A stalled cell fails after this many seconds, naming itself, instead
+# of running into the test's own timeout (or, before, nbclient's 600 s cell limit, which a stall of
+# exactly 600 s once sat out).
+CELL_TIMEOUT = int(os.environ.get("SD35_CELL_TIMEOUT", "240"))
 
 
 def run_notebook(name: str, output_dir: Path, bnb_cpu_shim: bool = True, **parameters) -> dict:
@@ -26,7 +35,7 @@ def run_notebook(name: str, output_dir: Path, bnb_cpu_shim: bool = True, **param
     os.environ["PYTHONPATH"] = os.pathsep.join([*site, str(REPO)])
     os.environ.pop("MPLBACKEND", None)  # kernels draw inline, as for readers (the tests set Agg)
     try:
-        out = execute_notebook(NOTEBOOKS / name, output_dir, {"STAND_IN": True, **parameters}, timeout=600)
+        out = execute_notebook(NOTEBOOKS / name, output_dir, {"STAND_IN": True, **parameters}, timeout=CELL_TIMEOUT)
     finally:
         os.environ.clear()
         os.environ.update(env_before)
@@ -34,6 +43,36 @@ def run_notebook(name: str, output_dir: Path, bnb_cpu_shim: bool = True, **param
     # No executed output may ever contain something shaped like a Hugging Face token.
     assert not re.search(r"hf_[A-Za-z0-9]{30,}", text), f"token-shaped string in {name}'s outputs"
     return json.loads(text)
+
+
+def _session_root(tmp_path_factory) -> Path:
+    """A folder of this test session shared by its pytest-xdist workers (each worker's basetemp is
+    a subfolder of the session's), or the session's own basetemp without xdist."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def executed_once(name: str, tmp_path_factory, bnb_cpu_shim: bool = True, **parameters) -> tuple[Path, dict]:
+    """(output folder, executed notebook) of `run_notebook(name, ...)`, executed once per test
+    session whichever test or worker asks first; the others wait for it (a file lock) and read the
+    same outputs. For tests that only read what the notebook printed and wrote.
+
+    A failed execution is not retried by the next test: it fails too, with the first one's error."""
+    key = hashlib.sha256(repr((name, bnb_cpu_shim, sorted(parameters.items()))).encode()).hexdigest()[:12]
+    root = _session_root(tmp_path_factory) / "executed-notebooks" / f"{Path(name).stem}-{key}"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    out, failed = root / "out", root / "FAILED.txt"
+    with FileLock(str(root) + ".lock"):
+        if failed.is_file():
+            raise RuntimeError(f"{name} failed when an earlier test executed it:\n{failed.read_text()}")
+        if not (out / name).is_file():
+            try:
+                run_notebook(name, out, bnb_cpu_shim=bnb_cpu_shim, **parameters)
+            except BaseException:
+                root.mkdir(parents=True, exist_ok=True)
+                failed.write_text(traceback.format_exc()[-20000:])
+                raise
+    return out, json.loads((out / name).read_text())
 
 
 def cell_outputs_text(notebook: dict) -> str:

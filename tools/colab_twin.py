@@ -1,6 +1,6 @@
 """A twin of Google Colab's GPU runtime, for the tests: `python -m tools.colab_twin`.
 
-Colab publishes its runtime's package list (`../shared/colab/pip-freeze.gpu.txt`, from
+Colab publishes its runtime's package list (kept in `tools/colab/pip-freeze.gpu.txt`, from
 googlecolab/backend-info). The twin is a Python 3.13 venv holding the part of that list the
 notebooks touch (`PACKAGES`, plus everything they depend on), at the list's versions, on CPU.
 The notebooks then run in it as a reader opens them on Colab: `google.colab` importable, a
@@ -33,17 +33,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _colab_list() -> Path:
-    """../shared/colab/pip-freeze.gpu.txt beside the checkout (or beside the main checkout, for a
-    git worktree); $SD35_COLAB_LIST overrides it."""
+    """The repository's copy of Colab's list (tools/colab/pip-freeze.gpu.txt); $SD35_COLAB_LIST
+    overrides it. Nothing outside the repository is read: a reader's clone has only this."""
     if os.environ.get("SD35_COLAB_LIST"):
         return Path(os.environ["SD35_COLAB_LIST"])
-    rel = Path("shared") / "colab" / "pip-freeze.gpu.txt"
-    candidates = [REPO.parent / rel]
-    common = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--path-format=absolute", "--git-common-dir"],
-                            capture_output=True, text=True)
-    if common.returncode == 0 and common.stdout.strip():
-        candidates.append(Path(common.stdout.strip()).parent.parent / rel)
-    return next((c for c in candidates if c.is_file()), candidates[0])
+    return REPO / "tools" / "colab" / "pip-freeze.gpu.txt"
 
 
 COLAB_LIST = _colab_list()
@@ -224,14 +218,46 @@ def kernel_spec(jupyter_dir: Path, python: Path, env: dict | None = None) -> Non
 AS_MACHINE = "free Colab T4"  # the machine Colab's badges open: every plan is made as on it (helpers/loading/as_machine.py)
 
 
-def run_notebooks(out: Path, notebooks: list[str] | None = None, colab_list: Path = COLAB_LIST, log=print,
-                  as_machine: str | None = AS_MACHINE) -> list[dict]:
-    """Run every notebook of the clone (or the named ones) in one fresh twin runtime, in order,
-    on the stand-in, planned as on `as_machine` (SD35_AS_MACHINE; None: this CPU); executed copies go
-    to `out`. One dict per notebook: name, seconds, error (None when it ran to its end), the executed
-    copy's path and `loads`, the load_pipeline calls it made (as_machine.read_log's entries)."""
+def _run_one(path: Path, out: Path, content: Path, work: Path, python: Path, as_machine: str | None) -> dict:
+    """Execute one notebook of the clone in a twin kernel of its own (in a worker process of
+    `run_notebooks`), planned as on `as_machine`, its load_pipeline calls logged."""
     from helpers.loading.as_machine import ENV, LOG_ENV, read_log
     from tools.run_notebooks import execute_notebook
+
+    loads = work / f"{path.stem}.loads.jsonl"
+    env = {ENV: as_machine, LOG_ENV: str(loads)} if as_machine else {}
+    # One stand-in and one HF home for the whole run, whichever notebook's kernel builds it first.
+    env.update(HF_HOME=str(work / "hf-home"), SD35_TINY_DIR=str(work / "stand-in"))
+    jupyter = work / f"{path.stem}.jupyter"
+    kernel_spec(jupyter, python, env)
+    previous = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(jupyter), previous]))
+    started = time.perf_counter()
+    try:
+        executed, error = execute_notebook(path, out, {"STAND_IN": True}, kernel_name=KERNEL_NAME, cwd=content), None
+    except Exception as e:  # every notebook runs; the caller reports them all
+        executed, error = out / f"{path.stem}.FAILED.ipynb", f"{type(e).__name__}: {e}"
+    finally:
+        if previous is None:
+            os.environ.pop("JUPYTER_PATH", None)
+        else:
+            os.environ["JUPYTER_PATH"] = previous
+    return {"notebook": path.name, "seconds": time.perf_counter() - started, "error": error, "executed": executed,
+            "loads": read_log(loads) if loads.exists() else []}
+
+
+def run_notebooks(out: Path, notebooks: list[str] | None = None, colab_list: Path = COLAB_LIST, log=print,
+                  as_machine: str | None = AS_MACHINE, workers: int = 2) -> list[dict]:
+    """Run every notebook of the clone (or the named ones) in one fresh twin runtime on the
+    stand-in, planned as on `as_machine` (SD35_AS_MACHINE; None: this CPU); executed copies go to
+    `out`. One dict per notebook, in order: name, seconds, error (None when it ran to its end), the
+    executed copy's path and `loads`, the load_pipeline calls it made (as_machine.read_log's entries).
+
+    The first notebook runs alone: its set-up cell installs requirements-colab.txt into the fresh
+    runtime, as a reader's first notebook on Colab does. The others then run `workers` at a time,
+    each in its own kernel and its own copy of /content (their outputs never meet)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
 
     python = find_python313()
     if python is None:
@@ -240,31 +266,31 @@ def run_notebooks(out: Path, notebooks: list[str] | None = None, colab_list: Pat
     prune(keep=twin)
     CACHE.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="colab-run-", dir=CACHE))  # beside the twin: hard links need one file system
-    previous = os.environ.get("JUPYTER_PATH")
     results = []
     try:
         runtime = runtime_copy(twin, work)
+        venv_python = runtime / "venv" / "bin" / "python"
         content = content_folder(work)
-        os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(work / "jupyter"), previous]))
         paths = sorted((content / "sd35-notebooks" / "notebooks").glob("*.ipynb"))
-        for path in [p for p in paths if notebooks is None or p.name in notebooks]:
-            loads = work / f"{path.stem}.loads.jsonl"
-            env = {ENV: as_machine, LOG_ENV: str(loads)} if as_machine else {}
-            kernel_spec(work / "jupyter", runtime / "venv" / "bin" / "python", env)  # each notebook: its own log
-            started = time.perf_counter()
-            try:
-                executed, error = execute_notebook(path, out, {"STAND_IN": True}, kernel_name=KERNEL_NAME, cwd=content), None
-            except Exception as e:  # every notebook runs; the caller reports them all
-                executed, error = out / f"{path.stem}.FAILED.ipynb", f"{type(e).__name__}: {e}"
-            results.append({"notebook": path.name, "seconds": time.perf_counter() - started, "error": error,
-                             "executed": executed, "loads": read_log(loads) if loads.exists() else []})
-            log(f"{'ok' if error is None else 'FAILED':7} {path.name} in {results[-1]['seconds']:.0f} s"
+        paths = [p for p in paths if notebooks is None or p.name in notebooks]
+
+        def report(result):
+            error = result["error"]
+            log(f"{'ok' if error is None else 'FAILED':7} {result['notebook']} in {result['seconds']:.0f} s"
                 + (f": {error.strip().splitlines()[-1][:300]}" if error else ""))
+            return result
+
+        if paths:
+            results.append(report(_run_one(paths[0], out, content, work, venv_python, as_machine)))
+        # Fresh processes (not forks of this one, which may hold threads).
+        with ProcessPoolExecutor(max(1, workers), mp_context=get_context("spawn")) as pool:
+            jobs = []
+            for path in paths[1:]:
+                own = content_folder(work / path.stem)
+                jobs.append(pool.submit(_run_one, own / "sd35-notebooks" / "notebooks" / path.name, out, own, work,
+                                        venv_python, as_machine))
+            results += [report(job.result()) for job in jobs]
     finally:
-        if previous is None:
-            os.environ.pop("JUPYTER_PATH", None)
-        else:
-            os.environ["JUPYTER_PATH"] = previous
         shutil.rmtree(work, ignore_errors=True)
     return results
 

@@ -88,6 +88,9 @@ def execute_notebook(path: Path, output_dir: Path, parameters: dict, timeout: in
             kernel_name=kernel_name,
             progress_bar=False,
             execution_timeout=timeout,
+            # papermill's default of 60 s failed kernels that import torch on 2 busy cores (CI): a
+            # kernel that never starts still fails, in 5 minutes.
+            start_timeout=300,
             kernel_manager_class=_ipc_kernel_manager(),
         )
     except papermill.PapermillExecutionError:

@@ -5,6 +5,7 @@ import threading
 import time
 
 import pytest
+from conftest import wait_until
 
 import helpers
 from helpers.errors import GenerationCancelled
@@ -53,15 +54,15 @@ def test_three_threads_generating_on_one_pipeline_each_get_their_solo_image(tiny
 
 def test_a_waiting_caller_says_for_whom_once_and_starts_when_the_holder_lets_go(tiny_pipe):
     thread, _, let_go = _hold(tiny_pipe, "the studio")
-    notes, entered = [], threading.Event()
+    notes, noted, entered = [], threading.Event(), threading.Event()
 
     def wait_for_it():
-        with using(tiny_pipe, "a generate() call", on_wait=notes.append):
+        with using(tiny_pipe, "a generate() call", on_wait=lambda note: (notes.append(note), noted.set())):
             entered.set()
 
     waiter = threading.Thread(target=wait_for_it, daemon=True)
     waiter.start()
-    time.sleep(0.3)
+    assert noted.wait(10)  # it found the pipeline taken and is waiting
     assert not entered.is_set() and holder(tiny_pipe) == "the studio"
     let_go.set()
     assert entered.wait(10)
@@ -71,6 +72,7 @@ def test_a_waiting_caller_says_for_whom_once_and_starts_when_the_holder_lets_go(
     assert holder(tiny_pipe) is None
 
 
+@pytest.mark.timeout(60)  # a lock that is not reentrant deadlocks here: fail in a minute, not at CI's limit
 def test_the_same_thread_enters_again_xy_grid_calls_generate(tiny_pipe):
     with using(tiny_pipe, "a test"):
         grid, results = xy_grid(tiny_pipe, x=("seed", [0, 1]), y=("guidance_scale", [1.0]), base={"prompt": "a cat"})
@@ -100,30 +102,31 @@ def test_two_pipelines_generate_at_once(tiny_pipe):
 
 
 def test_release_cancels_the_holder_and_waits_for_it_before_emptying(tiny_pipe):
-    cancelled, seen = threading.Event(), []
+    holding, cancelled, seen = threading.Event(), threading.Event(), []
 
     def body():
         with using(tiny_pipe, "the studio", cancel=cancelled.set):
+            holding.set()
             assert cancelled.wait(10)
-            time.sleep(0.1)
+            time.sleep(0.1)  # the run winding down after its cancel (work, not a wait on another thread)
             seen.append(tiny_pipe.transformer is not None)  # still whole while the run winds down
 
     thread = threading.Thread(target=body, daemon=True)
     thread.start()
-    time.sleep(0.1)
+    assert holding.wait(10)
     helpers.release_pipeline(tiny_pipe)
     assert cancelled.is_set() and seen == [True]
     assert tiny_pipe.transformer is None and is_released(tiny_pipe)
     thread.join(10)
 
 
-def test_loading_while_threads_generate_ends_cleanly(tiny_pipe):
+def test_loading_while_threads_generate_ends_cleanly(tiny_pipe, capsys):
     """A running generate finishes its image; one waiting for the pipeline gets the released error."""
     started, outcomes = threading.Event(), {}
 
-    def slow(step, total, latents):
+    def slow(step, total, latents):  # the running image is still running when the load begins
         started.set()
-        time.sleep(0.03)
+        wait_until(lambda: is_released(tiny_pipe), timeout=30)
 
     def run(name, **kwargs):
         try:
@@ -136,7 +139,8 @@ def test_loading_while_threads_generate_ends_cleanly(tiny_pipe):
     assert started.wait(10)
     waiting = threading.Thread(target=run, args=("waiting",))
     waiting.start()
-    time.sleep(0.1)
+    printed = []
+    wait_until(lambda: printed.append(capsys.readouterr().out) or "waiting for a generate() call" in "".join(printed))
     new = helpers.load_pipeline("tiny")  # releases tiny_pipe: takes its lock first
     running.join(30)
     waiting.join(30)
@@ -173,9 +177,9 @@ def test_a_holder_that_does_not_stop_is_a_timeout_not_a_crash(tiny_pipe):
 def test_a_cancellable_waiter_stops_waiting_when_cancelled(tiny_pipe):
     thread, _, let_go = _hold(tiny_pipe)
     stop = threading.Event()
-    threading.Timer(0.2, stop.set).start()
     with pytest.raises(GenerationCancelled, match="before it started"):
-        with using(tiny_pipe, "the studio", cancelled=stop.is_set, on_wait=None):
+        # cancelled once it is waiting (its note is where it starts to wait)
+        with using(tiny_pipe, "the studio", cancelled=stop.is_set, on_wait=lambda note: stop.set()):
             pass
     let_go.set()
     thread.join(10)

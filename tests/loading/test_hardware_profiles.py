@@ -25,7 +25,13 @@ T5_OPTIONS = ({}, {"quantize_t5": True}, {"drop_t5": True})
 
 
 def _exact_peaks(profile, plan):
-    """(accelerator bytes, host bytes) of `plan` recomputed here from the meta-built counts."""
+    """(accelerator bytes, host bytes) of `plan` recomputed here from the meta-built counts.
+
+    NOT an independent reference: the same memory_model and host_memory functions the planner calls,
+    put together again here, so the tests using it check how the planner combines them (phase,
+    offload, device, what bitsandbytes loads on the GPU), not the numbers. The numbers are held to the
+    measured GPU rows (test_planner_measurements, test_working_memory_measured) and to bytes really
+    loaded (test_memory_model, test_plan_bytes_on_disk)."""
     preset = helpers.PRESETS[plan.preset]
     counts = memory_model.FULL_SIZE[preset.family]
     resident_t5 = "dropped" if plan.t5 == "staged" else plan.t5  # staged: T5 joins the text phase only

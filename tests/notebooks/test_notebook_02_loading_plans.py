@@ -4,7 +4,7 @@ diffusers calls underneath them in its own cells, and quotes the blog beside the
 import ast
 
 import pytest
-from notebook_harness import cell_outputs_text, run_notebook
+from notebook_harness import cell_outputs_text, executed_once
 
 # The diffusers calls the notebook exists to show, each written in a code cell as a reader types it.
 RAW_CALLS = ("pipe.to", "pipe.enable_model_cpu_offload", "pipe.enable_sequential_cpu_offload", "block.compile")
@@ -12,8 +12,7 @@ RAW_CALLS = ("pipe.to", "pipe.enable_model_cpu_offload", "pipe.enable_sequential
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory, tiny_dir):
-    out = tmp_path_factory.mktemp("nb02")
-    return out, run_notebook("02_loading_plans.ipynb", out, STEPS=2)
+    return executed_once("02_loading_plans.ipynb", tmp_path_factory, STEPS=2)
 
 
 def source(cell) -> str:

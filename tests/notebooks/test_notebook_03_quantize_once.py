@@ -5,7 +5,7 @@ and loads the T4 plan."""
 import ast
 
 import pytest
-from notebook_harness import cell_outputs_text, run_notebook
+from notebook_harness import cell_outputs_text, executed_once
 
 
 def source(cell) -> str:
@@ -18,8 +18,7 @@ def code_cells(nb) -> list[str]:
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory, tiny_dir):
-    out = tmp_path_factory.mktemp("nb03")
-    return out, run_notebook("03_quantize_once.ipynb", out, STEPS=2)
+    return executed_once("03_quantize_once.ipynb", tmp_path_factory, STEPS=2)
 
 
 def test_prequantized_reload_is_byte_identical_and_measured(executed):

@@ -4,7 +4,7 @@ cost of guidance is counted, the sweep, curve and table, skip-layer guidance, th
 import re
 
 import pytest
-from notebook_harness import cell_outputs_text, run_notebook
+from notebook_harness import cell_outputs_text, executed_once
 from PIL import Image
 
 GUIDANCE, SEEDS, SIZE, STEPS = [1.0, 3.5, 7.5], [0, 1], 64, 6  # 6 steps: skip-layer guidance acts on step 1
@@ -14,9 +14,8 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory, tiny_dir):
-    out = tmp_path_factory.mktemp("nb02")
-    nb = run_notebook("04_guidance_scale.ipynb", out, GUIDANCE_VALUES=GUIDANCE, SEEDS=SEEDS, STEPS=STEPS, SIZE=SIZE,
-                      MAX_CLIPPED=MAX_CLIPPED)
+    out, nb = executed_once("04_guidance_scale.ipynb", tmp_path_factory, GUIDANCE_VALUES=GUIDANCE, SEEDS=SEEDS, STEPS=STEPS,
+                            SIZE=SIZE, MAX_CLIPPED=MAX_CLIPPED)
     return out, nb, cell_outputs_text(nb)
 
 

@@ -4,7 +4,7 @@ latent preview, the worker thread, then the studio with one scripted image and t
 import re
 
 import pytest
-from notebook_harness import cell_outputs_text, run_notebook
+from notebook_harness import cell_outputs_text, executed_once
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 STEPS = 4  # the tiny preset's recommended steps
@@ -18,8 +18,7 @@ def executed(tmp_path_factory, tiny_dir):
 
     taesd3 = tmp_path_factory.mktemp("taesd3")
     AutoencoderTiny(latent_channels=16, scaling_factor=1.5305).save_pretrained(taesd3)
-    out = tmp_path_factory.mktemp("nb04")
-    nb = run_notebook("06_studio.ipynb", out, MODEL="tiny", TAESD3=str(taesd3))
+    out, nb = executed_once("06_studio.ipynb", tmp_path_factory, MODEL="tiny", TAESD3=str(taesd3))
     return out, nb, cell_outputs_text(nb)
 
 

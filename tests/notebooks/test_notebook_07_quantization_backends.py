@@ -5,7 +5,7 @@ import ast
 import re
 
 import pytest
-from notebook_harness import cell_outputs_text, run_notebook
+from notebook_harness import cell_outputs_text, executed_once
 
 from helpers.loading import memory_model
 from helpers.loading import quantization_backends as backends
@@ -18,8 +18,7 @@ def source(cell) -> str:
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory, tiny_dir):
-    out = tmp_path_factory.mktemp("nb07")
-    return out, run_notebook("07_quantization_backends.ipynb", out, STEPS=2)
+    return executed_once("07_quantization_backends.ipynb", tmp_path_factory, STEPS=2)
 
 
 def side_by_side(text: str) -> dict[str, list[str]]:

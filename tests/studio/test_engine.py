@@ -4,6 +4,7 @@ import threading
 import time
 
 import pytest
+from conftest import wait_until
 
 import helpers
 from helpers.errors import GenerationCancelled
@@ -104,14 +105,16 @@ def test_wait_idle_honours_its_timeout(engine):
     assert time.monotonic() - started < 5 and engine.busy
 
 
+def _says_it_waits(engine) -> bool:
+    """The engine's worker has found the pipeline taken and is waiting for it (its status says so)."""
+    return any("waiting for a generate() call" in text for (text,) in engine.listener.of("status"))
+
+
 def test_the_engine_waits_for_another_caller_and_says_for_whom(engine, tiny_pipe):
     engine.listener.go.set()
     thread, release = _hold_in_another_thread(tiny_pipe)
     engine.submit(_settings())
-    deadline = time.monotonic() + 10
-    while not any("waiting for a generate() call" in text for (text,) in engine.listener.of("status")):
-        assert time.monotonic() < deadline, engine.listener.events
-        time.sleep(0.01)
+    wait_until(lambda: _says_it_waits(engine))
     assert engine.listener.of("start") == []  # nothing of the image ran while the other caller held the pipeline
     release.set()
     thread.join(10)
@@ -122,7 +125,7 @@ def test_the_engine_waits_for_another_caller_and_says_for_whom(engine, tiny_pipe
 def test_cancel_while_waiting_for_the_pipeline_stops_before_it_starts(engine, tiny_pipe):
     with pipeline_lock.using(tiny_pipe, "a generate() call"):
         engine.submit(_settings())
-        time.sleep(0.2)
+        wait_until(lambda: _says_it_waits(engine))  # cancelled while waiting, not before it asked
         engine.cancel()
         engine.wait_idle(10)  # did not wait for this thread to let go
     [(error, steps_done)] = engine.listener.of("failure")
@@ -133,7 +136,7 @@ def test_releasing_while_the_engine_waits_is_the_released_error(engine, tiny_pip
     outcome = []
     thread, release = _hold_in_another_thread(tiny_pipe)
     engine.submit(_settings())
-    time.sleep(0.2)
+    wait_until(lambda: _says_it_waits(engine))
     releaser = threading.Thread(target=lambda: outcome.append(helpers.release_pipeline(tiny_pipe)))
     releaser.start()
     engine.wait_idle(10)  # the waiting engine is told at once, before the holder lets go

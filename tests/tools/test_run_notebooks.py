@@ -147,3 +147,22 @@ def test_kernels_talk_over_local_sockets_and_print_no_warning(tmp_path, capfd):
     assert nbformat.read(out, as_version=4).cells[0].outputs[0]["text"] == "42\n"
     captured = capfd.readouterr()
     assert "WARNING" not in captured.err and "TCP" not in captured.err, captured.err
+
+
+def test_a_stalled_cell_fails_fast_naming_itself(tmp_path):
+    """A cell that stalls (as notebook 06's `@interact` cell once sat out nbclient's 600 s limit)
+    fails after the cell timeout the test harness gives (notebook_harness.CELL_TIMEOUT, 240 s; 5 s
+    here), saying so, instead of stalling the test run."""
+    import papermill
+    from notebook_harness import CELL_TIMEOUT
+
+    assert CELL_TIMEOUT < 600
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import time\ntime.sleep(600)  # stalls")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "stall.ipynb")
+    started = time.monotonic()
+    with pytest.raises((papermill.PapermillExecutionError, TimeoutError)) as stalled:
+        run_notebooks.execute_notebook(tmp_path / "stall.ipynb", tmp_path / "out", {}, timeout=5)
+    assert time.monotonic() - started < 300  # the kernel's start on a busy machine, then 5 s
+    assert "time.sleep(600)" in str(stalled.value) or "timed out" in str(stalled.value)
