@@ -71,4 +71,4 @@ def test_transformer_room_answers_for_the_machine(monkeypatch, tiny_dir):
 def test_a_preset_the_machine_cannot_run_falls_back(monkeypatch, capsys, tiny_dir):
     kwargs = fit_on(monkeypatch, "Apple M2 16 GB", "sd35-large-8bit")  # bitsandbytes 8-bit: CUDA only
     assert kwargs["model"] != "sd35-large-8bit" and helpers.plan_loading(**kwargs).fits
-    assert "Model changed: sd35-large-nf4" in capsys.readouterr().out
+    assert "Model changed: sd35-large-8bit cannot run here" in capsys.readouterr().out
