@@ -57,7 +57,11 @@ def choose(model: str, *, stand_in: bool | None = None, size=None) -> tuple[dict
     reasons = {}
     for smaller_size in (False, True):
         for candidate in dict.fromkeys((model, *FALLBACKS)):
-            plan = plan_loading(candidate, stand_in=stand_in, size=size)
+            try:
+                plan = plan_loading(candidate, stand_in=stand_in, size=size)
+            except ValueError as e:  # a preset this machine cannot run at all (8-bit on a Mac): the next one
+                reasons[candidate] = f"{candidate}: {e}"
+                continue
             instead = plan.would_fit or {}
             if not plan.fits and instead and instead.get("transformer") != PREQUANTIZED and (
                     smaller_size or "size" not in instead):

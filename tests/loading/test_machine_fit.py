@@ -66,3 +66,9 @@ def test_transformer_room_answers_for_the_machine(monkeypatch, tiny_dir):
     assert machine_fit.transformer_room(None, "large") is None
     monkeypatch.delenv(as_machine.ENV)
     assert machine_fit.transformer_room(None, "large") is None  # this CPU: no accelerator to fill
+
+
+def test_a_preset_the_machine_cannot_run_falls_back(monkeypatch, capsys, tiny_dir):
+    kwargs = fit_on(monkeypatch, "Apple M2 16 GB", "sd35-large-8bit")  # bitsandbytes 8-bit: CUDA only
+    assert kwargs["model"] != "sd35-large-8bit" and helpers.plan_loading(**kwargs).fits
+    assert "Model changed: sd35-large-8bit cannot run here" in capsys.readouterr().out
