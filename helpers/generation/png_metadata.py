@@ -169,10 +169,11 @@ def check_stem(stem) -> str | None:
 
 
 def next_free_path(folder, stem: str, suffix: str = ".png") -> Path:
-    """folder/stem.png, or stem-2.png, stem-3.png ... : the first name not taken yet."""
+    """folder/stem.png, or stem-2.png, stem-3.png ... : the first name not taken yet (a dangling
+    symbolic link takes its name too: it is never written through)."""
     folder = Path(folder)
     candidate, n = folder / f"{stem}{suffix}", 1
-    while candidate.exists():
+    while os.path.lexists(candidate):
         n += 1
         candidate = folder / f"{stem}-{n}{suffix}"
     return candidate

@@ -1,0 +1,10 @@
+"""Hardening (issue 27 §5): each class of bad input as a property test whose inputs Hypothesis
+generates, so new ones are tried every run. Few examples each (the suite runs on 2 cores), no
+deadline (a first call may load a pipeline), and no example database on disk (no shared path
+between test workers)."""
+
+from hypothesis import settings
+
+settings.register_profile("bad-inputs", max_examples=15, deadline=None, database=None, derandomize=False)
+settings.load_profile("bad-inputs")
+
