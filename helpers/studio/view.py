@@ -22,6 +22,7 @@ from PIL import Image
 from ..errors import GatedModelError, GenerationCancelled, GPUOutOfMemoryError, QuantizationNeedsGPUError
 from ..generation.latent_preview import latent_preview
 from ..generation.text_to_image import GenerationResult
+from ..generation.validation import MAX_SEED
 from .engine import RELEASED, Listener, StudioEngine, check_result, check_texts
 from .widget_versions import ShowsWidget, titled_accordion
 
@@ -29,7 +30,7 @@ DEFAULT_PROMPT = "a capybara wearing a suit holding a sign that reads hello worl
 DISPLAY_WIDTH = 384  # pixels the image takes on screen, whatever its size; its height keeps the aspect ratio
 THUMBNAIL_WIDTH = 112  # pixels per history entry
 PLACEHOLDER_GREY = 238  # the blank image shown before the first one: reserves its space, no broken-image icon
-SEED_RANGE = 2**32  # random seeds are drawn below this (JavaScript numbers stay exact)
+SEED_RANGE = MAX_SEED + 1  # random seeds are drawn below this: every seed generate() accepts
 # Errors the reader can act on: shown as their message alone (the traceback still goes to the log).
 EXPECTED_ERRORS = (
     ValueError, TypeError, GPUOutOfMemoryError, GatedModelError, QuantizationNeedsGPUError,
@@ -96,7 +97,7 @@ def _history_item(past: GenerationResult, restore) -> widgets.VBox:
     thumb.thumbnail((THUMBNAIL_WIDTH, THUMBNAIL_WIDTH))
     r = past.recipe
     width = f"{THUMBNAIL_WIDTH}px"
-    # Wrapped, never cut: a random seed has up to 19 digits.
+    # Wrapped, never cut: a seed has up to 10 digits.
     caption = widgets.HTML(
         f'<div style="white-space:normal;overflow-wrap:anywhere;line-height:1.3;font-size:12px">'
         f"guidance {r['guidance_scale']:g}<br>{r['num_inference_steps']}&nbsp;steps · {r['width']}x{r['height']}"
