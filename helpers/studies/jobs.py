@@ -29,10 +29,10 @@ from .results import (
     RECIPE_FIELDS,
     RESULTS_CSV,
     append_row,
-    finished_rows,
     parse_results,
     write_results,
 )
+from .resume import check_resume, finished_jobs, one_study_at_a_time
 
 JOBS_JSON = "jobs.json"
 JOB_KEYS = ("job_id", "model", "condition", "prompt", "negative_prompt", "seed", "guidance_scale",
@@ -300,6 +300,7 @@ class StudyResult:
         return self.run_dir / RESULTS_CSV
 
 
+@one_study_at_a_time
 def run_study(jobs, root, *, labels, stand_in: bool | None = None, clip_model: str | None = None,
               resume=None) -> StudyResult | None:
     """Run `jobs` split across every process of this launch; gather and write the table.
@@ -320,6 +321,7 @@ def run_study(jobs, root, *, labels, stand_in: bool | None = None, clip_model: s
     root = check_folder(root, "root")
     if resume is not None:
         _check_resumable(check_folder(resume, "resume"), jobs)
+        check_resume(resume, jobs)  # every finished row and leftover PNG against the plan; a writable folder
 
     state = PartialState(cpu=not torch.cuda.is_available())
     if state.is_main_process:
@@ -328,7 +330,7 @@ def run_study(jobs, root, *, labels, stand_in: bool | None = None, clip_model: s
             write_atomically(run_dir / JOBS_JSON, json.dumps(jobs, indent=1))
             done = {}
         else:
-            run_dir, done = Path(resume), finished_rows(resume)
+            run_dir, done = Path(resume), finished_jobs(resume, jobs)
         shared = [(str(run_dir), sorted(done))]
     else:
         shared = [None]
