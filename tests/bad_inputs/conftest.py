@@ -3,8 +3,10 @@ generates, so new ones are tried every run. Few examples each (the suite runs on
 deadline (a first call may load a pipeline), and no example database on disk (no shared path
 between test workers)."""
 
-from hypothesis import settings
+from hypothesis import Phase, settings
 
-settings.register_profile("bad-inputs", max_examples=15, deadline=None, database=None, derandomize=False)
+# No shrinking: a failing example is reported as drawn (shrinking re-runs loads for minutes).
+settings.register_profile("bad-inputs", max_examples=15, deadline=None, database=None,
+                          phases=(Phase.explicit, Phase.reuse, Phase.generate))
 settings.load_profile("bad-inputs")
 
