@@ -86,18 +86,46 @@ def write_atomically(path, data: bytes | str, *, overwrite: bool = False) -> Pat
         if overwrite:
             os.replace(temporary, path)
         else:
-            try:
-                os.link(temporary, path)  # atomic and exclusive: fails if someone took the name
-            except FileExistsError:
-                raise FileExistsError(f"{path} already exists: nothing is overwritten.") from None
-            except OSError:  # a filesystem without hard links (FAT, some network drives)
-                if os.path.lexists(path):
-                    raise FileExistsError(f"{path} already exists: nothing is overwritten.") from None
-                os.replace(temporary, path)
+            _link_into_place(temporary, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
     return path
+
+
+def _link_into_place(temporary: Path, path: Path) -> None:
+    """Give the finished `temporary` the name `path`, which must still be free (FileExistsError)."""
+    try:
+        os.link(temporary, path)  # atomic and exclusive: fails if someone took the name
+    except FileExistsError:
+        raise FileExistsError(f"{path} already exists: nothing is overwritten.") from None
+    except OSError:  # a filesystem without hard links (FAT, some network drives)
+        if os.path.lexists(path):
+            raise FileExistsError(f"{path} already exists: nothing is overwritten.") from None
+        os.replace(temporary, path)
+
+
+@contextlib.contextmanager
+def finished_file(path):
+    """For a writer that wants a file name (not bytes): yield a fresh temporary name beside `path`;
+    when the block succeeds, flush it to disk and give it the name `path`, which must be free
+    (FileExistsError: nothing is overwritten, and of two writers the second is told so); on any
+    failure remove it. `path` appears whole or not at all."""
+    path = Path(path)
+    if os.path.lexists(path):
+        raise FileExistsError(f"{path} already exists: choose a new file name (nothing is overwritten).")
+    temporary = _partial_name(path)
+    try:
+        yield temporary
+        handle = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+        _link_into_place(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
 
 
 @contextlib.contextmanager
