@@ -1539,10 +1539,71 @@ ISSUE_20 = {
 }
 
 
+# ---- round 4 (issue 27 §5): one case per class of the property tests in this folder ---------------------------
+
+def round4_cases() -> list[Case]:
+    """The inputs of hardening round 4, tried as a reader would; the property tests beside this file
+    generate many more of each class."""
+    from PIL import Image
+
+    a = "round4"
+    recipe = {"prompt": "a cat", "negative_prompt": None, "guidance_scale": 3.5, "num_inference_steps": 4,
+              "seed": 1, "height": 8, "width": 8}
+
+    def save_past_a_dangling_link(ctx):
+        from helpers.generation.png_metadata import save_png_with_recipe
+
+        (ctx.tmp / "sd35-seed1.png").symlink_to(ctx.tmp / "gone.png")
+        return save_png_with_recipe(Image.new("RGB", (8, 8)), recipe, ctx.tmp)
+
+    def dangling_save_dir(ctx):
+        from helpers.studio.view import Studio
+
+        (ctx.tmp / "studio").symlink_to(ctx.tmp / "not-made")
+        return Studio(ctx.pipe, save_dir=ctx.tmp / "studio")
+
+    def slow_regex(ctx):
+        from helpers.generation.png_metadata import parse_a1111_parameters
+
+        return parse_a1111_parameters("Steps: 1, " + "a" * 300_000)
+
+    def reenter(ctx):  # the error comes at the first step by nature: the case checks its words and what follows
+        try:
+            gen(ctx, callback=lambda step, total, latents: gen(ctx))
+        except RuntimeError as e:
+            return str(e), gen(ctx).image.size
+        return "no error", None
+
+    def gguf_of_none(ctx):
+        from helpers.loading.gguf_checkpoints import write_gguf
+
+        return write_gguf(None, ctx.tmp / "x.gguf")
+
+    def encode_with_bad_offload(ctx):
+        from helpers.loading.staged_t5 import encode_with_t5
+
+        return encode_with_t5("a cat", "tiny", offload="bogus")
+
+    return [
+        OK(a, "save_png_with_recipe past a dangling link", save_past_a_dangling_link,
+           lambda r, c: True if r.name == "sd35-seed1-2.png" else f"saved as {r.name}", timeout=20),
+        E(a, "Studio(save_dir=<dangling link>)", dangling_save_dir, "save_dir", "symbolic link"),
+        OK(a, "parse_a1111_parameters of 300 kB", slow_regex, lambda r, c: True if r["Steps"] == "1" else repr(r),
+           timeout=20),
+        E(a, "seed=5 + 2**32 (aliases seed 5)", lambda c: gen(c, seed=5 + 2**32), "seed"),
+        E(a, "encode_with_t5(offload='bogus')", encode_with_bad_offload, "offload"),
+        E(a, "encode_with_t5(None)", lambda c: __import__("helpers.loading.staged_t5").loading.staged_t5
+          .encode_with_t5(None, "tiny"), "prompts"),
+        OK(a, "generate from generate's step callback", reenter,
+           lambda r, c: True if "inside a step callback" in r[0] and r[1] else repr(r)),
+        E(a, "write_gguf(None)", gguf_of_none, "transformer"),
+    ]
+
+
 def all_cases() -> list[Case]:
     cases = [*generate_cases(), *embedding_cases(), *loading_cases(), *hub_cases(), *measuring_cases(),
              *stats_cases(), *grid_cases(), *png_cases(), *study_cases(), *studio_cases(), *quantized_cases(),
-             *profile_cases(), *clip_cases(), *subprocess_cases()]
+             *profile_cases(), *clip_cases(), *subprocess_cases(), *round4_cases()]
     items = {name: item for item, names in ISSUE_20.items() for name in names}
     for case in cases:
         case.item = items.get(case.name, "")
