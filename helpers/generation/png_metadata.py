@@ -272,13 +272,17 @@ def read_png_recipe(path) -> tuple[str | None, dict | None]:
             text = dict(getattr(image, "text", {}) or {})
     except UnidentifiedImageError:
         raise ValueError(f"{path} is not an image PIL can read (a PNG saved by save_png_with_recipe is).") from None
-    except (OSError, SyntaxError) as e:  # PIL's words for a truncated or damaged PNG
-        raise ValueError(f"{path} is a damaged or truncated image ({e}); its recipe cannot be read.") from None
+    except Image.DecompressionBombError as e:  # a header claiming billions of pixels
+        raise ValueError(f"{path} claims an image too large to open safely ({e}); it is no PNG this project "
+                         "saved.") from None
+    except (OSError, SyntaxError, ValueError) as e:  # a truncated PNG; a text chunk past PIL's 1 MB limit
+        raise ValueError(f"{path} is a damaged or truncated image, or too large to read ({e}); its recipe cannot be "
+                         "read.") from None
     recipe = text.get(RECIPE_KEY)
     if recipe is None:
         return text.get(PARAMETERS_KEY), None
     try:
         recipe = json.loads(recipe)
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # bad JSON, or a number past Python's 4,300-digit limit
         raise ValueError(f"{path}: its {RECIPE_KEY!r} text is not valid JSON ({e}); the recipe is damaged.") from None
     return text.get(PARAMETERS_KEY), check_recipe(recipe, f"the recipe in {path}")
