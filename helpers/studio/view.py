@@ -23,6 +23,7 @@ from ..errors import GatedModelError, GenerationCancelled, GPUOutOfMemoryError, 
 from ..generation.latent_preview import latent_preview
 from ..generation.text_to_image import GenerationResult
 from ..generation.validation import MAX_SEED
+from ..output_folders import check_folder
 from .engine import RELEASED, Listener, StudioEngine, check_result, check_texts
 from .widget_versions import ShowsWidget, titled_accordion
 
@@ -196,18 +197,18 @@ class Studio(StudioWidgets, Listener):
     Options: prompt, negative_prompt, save_dir ("studio", relative to the notebook's folder),
     history_size, cache_size, preview (live latent preview every step)."""
 
-    def __init__(self, pipe, *, prompt: str = DEFAULT_PROMPT, negative_prompt: str = "",
+    def __init__(self, pipe, prompt: str = DEFAULT_PROMPT, *, negative_prompt: str = "",
                  save_dir="studio", history_size: int = 8, cache_size: int = 64, preview: bool = True):
         if not isinstance(preview, bool):
             raise TypeError(f"preview must be True or False, not {type(preview).__name__} {preview!r}.")
         negative_prompt = check_texts(prompt, negative_prompt)
         self.engine = StudioEngine(pipe, self, save_dir=save_dir, history_size=history_size, cache_size=cache_size)
-        self.pipe, self.save_dir, self.preview = pipe, self.engine.save_dir, preview
+        self.pipe, self.preview = pipe, preview
         self.current: GenerationResult | None = None  # the image shown (what Save writes)
         self.last_error: BaseException | None = None
         self._restoring = False  # True while restore() sets widgets: no auto-generate then
         self.on_show = None  # called with every result the panel shows (ABStudio compares its two sides)
-        super().__init__(pipe, prompt, negative_prompt, self.save_dir)
+        super().__init__(pipe, prompt, negative_prompt, self.engine.save_dir)
         self.generate_button.on_click(self._guarded(lambda _: self.request()))
         self.cancel_button.on_click(self._guarded(lambda _: self.cancel()))
         self.random_seed_button.on_click(self._guarded(lambda _: self._draw_seed()))
@@ -276,6 +277,16 @@ class Studio(StudioWidgets, Listener):
         finally:
             self._restoring = False
         self.on_result(result, "restored from history", new=False)
+
+    @property
+    def save_dir(self):
+        """The folder Save writes into; assigning a new one takes effect at the next Save."""
+        return self.engine.save_dir
+
+    @save_dir.setter
+    def save_dir(self, folder) -> None:
+        self.engine.save_dir = check_folder(folder, "save_dir")
+        self.save_button.tooltip = f"writes into {self.engine.save_dir}/"
 
     def save(self):
         """Write the shown image as a PNG with its recipe embedded; never overwrites a file."""
