@@ -2,6 +2,7 @@
 inside generate's step callback on the same pipeline is one clear error (the lock is re-entrant on
 purpose, for xy_grid; a step callback is not a place to start or release anything)."""
 
+import property_settings  # noqa: F401 (the folder's Hypothesis settings)
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st

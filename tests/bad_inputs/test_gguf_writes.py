@@ -4,6 +4,7 @@ exactly one succeeds; what is not a plain SD3 transformer is refused before any 
 
 import threading
 
+import property_settings  # noqa: F401 (the folder's Hypothesis settings)
 import pytest
 import torch
 from disk_full import disk_full_after, is_disk_full

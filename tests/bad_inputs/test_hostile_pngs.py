@@ -5,6 +5,7 @@ standard library's own words."""
 import struct
 import zlib
 
+import property_settings  # noqa: F401 (the folder's Hypothesis settings)
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st

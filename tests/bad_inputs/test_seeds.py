@@ -2,6 +2,7 @@
 keeps a seed's low 32 bits, so seeds stop at 2**32 - 1, and generate, the studio, studies and
 saved recipes all agree on which seeds they take."""
 
+import property_settings  # noqa: F401 (the folder's Hypothesis settings)
 import pytest
 import torch
 from hypothesis import given

@@ -2,6 +2,7 @@
 search took about 50 s on 100 kB and did not finish on 300 kB), and a text longer than a PNG's
 text chunk can hold is refused at once."""
 
+import property_settings  # noqa: F401 (the folder's Hypothesis settings)
 import pytest
 from hangs import finishes_within
 from hypothesis import given

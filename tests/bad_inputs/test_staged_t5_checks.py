@@ -1,6 +1,7 @@
 """Class 3: encode_with_t5 runs load_pipeline's checks (options, the model's whereabouts, the
 prompts) before it releases anything: a refused call leaves the reader's pipeline loaded."""
 
+import property_settings  # noqa: F401 (the folder's Hypothesis settings)
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st

@@ -1,6 +1,7 @@
 """Class 13's studio edges: a prompt given positionally is the prompt, ABStudio says which negative
 prompt argument it takes and refuses one pipeline twice, and a new save_dir is where Save writes."""
 
+import property_settings  # noqa: F401 (the folder's Hypothesis settings)
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st

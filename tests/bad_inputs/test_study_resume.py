@@ -6,6 +6,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import property_settings  # noqa: F401 (the folder's Hypothesis settings)
 import pytest
 from disk_full import disk_full_after, is_disk_full
 from hypothesis import given

@@ -4,6 +4,7 @@ one clear error, never an endless retry or a failure after the work."""
 import os
 from pathlib import Path
 
+import property_settings  # noqa: F401 (the folder's Hypothesis settings)
 import pytest
 from hangs import finishes_within
 from hypothesis import given
