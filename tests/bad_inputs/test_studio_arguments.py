@@ -51,3 +51,14 @@ def test_a_reassigned_save_dir_is_where_save_writes(pipe, tmp_path):
     finally:
         studio.cancel()
         studio.wait_idle(30)
+
+
+def test_component_footprints_of_a_released_pipeline_is_one_clear_error(tiny_dir):
+    import helpers
+    from helpers.measuring import component_footprints
+
+    other = helpers.load_pipeline("tiny", keep_previous=True)
+    assert component_footprints(other)["transformer"] > 0
+    helpers.release_pipeline(other)
+    with pytest.raises(ValueError, match="component_footprints: this pipeline was released"):
+        component_footprints(other)
