@@ -32,3 +32,27 @@ def test_image_difference_refuses_images_of_two_sizes(side):
     with pytest.raises(ValueError, match="one size and mode"):
         backends.image_difference(Image.new("RGB", (64, 64)), Image.new("RGB", (side, side), "white"))
     assert backends.image_difference(Image.new("RGB", (side, side)), Image.new("RGB", (side, side), "white")) == 255.0
+
+
+@given(bad=st.one_of(st.none(), st.text(max_size=10), st.integers(), st.builds(object)))
+def test_vae_helpers_refuse_what_is_not_a_loaded_vae(bad):
+    from helpers.loading.vae_decode import enable_vae_tiling, upcast_vae
+
+    with pytest.raises(TypeError, match="enable_vae_tiling needs its vae"):
+        enable_vae_tiling(bad)
+    with pytest.raises(TypeError, match="upcast_vae needs a loaded pipeline"):
+        upcast_vae(bad)
+
+
+def test_vae_helpers_refuse_a_released_pipeline(tiny_dir):
+    import helpers
+    from helpers.loading.vae_decode import enable_vae_tiling, upcast_vae
+
+    pipe = helpers.load_pipeline("tiny", keep_previous=True)
+    vae = pipe.vae
+    helpers.release_pipeline(pipe)
+    with pytest.raises(TypeError, match="released pipeline has no VAE"):
+        upcast_vae(pipe)
+    with pytest.raises(TypeError, match="released pipeline has no VAE"):
+        enable_vae_tiling(pipe.vae)
+    enable_vae_tiling(vae)  # the VAE object itself, kept by the reader, still tiles
