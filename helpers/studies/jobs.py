@@ -321,7 +321,7 @@ def run_study(jobs, root, *, labels, stand_in: bool | None = None, clip_model: s
     root = check_folder(root, "root")
     if resume is not None:
         _check_resumable(check_folder(resume, "resume"), jobs)
-        check_resume(resume, jobs)  # every finished row and leftover PNG against the plan; a writable folder
+        check_resume(resume, jobs, image_name)  # every finished row and leftover PNG against the plan; a writable folder
 
     state = PartialState(cpu=not torch.cuda.is_available())
     if state.is_main_process:
@@ -330,7 +330,7 @@ def run_study(jobs, root, *, labels, stand_in: bool | None = None, clip_model: s
             write_atomically(run_dir / JOBS_JSON, json.dumps(jobs, indent=1))
             done = {}
         else:
-            run_dir, done = Path(resume), finished_jobs(resume, jobs)
+            run_dir, done = Path(resume), finished_jobs(resume, jobs, image_name)
         shared = [(str(run_dir), sorted(done))]
     else:
         shared = [None]

@@ -48,13 +48,12 @@ def png_problem(path: Path, job: dict) -> str | None:
     return f"its recipe has another {', '.join(differing)}" if differing else None
 
 
-def row_problem(row: dict, job: dict | None, run_dir: Path) -> str | None:
-    """Why a finished row does not count as `job` done (None when it does)."""
-    from .jobs import JOB_KEYS, image_name
-
+def row_problem(row: dict, job: dict | None, run_dir: Path, image_name) -> str | None:
+    """Why a finished row does not count as `job` done (None when it does); `image_name(job)` is
+    the job's PNG name (jobs.image_name, passed in: jobs.py imports this module)."""
     if job is None:
         return f"job_id {row['job_id']} is not in the plan"
-    changed = [key for key in JOB_KEYS if (row.get(key) or None) != (job[key] or None)]
+    changed = [key for key in job if key in row and (row[key] or None) != (job[key] or None)]
     if changed:
         return f"its {', '.join(changed)} differ from the plan's"
     score = row.get("p_object")
@@ -65,20 +64,18 @@ def row_problem(row: dict, job: dict | None, run_dir: Path) -> str | None:
     return png_problem(Path(run_dir) / row["image"], job)
 
 
-def finished_jobs(run_dir, jobs: list[dict]) -> dict[int, dict]:
+def finished_jobs(run_dir, jobs: list[dict], image_name) -> dict[int, dict]:
     """job_id -> row of every job finished in `run_dir`, each row checked against the plan and its PNG."""
     plan = {job["job_id"]: job for job in jobs}
     return {job_id: row for job_id, row in finished_rows(run_dir).items()
-            if row_problem(row, plan.get(job_id), Path(run_dir)) is None}
+            if row_problem(row, plan.get(job_id), Path(run_dir), image_name) is None}
 
 
-def check_resume(run_dir, jobs: list[dict]) -> None:
+def check_resume(run_dir, jobs: list[dict], image_name) -> None:
     """Before any image: every leftover PNG in a not-finished job's name must be that job's image
     (it is then scored, not made again), and the run folder must take new files."""
-    from .jobs import image_name
-
     run_dir = Path(run_dir)
-    done = finished_jobs(run_dir, jobs)
+    done = finished_jobs(run_dir, jobs, image_name)
     for job in jobs:
         path = run_dir / image_name(job)
         if job["job_id"] not in done and os.path.lexists(path):

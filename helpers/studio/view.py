@@ -279,8 +279,7 @@ class Studio(StudioWidgets, Listener):
         self.on_result(result, "restored from history", new=False)
 
     @property
-    def save_dir(self):
-        """The folder Save writes into; assigning a new one takes effect at the next Save."""
+    def save_dir(self):  # the folder Save writes into; a new one assigned takes effect at the next Save
         return self.engine.save_dir
 
     @save_dir.setter

@@ -63,9 +63,9 @@ def test_a_tampered_row_is_never_taken_as_done(finished, tmp_path_factory, which
     copy = _copy(run_dir, tmp_path_factory.mktemp("resume"))
     (copy / "finished-rows-process-0.csv").write_text(results_text([rows[1 - which], bad]), newline="")
     plan = {job["job_id"]: job for job in jobs}
-    assert row_problem(bad, plan.get(bad["job_id"]), copy) is not None or key == "status"
-    assert set(finished_jobs(copy, jobs)) == {rows[1 - which]["job_id"]}
-    assert row_problem(rows[which], jobs[which], copy) is None
+    assert row_problem(bad, plan.get(bad["job_id"]), copy, image_name) is not None or key == "status"
+    assert set(finished_jobs(copy, jobs, image_name)) == {rows[1 - which]["job_id"]}
+    assert row_problem(rows[which], jobs[which], copy, image_name) is None
 
 
 @given(damage=st.sampled_from(["truncated", "no recipe", "other job's", "dangling link", "not an image"]))
