@@ -72,11 +72,15 @@ def component_footprints(pipe) -> dict[str, int]:
     if isinstance(pipe, (str, bytes)) or not isinstance(getattr(pipe, "components", None), dict):
         raise TypeError(f"component_footprints needs a loaded pipeline (from load_pipeline), not "
                         f"{type(pipe).__name__} {pipe!r:.80}.")
-    return {
+    footprints = {
         name: module_bytes(component)
         for name, component in pipe.components.items()
         if isinstance(component, torch.nn.Module)
     }
+    if not footprints:  # release_pipeline empties every model component
+        raise ValueError("component_footprints: this pipeline was released (it holds no model components): "
+                         "load it again to measure it.")
+    return footprints
 
 
 # The PeakMemory blocks open right now, in any thread: a block that resets the peak counter first

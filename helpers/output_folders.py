@@ -25,6 +25,9 @@ def check_folder(folder, name: str = "folder") -> Path:
     if isinstance(folder, bool) or not isinstance(folder, (str, os.PathLike)) or not str(folder):
         raise TypeError(f"{name} must be a folder path (a str or pathlib.Path), not {type(folder).__name__} {folder!r:.60}.")
     folder = Path(folder)
+    if folder.is_symlink() and not folder.exists():
+        raise FileNotFoundError(f"{name}={str(folder)!r} is a symbolic link to {os.readlink(folder)!r}, which does not "
+                                f"exist: create that folder, or choose another {name}.")
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"{name}={str(folder)!r} is a file, not a folder: choose a folder path.")
     return folder
@@ -71,7 +74,7 @@ def write_atomically(path, data: bytes | str, *, overwrite: bool = False) -> Pat
     path = Path(path)
     if isinstance(data, str):
         data = data.encode("utf-8")
-    if not overwrite and path.exists():
+    if not overwrite and os.path.lexists(path):  # a dangling symbolic link takes the name too
         raise FileExistsError(f"{path} already exists: nothing is overwritten.")
     temporary = _partial_name(path)
     handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
@@ -83,25 +86,59 @@ def write_atomically(path, data: bytes | str, *, overwrite: bool = False) -> Pat
         if overwrite:
             os.replace(temporary, path)
         else:
-            try:
-                os.link(temporary, path)  # atomic and exclusive: fails if someone took the name
-            except FileExistsError:
-                raise FileExistsError(f"{path} already exists: nothing is overwritten.") from None
-            except OSError:  # a filesystem without hard links (FAT, some network drives)
-                if path.exists():
-                    raise FileExistsError(f"{path} already exists: nothing is overwritten.") from None
-                os.replace(temporary, path)
+            _link_into_place(temporary, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
     return path
 
 
+def _link_into_place(temporary: Path, path: Path) -> None:
+    """Give the finished `temporary` the name `path`, which must still be free (FileExistsError)."""
+    try:
+        os.link(temporary, path)  # atomic and exclusive: fails if someone took the name
+    except FileExistsError:
+        raise FileExistsError(f"{path} already exists: nothing is overwritten.") from None
+    except OSError:  # a filesystem without hard links (FAT, some network drives)
+        if os.path.lexists(path):
+            raise FileExistsError(f"{path} already exists: nothing is overwritten.") from None
+        os.replace(temporary, path)
+
+
+@contextlib.contextmanager
+def finished_file(path):
+    """For a writer that wants a file name (not bytes): yield a fresh temporary name beside `path`;
+    when the block succeeds, flush it to disk and give it the name `path`, which must be free
+    (FileExistsError: nothing is overwritten, and of two writers the second is told so); on any
+    failure remove it. `path` appears whole or not at all."""
+    path = Path(path)
+    if os.path.lexists(path):
+        raise FileExistsError(f"{path} already exists: choose a new file name (nothing is overwritten).")
+    temporary = _partial_name(path)
+    try:
+        yield temporary
+        handle = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+        _link_into_place(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
 @contextlib.contextmanager
 def finished_folder(folder):
     """Yield a temporary sibling folder to write into; on success rename it to `folder` (which
-    must not exist, or be empty), on failure remove it: `folder` appears whole or not at all."""
+    must not exist, or be empty), on failure remove it: `folder` appears whole or not at all.
+    A symbolic link to a folder is followed: the save lands in the folder it points to."""
     folder = Path(folder)
+    if folder.is_symlink():
+        if not folder.is_dir():
+            raise FileExistsError(f"{folder} is a symbolic link to {os.readlink(folder)!r}, which is not a folder: "
+                                  "choose another folder (nothing is overwritten).")
+        folder = folder.resolve()
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = _partial_name(folder)
     scratch.mkdir()  # 0o777 less the umask, as a plain mkdir (mkdtemp's would be 0o700)

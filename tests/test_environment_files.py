@@ -45,7 +45,7 @@ def test_lock_pins_every_user_requirement_within_its_range():
 def test_lock_has_only_dev_extras_beyond_the_user_list():
     user = {name_of(r) for r in requirement_lines((REPO / "requirements.txt").read_text())}
     lock = {name_of(r) for r in requirement_lines((REPO / "requirements-lock.txt").read_text())}
-    assert lock - user <= {"pytest", "pytest-xdist", "execnet", "pytest-timeout", "ruff", "playwright", "pre-commit"}
+    assert lock - user <= {"pytest", "pytest-xdist", "execnet", "pytest-timeout", "hypothesis", "ruff", "playwright", "pre-commit"}
 
 
 def test_colab_requirements_are_a_subset_with_the_same_ranges_and_no_jupyter():

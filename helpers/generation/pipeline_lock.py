@@ -24,6 +24,9 @@ from ..errors import GenerationCancelled
 RELEASED = ("This pipeline was released (another model was loaded, or release_pipeline was called): "
             "load it again.")
 POLL_SECONDS = 0.05  # how often a waiting caller that can be cancelled checks whether it was
+REENTERED = ("{who} was called from inside a step callback of generate() on this same pipeline: the pipeline "
+             "is in the middle of an image and can neither start another nor be released. Return from the "
+             "callback first (return True to cancel the image), then call {who}.")
 
 
 @dataclass
@@ -33,6 +36,7 @@ class _PipelineState:
     who: str = ""  # what holds it, for the waiting note: "the studio", "a generate() call", ...
     cancel: object = None  # how to stop the holder early (release_pipeline calls it), or None
     released: bool = False  # release_pipeline began: nothing may start any more
+    denoising: bool = False  # the owner is inside the pipeline's call (its step callbacks run there)
 
 
 _changed = threading.Condition()  # guards every _PipelineState; notified whenever one changes
@@ -73,17 +77,21 @@ def print_note(text: str) -> None:
 
 
 @contextmanager
-def using(pipe, who: str, *, cancel=None, cancelled=None, on_wait=print_note):
+def using(pipe, who: str, *, cancel=None, cancelled=None, on_wait=print_note, denoising: bool = False):
     """Hold `pipe`'s lock for the block (`who` names the holder in other callers' notes).
 
     If another thread holds it, wait: `on_wait(note)` is called once ("waiting for the studio to
     finish its image..."). `cancel()`, if given, is how `release_pipeline` stops this holder early;
     `cancelled()`, if given, is polled while waiting and raises GenerationCancelled when true.
-    ValueError if the pipeline is released, before or while waiting."""
+    ValueError if the pipeline is released, before or while waiting. `denoising=True` marks the block
+    as the pipeline's own call: the same thread entering again from within (a step callback) is a
+    RuntimeError, not a crash inside diffusers."""
     state = _take(pipe, who, cancel, cancelled, on_wait)
+    outer, state.denoising = state.denoising, state.denoising or denoising
     try:
         yield
     finally:
+        state.denoising = outer
         _let_go(state)
 
 
@@ -103,6 +111,8 @@ def _take(pipe, who, cancel, cancelled, on_wait) -> _PipelineState:
             state = _state_of(pipe)
             if state.released:
                 raise ValueError(RELEASED)
+            if state.owner is me and state.denoising:
+                raise RuntimeError(REENTERED.format(who=who))
             if state.owner is None or state.owner is me:
                 if state.owner is None:
                     state.owner, state.who, state.cancel = me, who, cancel
@@ -129,6 +139,8 @@ def stop_generations(pipe, timeout: float = 120.0) -> int:
             state = _state_of(pipe)
         except TypeError:  # not weak-referenceable: nothing can hold it
             return 0
+        if state.owner is me and state.denoising:
+            raise RuntimeError(REENTERED.format(who="release_pipeline"))
         state.released = True
         _changed.notify_all()
         busy = state.owner is not None and state.owner is not me

@@ -31,9 +31,10 @@ PNG_MODES = ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA")
 
 
 def _quote(value) -> str:
-    """A1111 quotes a value holding its separators (", " or ": ") as a JSON string."""
+    """A1111 quotes a value holding its separators (", " or ": ") as a JSON string; so is one
+    holding a line break (which would end the settings line) or surrounding spaces."""
     text = str(value)
-    return json.dumps(text) if any(c in text for c in ',:"') else text
+    return json.dumps(text) if any(c in text for c in ',:"\n\r') or text != text.strip() else text
 
 
 NEGATIVE_PREFIX = "Negative prompt:"
@@ -85,21 +86,56 @@ def a1111_parameters(recipe: dict) -> str:
     return "\n".join(lines)
 
 
-_SETTING = re.compile(r'\s*([\w ]+):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+# One "Key: value" item of the settings line, matched at a given position only (never searched
+# for): the key starts with a word character (so no two parts can both match the same spaces), a
+# quoted value must end at a comma or the line's end. Each character is looked at a bounded number
+# of times, so a long line is read in linear time (an unanchored search took minutes on 300 kB).
+_SETTING = re.compile(r'\s*(\w[\w ]*):\s*("(?:\\.|[^\\"])*"(?=,|$)|[^,]*)(?:,|$)')
+# PIL reads PNG text chunks of at most 1 MB (PngImagePlugin.MAX_TEXT_CHUNK): a longer text is no
+# A1111 parameters text that a PNG gives back.
+MAX_PARAMETERS_CHARS = 1_000_000
+
+
+def _settings(line: str) -> dict:
+    """The settings line's items; a part that is not "Key: value" is skipped up to the next comma.
+    A quoted value that is not valid JSON (another tool's "\\q") is kept as its text."""
+    settings, position = {}, 0
+    while position < len(line):
+        match = _SETTING.match(line, position)
+        if match is None or match.end() == position:
+            comma = line.find(",", position)
+            if comma < 0:
+                break
+            position = comma + 1
+            continue
+        key, value = match.groups()
+        position = match.end()
+        if len(value) > 1 and value[0] == value[-1] == '"':
+            try:
+                value = json.loads(value)
+            except ValueError:  # a bad escape ("\\q"): keep the text
+                value = value[1:-1]
+        else:
+            value = value.strip()
+        settings[key.strip()] = value
+    return settings
 
 
 def parse_a1111_parameters(text: str) -> dict:
     """Read an A1111 "parameters" text back: {"prompt", "negative_prompt", and each setting}.
 
     The settings line is the last one when it starts with "Steps:" (as A1111 and this module
-    write it); a text without one is all prompt."""
+    write it); a text without one is all prompt. A text longer than PNG text chunks hold (1 MB)
+    is refused."""
     if not isinstance(text, str):
         raise TypeError(f"text must be an A1111 parameters string, not {type(text).__name__} {text!r:.60}.")
+    if len(text) > MAX_PARAMETERS_CHARS:
+        raise ValueError(f"text is {len(text):,} characters long, more than the {MAX_PARAMETERS_CHARS:,} a PNG's "
+                         "parameters text holds: it is not an A1111 parameters text.")
     *head, last = text.strip("\n").split("\n")
     settings = {}
     if last.startswith("Steps:"):
-        for key, value in _SETTING.findall(last):
-            settings[key.strip()] = json.loads(value) if value.startswith('"') else value.strip()
+        settings = _settings(last)
     else:
         head.append(last)
     prompt_lines, negative_lines, in_negative = [], [], False
@@ -169,10 +205,11 @@ def check_stem(stem) -> str | None:
 
 
 def next_free_path(folder, stem: str, suffix: str = ".png") -> Path:
-    """folder/stem.png, or stem-2.png, stem-3.png ... : the first name not taken yet."""
+    """folder/stem.png, or stem-2.png, stem-3.png ... : the first name not taken yet (a dangling
+    symbolic link takes its name too: it is never written through)."""
     folder = Path(folder)
     candidate, n = folder / f"{stem}{suffix}", 1
-    while candidate.exists():
+    while os.path.lexists(candidate):
         n += 1
         candidate = folder / f"{stem}-{n}{suffix}"
     return candidate
@@ -235,13 +272,17 @@ def read_png_recipe(path) -> tuple[str | None, dict | None]:
             text = dict(getattr(image, "text", {}) or {})
     except UnidentifiedImageError:
         raise ValueError(f"{path} is not an image PIL can read (a PNG saved by save_png_with_recipe is).") from None
-    except (OSError, SyntaxError) as e:  # PIL's words for a truncated or damaged PNG
-        raise ValueError(f"{path} is a damaged or truncated image ({e}); its recipe cannot be read.") from None
+    except Image.DecompressionBombError as e:  # a header claiming billions of pixels
+        raise ValueError(f"{path} claims an image too large to open safely ({e}); it is no PNG this project "
+                         "saved.") from None
+    except (OSError, SyntaxError, ValueError) as e:  # a truncated PNG; a text chunk past PIL's 1 MB limit
+        raise ValueError(f"{path} is a damaged or truncated image, or too large to read ({e}); its recipe cannot be "
+                         "read.") from None
     recipe = text.get(RECIPE_KEY)
     if recipe is None:
         return text.get(PARAMETERS_KEY), None
     try:
         recipe = json.loads(recipe)
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # bad JSON, or a number past Python's 4,300-digit limit
         raise ValueError(f"{path}: its {RECIPE_KEY!r} text is not valid JSON ({e}); the recipe is damaged.") from None
     return text.get(PARAMETERS_KEY), check_recipe(recipe, f"the recipe in {path}")

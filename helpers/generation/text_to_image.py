@@ -213,7 +213,7 @@ def generate(
 
     device = recipe["device"]
     try:  # one image at a time per pipeline: its scheduler keeps per-call state
-        with pipeline_lock.using(pipe, "a generate() call"), PeakMemory(device) as peak, Stopwatch(device) as clock:
+        with pipeline_lock.using(pipe, "a generate() call", denoising=True), PeakMemory(device) as peak, Stopwatch(device) as clock:
             # "np" is the "pil" output one step earlier (numpy_to_pil is that step): it lets us see
             # NaN pixels, which the uint8 conversion would silently turn black.
             pixels = pipe(

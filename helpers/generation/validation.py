@@ -9,7 +9,9 @@ import os
 
 import torch
 
-MAX_SEED = 2**63 - 1
+# torch's CPU generator (the one every image here is drawn from) keeps only a seed's low 32 bits:
+# seed 5 and seed 5 + 2**32 give the same image, so seeds stop at 2**32 - 1 (as in A1111).
+MAX_SEED = 2**32 - 1
 # Far above any useful value (SD3.5 is tuned for 3.5-4.5; A1111's CFG slider stops at 30), and low
 # enough that fp16 does not overflow into a black image.
 MAX_GUIDANCE = 30.0
@@ -78,7 +80,8 @@ def check_seed(seed) -> None:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be a whole number (or None for a random one), not {type(seed).__name__}.")
     if not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be between 0 and {MAX_SEED}, not {seed}.")
+        raise ValueError(f"seed must be between 0 and {MAX_SEED} (2**32 - 1), not {seed}: torch's generator keeps "
+                         "only 32 bits, so a larger seed would repeat a smaller one's image.")
 
 
 def check_size(height, width, multiple: int = 16, largest: int | None = None) -> None:

@@ -10,9 +10,13 @@ quantizes Q8_0 and Q4_0 (blocks of 32 values with one fp16 scale each), not the 
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 import torch
+
+from ..output_folders import finished_file
 
 GGUF_BLOCK = 32  # values per Q8_0 / Q4_0 block
 GGUF_BLOCK_BYTES = {"Q8_0": 2 + 32, "Q4_0": 2 + 16}  # one fp16 scale + the packed values
@@ -90,24 +94,51 @@ def write_gguf(transformer, path, quant_type: str = "Q8_0") -> Path:
     if quant_type not in GGUF_BLOCK_BYTES:
         raise ValueError(f"quant_type must be one of {', '.join(GGUF_BLOCK_BYTES)} (the gguf package "
                          f"writes no K-quants), not {quant_type!r}.")
+    check_transformer(transformer)
     path = Path(path)
-    if path.exists():
+    if os.path.lexists(path):
         raise FileExistsError(f"{path} already exists: choose a new file name (nothing is overwritten).")
     config = transformer.config
     state = original_sd3_state_dict(transformer.state_dict(), config.num_layers,
                                     tuple(config.get("dual_attention_layers") or ()))
     qtype = getattr(gguf.GGMLQuantizationType, quant_type)
-    partial = path.with_name(path.name + ".partial")
-    writer = gguf.GGUFWriter(str(partial), arch="sd3")
-    for name, tensor in state.items():
-        values = tensor.detach().to("cpu", torch.float32).numpy()
-        if is_quantized_in_gguf(name, tensor):
-            writer.add_tensor(name, gguf.quants.quantize(values, qtype), raw_dtype=qtype)
-        else:
-            writer.add_tensor(name, values.astype(np.float16))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    partial.rename(path)
+    with finished_file(path) as partial, _explained_write_errors(path):  # a fresh temporary name
+        writer = gguf.GGUFWriter(str(partial), arch="sd3")
+        try:
+            for name, tensor in state.items():
+                values = tensor.detach().to("cpu", torch.float32).numpy()
+                if is_quantized_in_gguf(name, tensor):
+                    writer.add_tensor(name, gguf.quants.quantize(values, qtype), raw_dtype=qtype)
+                else:
+                    writer.add_tensor(name, values.astype(np.float16))
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
     return path
+
+
+def check_transformer(transformer) -> None:
+    """`transformer` must be a loaded, unquantized SD3 transformer (`pipe.transformer` of a bf16 or
+    fp16 pipeline): one clear error for anything else, before any tensor is converted."""
+    from .quantized_checkpoints import is_quantized
+
+    if transformer is None or not hasattr(transformer, "state_dict") or not hasattr(transformer, "config"):
+        raise TypeError(f"transformer must be an SD3 transformer (pipe.transformer of a loaded pipeline), not "
+                        f"{type(transformer).__name__} {transformer!r:.60}; a released pipeline has none: load it again.")
+    if is_quantized(transformer):
+        raise ValueError("quantized models cannot be written as GGUF: pass the bf16 transformer (load the "
+                         "pipeline without NF4/int8, e.g. load_pipeline('sd35-large', ...)).")
+    if "num_layers" not in transformer.config:
+        raise TypeError(f"transformer must be an SD3 transformer, not {type(transformer).__name__}.")
+
+
+@contextlib.contextmanager
+def _explained_write_errors(path):
+    """A refused write (numpy's "N requested and M written" on a full disk) names the file and the likely cause."""
+    try:
+        yield
+    except OSError as e:
+        raise OSError(e.errno, f"{path} could not be written ({e.strerror or e}): is the disk full? Nothing was "
+                               "left behind; free some space and write it again.") from e

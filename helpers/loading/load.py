@@ -369,4 +369,8 @@ def release_current_pipeline() -> None:
     """Release the pipeline `load_pipeline` returned last, if any."""
     global _current_pipeline
     pipe, _current_pipeline = _current_pipeline, None
-    release_pipeline(pipe)
+    try:
+        release_pipeline(pipe)
+    except RuntimeError:  # refused (called from a step callback of this pipeline): it stays loaded
+        _current_pipeline = pipe
+        raise

@@ -10,6 +10,7 @@ library), and the GPU check's rows (`benchmarks/backend_rows.py`) from benchmark
 from __future__ import annotations
 
 import importlib.util
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,7 +101,13 @@ def forward_inputs(config, size: int, *, dtype: torch.dtype, device, seed: int =
     pooled projections and a mid-schedule timestep (the same for every backend); `batch=2` is one
     step with classifier-free guidance."""
     if isinstance(config, str):
+        if config not in TRANSFORMER_CONFIGS:
+            raise ValueError(f"config must be one of {', '.join(TRANSFORMER_CONFIGS)} (or a transformer's "
+                             f"config), not {config!r:.60}.")
         config = TRANSFORMER_CONFIGS[config]
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 16 or size % 16:
+        raise ValueError(f"size must be a whole number of pixels, a multiple of 16 (the VAE's 8 x the patch's 2) "
+                         f"and at least 16, not {size!r:.60}.")
     generator = torch.Generator("cpu").manual_seed(seed)
     side = size // 8
 
@@ -121,14 +128,24 @@ def forward(transformer, inputs: dict) -> torch.Tensor:
 
 def relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
     """||output - reference|| / ||reference||: the kernel-level error of one forward against bf16."""
-    return float((output.float() - reference.float()).norm() / reference.float().norm())
+    if tuple(output.shape) != tuple(reference.shape):
+        raise ValueError(f"output and reference must have one shape, not {tuple(output.shape)} and "
+                         f"{tuple(reference.shape)}: compare the same forward's outputs.")
+    norm = reference.float().norm()
+    if not torch.isfinite(norm) or norm == 0:
+        raise ValueError(f"reference has norm {float(norm)}: a relative error needs a finite, nonzero reference.")
+    return float((output.float() - reference.float()).norm() / norm)
 
 
 def image_difference(image, reference) -> float:
     """Mean absolute difference of two PIL images' pixels, on 0-255."""
     import numpy as np
 
-    return float(np.abs(np.asarray(image, dtype=np.float32) - np.asarray(reference, dtype=np.float32)).mean())
+    image, reference = np.asarray(image, dtype=np.float32), np.asarray(reference, dtype=np.float32)
+    if image.shape != reference.shape:
+        raise ValueError(f"image and reference must have one size and mode, not arrays of {image.shape} and "
+                         f"{reference.shape}: compare two images of the same generation settings.")
+    return float(np.abs(image - reference).mean())
 
 
 # The GPU check's backend rows (benchmarks/backend_rows.py), as notebook 07 shows them: key -> header.

@@ -22,14 +22,16 @@ embeddings as `encode_with_t5`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 
 from ..errors import GPUOutOfMemoryError
 from ..generation import pipeline_lock, validation
 from ..generation.prompt_embeddings import TEXT_ENCODERS, PromptEmbeddings, encode_prompt
 from ..measuring import format_bytes
-from . import as_machine, devices, hub_access, load, memory_model
-from .planner import plan_loading, use_stand_in
-from .presets import resolve_preset
+from . import as_machine, devices, fast_plan, hub_access, load, memory_model
+from .arguments import check_bool
+from .planner import PREQUANTIZED, plan_loading, use_stand_in
+from .presets import PRESETS, resolve_preset
 
 # load_pipeline options that change the transformer or the VAE only: the encoders ignore them.
 _NOT_FOR_ENCODERS = ("offload", "drop_t5", "quantize_t5", "staged_t5", "transformer", "vae_tiling", "fast",
@@ -59,12 +61,17 @@ def encode_with_t5(prompts, model: str = "sd35-large-nf4", *, negative_prompt: s
     the pipeline `load_pipeline(model, **options)` loads next (e.g. `**colab_t4_plan()`, no T5).
 
     Like `load_pipeline`, it first releases the pipeline loaded last (the GPU has room for one phase)."""
+    if isinstance(prompts, (bytes, dict)) or not isinstance(prompts, (str, Iterable)):
+        raise TypeError(f"prompts must be a prompt (a str) or a list of prompts, not {type(prompts).__name__} "
+                        f"{prompts!r:.60}.")
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not prompts:
         raise ValueError("prompts is empty: give at least one prompt to encode.")
     for prompt in prompts:
         validation.check_prompt(prompt)
     validation.check_prompt(negative_prompt, "negative_prompt", allow_none=True)
+    check_bool("quantize_t5", quantize_t5)
+    _check_pipeline_options(model, options)
     plan = text_encoder_plan(model, quantize_t5=quantize_t5, **options)  # every option checked first
     as_on = as_machine.applies(model, use_stand_in(options.get("stand_in")))  # $SD35_AS_MACHINE: planned there, made here
     token = None
@@ -72,6 +79,13 @@ def encode_with_t5(prompts, model: str = "sd35-large-nf4", *, negative_prompt: s
         token = hub_access.find_token()
         if resolve_preset(model).gated:
             hub_access.require_access(plan.model_id, token)
+        if model not in PRESETS:  # a Hub id nobody has (a typo)
+            hub_access.require_model(plan.model_id, token)
+        if hub_access.offline() and not hub_access.is_cached(plan.model_id):
+            raise FileNotFoundError(f"HF_HUB_OFFLINE is set and {plan.model_id} is not in the local Hugging Face "
+                                    "cache. Download it once with a network connection, or use stand_in=True.")
+    load.check_quantization_runs_here(plan)
+    # Only now, with everything load_pipeline would refuse refused, is the reader's pipeline released.
     load.release_current_pipeline()
     devices.release_cached_memory(plan.device)
     plan = text_encoder_plan(model, quantize_t5=quantize_t5, **options)  # free memory after the release
@@ -125,3 +139,14 @@ def encode_staged(pipe, prompt: str, negative_prompt: str | None = None) -> Prom
             devices.release_cached_memory(plan.device)
     info.staged_encodes += 1
     return embeddings
+
+
+def _check_pipeline_options(model, options: dict) -> None:
+    """load_pipeline's checks of the options of the pipeline that follows (the encoders ignore some of
+    them, but a typo there must fail now, before the reader's pipeline is released)."""
+    fast_plan.check_fast_argument(options.get("fast", False))
+    check_bool("keep_previous", options.get("keep_previous", False))
+    if options.get("transformer") == PREQUANTIZED:
+        raise ValueError(f"transformer={PREQUANTIZED!r} stands for a pre-quantized transformer in a suggested plan: "
+                         "pass the folder save_quantized wrote (or a Hub id of one) instead.")
+    plan_loading(model, **{k: v for k, v in options.items() if k not in ("fast", "keep_previous")})

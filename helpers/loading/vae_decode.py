@@ -22,6 +22,7 @@ VAE_TILE_OVERLAP = 0.25  # diffusers' default overlap, blended to hide the seams
 
 def enable_vae_tiling(vae, tile_pixels: int = VAE_TILE_PIXELS) -> None:
     """Make `vae` (an `AutoencoderKL`) decode in `tile_pixels` tiles whenever the image is larger."""
+    _check_vae(vae, "enable_vae_tiling", "its vae: enable_vae_tiling(pipe.vae)")
     scale = 2 ** (len(vae.config.block_out_channels) - 1)
     if isinstance(tile_pixels, bool) or not isinstance(tile_pixels, int) or tile_pixels < scale or tile_pixels % scale:
         raise ValueError(f"tile_pixels must be a positive multiple of {scale} pixels, not {tile_pixels!r}.")
@@ -40,6 +41,8 @@ def _cast_to_own_dtype(module, args):
 def upcast_vae(pipe) -> bool:
     """Run `pipe.vae` in float32 (SDXL's `upcast_vae`, for SD3); returns False if it already was.
     The decoder casts the half-precision latents the pipeline hands it, tiled or not."""
+    _check_vae(getattr(pipe, "vae", None) if hasattr(pipe, "components") else pipe, "upcast_vae",
+               "a loaded pipeline: upcast_vae(pipe)")
     vae = pipe.vae
     if vae.dtype == torch.float32:
         return False
@@ -48,3 +51,10 @@ def upcast_vae(pipe) -> bool:
         if part is not None:
             part.register_forward_pre_hook(_cast_to_own_dtype)
     return True
+
+
+def _check_vae(vae, caller: str, what: str) -> None:
+    """`vae` must be a loaded VAE (one clear error for None, a string or a released pipeline's)."""
+    if vae is None or not hasattr(vae, "enable_tiling") or not hasattr(vae, "config"):
+        raise TypeError(f"{caller} needs {what}, not {type(vae).__name__} {vae!r:.60} (a released pipeline has "
+                        "no VAE: load it again).")

@@ -29,9 +29,9 @@ from .results import (
     RECIPE_FIELDS,
     RESULTS_CSV,
     append_row,
-    finished_rows,
     write_results,
 )
+from .resume import check_resume, finished_jobs, one_study_at_a_time
 from .run_folders import JOBS_JSON, check_resumable, unfinished_run
 from .timing import ReaderClock, study_estimate
 
@@ -303,6 +303,7 @@ class StudyResult:
         return self.run_dir / RESULTS_CSV
 
 
+@one_study_at_a_time
 def run_study(jobs, root, *, labels, stand_in: bool | None = None, clip_model: str | None = None,
               resume=None) -> StudyResult | None:
     """Run `jobs` split across every process of this launch; gather and write the table.
@@ -326,6 +327,7 @@ def run_study(jobs, root, *, labels, stand_in: bool | None = None, clip_model: s
     resume = unfinished_run(root, jobs) if resume is True else None if resume is False else resume
     if resume is not None:
         check_resumable(check_folder(resume, "resume"), jobs)
+        check_resume(resume, jobs, image_name)  # every finished row and leftover PNG against the plan; a writable folder
 
     state = PartialState(cpu=not torch.cuda.is_available())
     if state.is_main_process:
@@ -334,7 +336,7 @@ def run_study(jobs, root, *, labels, stand_in: bool | None = None, clip_model: s
             write_atomically(run_dir / JOBS_JSON, json.dumps(jobs, indent=1))
             done = {}
         else:
-            run_dir, done = Path(resume), finished_rows(resume)
+            run_dir, done = Path(resume), finished_jobs(resume, jobs, image_name)
         shared = [(str(run_dir), sorted(done))]
     else:
         shared = [None]

@@ -69,7 +69,9 @@ def parse_results(text: str, source) -> tuple[list[dict], bool]:
             for key, kind in NUMBERS.items():
                 row[key] = kind(row[key]) if row[key] != "" else float("nan")
         except ValueError as e:
-            if last:
+            # Only a write cut short (too few fields, or no final line break) is a torn row; a whole
+            # row with a bad value is damage, wherever it is.
+            if last and (len(record) < len(header) or not text.endswith("\n")):
                 torn = True
                 break
             raise ValueError(f"{source}, line {number}: the row is damaged ({e}); only the last row can be "
@@ -104,18 +106,20 @@ def append_row(row: dict, path) -> None:
     half a row; a row torn by a hard kill is dropped by `finished_rows` and made again."""
     path = Path(path)
     text = results_text([row])
-    if path.exists():
-        text = text.split("\r\n", 1)[1]  # the header is there already
-    data = memoryview(text.encode("utf-8"))
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         size, written = os.fstat(fd).st_size, 0
+        if size:
+            text = text.split("\r\n", 1)[1]  # the header is there already
+        data = memoryview(text.encode("utf-8"))
         try:
             while written < len(data):
                 written += os.write(fd, data[written:])
         except BaseException:
-            if written < len(data):  # half a row: cut it off again
+            if written < len(data):  # half a row: cut it off again; a file that was empty goes
                 os.ftruncate(fd, size)
+                if not size:
+                    path.unlink(missing_ok=True)
             raise
         os.fsync(fd)
     finally:
@@ -129,7 +133,10 @@ def finished_rows(run_dir) -> dict[int, dict]:
     the image is made again and the next row starts on a line of its own."""
     done = {}
     for path in sorted(Path(run_dir).glob(FINISHED_ROWS_CSV.format("*"))):
-        rows, torn = parse_results(path.read_text(encoding="utf-8"), path)
+        text = path.read_text(encoding="utf-8")
+        if not text:  # a full disk at the very first row (before it was removed): nothing finished
+            continue
+        rows, torn = parse_results(text, path)
         if torn:  # rewrite the file without the torn row (whole or not at all)
             write_atomically(path, results_text(rows), overwrite=True)
         for row in rows:

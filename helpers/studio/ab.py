@@ -41,10 +41,16 @@ class ABStudio(ShowsWidget):
 
     def __init__(self, pipe_a, pipe_b=None, *, prompt: str = DEFAULT_PROMPT, negative_prompt_a: str = "",
                  negative_prompt_b: str = "", **options):
+        if "negative_prompt" in options:
+            raise TypeError("ABStudio takes negative_prompt_a and negative_prompt_b (one per side), not "
+                            "negative_prompt: e.g. ABStudio(pipe, negative_prompt_a='', negative_prompt_b='blurry').")
         self.compare_pipelines = pipe_b is not None
         if self.compare_pipelines and negative_prompt_b:
             raise ValueError("Compare two pipelines or two negative prompts, not both: with pipe_b, "
                              "leave negative_prompt_b out (negative_prompt_a is used on both sides).")
+        if pipe_b is not None and pipe_b is pipe_a:
+            raise ValueError("pipe_b is pipe_a: both sides would show the same image. To compare two negative "
+                             "prompts on one pipeline, leave pipe_b out and pass negative_prompt_a and negative_prompt_b.")
         self.a = Studio(pipe_a, prompt=prompt, negative_prompt=negative_prompt_a, **options)
         self.b = Studio(pipe_b if self.compare_pipelines else pipe_a, prompt=prompt,
                         negative_prompt=negative_prompt_a if self.compare_pipelines else negative_prompt_b, **options)

@@ -22,6 +22,8 @@ from PIL import Image
 from ..errors import GatedModelError, GenerationCancelled, GPUOutOfMemoryError, QuantizationNeedsGPUError
 from ..generation.latent_preview import check_tiny_autoencoder, latent_preview, tiny_autoencoder_preview
 from ..generation.text_to_image import GenerationResult
+from ..generation.validation import MAX_SEED
+from ..output_folders import check_folder
 from .draft import draft_settings
 from .engine import RELEASED, Listener, StudioEngine, check_result, check_texts
 from .widget_versions import ShowsWidget, titled_accordion
@@ -30,7 +32,7 @@ DEFAULT_PROMPT = "a capybara wearing a suit holding a sign that reads hello worl
 DISPLAY_WIDTH = 384  # pixels the image takes on screen, whatever its size; its height keeps the aspect ratio
 THUMBNAIL_WIDTH = 112  # pixels per history entry
 PLACEHOLDER_GREY = 238  # the blank image shown before the first one: reserves its space, no broken-image icon
-SEED_RANGE = 2**32  # random seeds are drawn below this (JavaScript numbers stay exact)
+SEED_RANGE = MAX_SEED + 1  # random seeds are drawn below this: every seed generate() accepts
 # Errors the reader can act on: shown as their message alone (the traceback still goes to the log).
 EXPECTED_ERRORS = (
     ValueError, TypeError, GPUOutOfMemoryError, GatedModelError, QuantizationNeedsGPUError,
@@ -97,7 +99,7 @@ def _history_item(past: GenerationResult, restore) -> widgets.VBox:
     thumb.thumbnail((THUMBNAIL_WIDTH, THUMBNAIL_WIDTH))
     r = past.recipe
     width = f"{THUMBNAIL_WIDTH}px"
-    # Wrapped, never cut: a random seed has up to 19 digits.
+    # Wrapped, never cut: a seed has up to 10 digits.
     caption = widgets.HTML(
         f'<div style="white-space:normal;overflow-wrap:anywhere;line-height:1.3;font-size:12px">'
         f"guidance {r['guidance_scale']:g}<br>{r['num_inference_steps']}&nbsp;steps · {r['width']}x{r['height']}"
@@ -199,7 +201,7 @@ class Studio(StudioWidgets, Listener):
     full-size preview instead of the 16x3 map's 1/8-size one), draft (slider moves render
     `draft.draft_settings`: fewer steps, a smaller image; the Generate button renders the full recipe)."""
 
-    def __init__(self, pipe, *, prompt: str = DEFAULT_PROMPT, negative_prompt: str = "",
+    def __init__(self, pipe, prompt: str = DEFAULT_PROMPT, *, negative_prompt: str = "",
                  save_dir="studio", history_size: int = 8, cache_size: int = 64, preview: bool = True,
                  preview_decoder=None, draft: bool = False):
         for name, value in (("preview", preview), ("draft", draft)):
@@ -211,12 +213,12 @@ class Studio(StudioWidgets, Listener):
         self.draft = draft
         negative_prompt = check_texts(prompt, negative_prompt)
         self.engine = StudioEngine(pipe, self, save_dir=save_dir, history_size=history_size, cache_size=cache_size)
-        self.pipe, self.save_dir, self.preview = pipe, self.engine.save_dir, preview
+        self.pipe, self.preview = pipe, preview
         self.current: GenerationResult | None = None  # the image shown (what Save writes)
         self.last_error: BaseException | None = None
         self._restoring = False  # True while restore() sets widgets: no auto-generate then
         self.on_show = None  # called with every result the panel shows (ABStudio compares its two sides)
-        super().__init__(pipe, prompt, negative_prompt, self.save_dir)
+        super().__init__(pipe, prompt, negative_prompt, self.engine.save_dir)
         self.generate_button.on_click(self._guarded(lambda _: self.request()))
         self.cancel_button.on_click(self._guarded(lambda _: self.cancel()))
         self.random_seed_button.on_click(self._guarded(lambda _: self._draw_seed()))
@@ -285,6 +287,15 @@ class Studio(StudioWidgets, Listener):
         finally:
             self._restoring = False
         self.on_result(result, "restored from history", new=False)
+
+    @property
+    def save_dir(self):  # the folder Save writes into; a new one assigned takes effect at the next Save
+        return self.engine.save_dir
+
+    @save_dir.setter
+    def save_dir(self, folder) -> None:
+        self.engine.save_dir = check_folder(folder, "save_dir")
+        self.save_button.tooltip = f"writes into {self.engine.save_dir}/"
 
     def save(self):
         """Write the shown image as a PNG with its recipe embedded; never overwrites a file."""

@@ -47,7 +47,7 @@ def test_size_above_model_limit():
         validation.check_size(4096, 1024, largest=3072)
 
 
-@pytest.mark.parametrize("seed", [-1, 2**63])
+@pytest.mark.parametrize("seed", [-1, 2**32, 2**63])
 def test_seed_range(seed):
     with pytest.raises(ValueError, match="seed"):
         validation.check_seed(seed)

@@ -1,4 +1,4 @@
-"""The cases `python -m tools.try_bad_inputs` tries, by area; each states its expectation.
+"""The cases `python tests/bad_inputs/probe.py` tries, by area; each states its expectation.
 
 `E(...)`: a bad input; a clear early error is right (naming one of `names`), or, with `check=`,
 a returned value that the check accepts (the input was understood correctly). `OK(...)`: a valid
@@ -20,9 +20,9 @@ import resource
 import signal
 from pathlib import Path
 
-from helpers.output_folders import PARTIAL
+from probe_case import FAKE_TOKEN, HEAVY, Case
 
-from .try_bad_inputs import FAKE_TOKEN, HEAVY, Case
+from helpers.output_folders import PARTIAL
 
 NAN, INF = float("nan"), float("inf")
 SMALL = dict(height=32, width=32, num_inference_steps=2)
@@ -306,10 +306,10 @@ def generate_cases():
     for label, value in (("1", 1), ("numpy int64 2", np.int64(2))):
         cases.append(OK(a, f"num_inference_steps={label}", lambda c, v=value: gen(c, num_inference_steps=v),
                         recipe_has(num_inference_steps=int(value))))
-    for label, value in (("-1", -1), ("2**63", 2**63), ("1.5", 1.5), ("'1'", "1"), ("True", True), ("nan", NAN),
+    for label, value in (("-1", -1), ("2**32", 2**32), ("2**63", 2**63), ("1.5", 1.5), ("'1'", "1"), ("True", True), ("nan", NAN),
                          ("10**400", 10**400), ("list", [1]), ("1.0", 1.0)):
         cases.append(E(a, f"seed={label}", lambda c, v=value: gen(c, seed=v), "seed"))
-    for label, value in (("0", 0), ("2**63-1", 2**63 - 1), ("numpy int64 3", np.int64(3))):
+    for label, value in (("0", 0), ("2**32-1", 2**32 - 1), ("numpy int64 3", np.int64(3))):
         cases.append(OK(a, f"seed={label}", lambda c, v=value: gen(c, seed=v), recipe_has(seed=int(value))))
     cases.append(OK(a, "seed=None (random, recorded)", lambda c: gen(c, seed=None),
                     lambda r, c: True if isinstance(r.recipe["seed"], int) else f"seed {r.recipe['seed']!r}"))
@@ -1454,7 +1454,7 @@ def _tiny_clip():
 # ---- measuring in a subprocess (tools/subprocess_probe) ---------------------------------------------------------
 
 def subprocess_cases():
-    from .subprocess_probe import measure_in_subprocess as measure
+    from tools.subprocess_probe import measure_in_subprocess as measure
 
     a = "subprocess"
     cases = []
@@ -1539,10 +1539,71 @@ ISSUE_20 = {
 }
 
 
+# ---- round 4 (issue 27 §5): one case per class of the property tests in this folder ---------------------------
+
+def round4_cases() -> list[Case]:
+    """The inputs of hardening round 4, tried as a reader would; the property tests beside this file
+    generate many more of each class."""
+    from PIL import Image
+
+    a = "round4"
+    recipe = {"prompt": "a cat", "negative_prompt": None, "guidance_scale": 3.5, "num_inference_steps": 4,
+              "seed": 1, "height": 8, "width": 8}
+
+    def save_past_a_dangling_link(ctx):
+        from helpers.generation.png_metadata import save_png_with_recipe
+
+        (ctx.tmp / "sd35-seed1.png").symlink_to(ctx.tmp / "gone.png")
+        return save_png_with_recipe(Image.new("RGB", (8, 8)), recipe, ctx.tmp)
+
+    def dangling_save_dir(ctx):
+        from helpers.studio.view import Studio
+
+        (ctx.tmp / "studio").symlink_to(ctx.tmp / "not-made")
+        return Studio(ctx.pipe, save_dir=ctx.tmp / "studio")
+
+    def slow_regex(ctx):
+        from helpers.generation.png_metadata import parse_a1111_parameters
+
+        return parse_a1111_parameters("Steps: 1, " + "a" * 300_000)
+
+    def reenter(ctx):  # the error comes at the first step by nature: the case checks its words and what follows
+        try:
+            gen(ctx, callback=lambda step, total, latents: gen(ctx))
+        except RuntimeError as e:
+            return str(e), gen(ctx).image.size
+        return "no error", None
+
+    def gguf_of_none(ctx):
+        from helpers.loading.gguf_checkpoints import write_gguf
+
+        return write_gguf(None, ctx.tmp / "x.gguf")
+
+    def encode_with_bad_offload(ctx):
+        from helpers.loading.staged_t5 import encode_with_t5
+
+        return encode_with_t5("a cat", "tiny", offload="bogus")
+
+    return [
+        OK(a, "save_png_with_recipe past a dangling link", save_past_a_dangling_link,
+           lambda r, c: True if r.name == "sd35-seed1-2.png" else f"saved as {r.name}", timeout=20),
+        E(a, "Studio(save_dir=<dangling link>)", dangling_save_dir, "save_dir", "symbolic link"),
+        OK(a, "parse_a1111_parameters of 300 kB", slow_regex, lambda r, c: True if r["Steps"] == "1" else repr(r),
+           timeout=20),
+        E(a, "seed=5 + 2**32 (aliases seed 5)", lambda c: gen(c, seed=5 + 2**32), "seed"),
+        E(a, "encode_with_t5(offload='bogus')", encode_with_bad_offload, "offload"),
+        E(a, "encode_with_t5(None)", lambda c: __import__("helpers.loading.staged_t5").loading.staged_t5
+          .encode_with_t5(None, "tiny"), "prompts"),
+        OK(a, "generate from generate's step callback", reenter,
+           lambda r, c: True if "inside a step callback" in r[0] and r[1] else repr(r)),
+        E(a, "write_gguf(None)", gguf_of_none, "transformer"),
+    ]
+
+
 def all_cases() -> list[Case]:
     cases = [*generate_cases(), *embedding_cases(), *loading_cases(), *hub_cases(), *measuring_cases(),
              *stats_cases(), *grid_cases(), *png_cases(), *study_cases(), *studio_cases(), *quantized_cases(),
-             *profile_cases(), *clip_cases(), *subprocess_cases()]
+             *profile_cases(), *clip_cases(), *subprocess_cases(), *round4_cases()]
     items = {name: item for item, names in ISSUE_20.items() for name in names}
     for case in cases:
         case.item = items.get(case.name, "")

@@ -1,8 +1,8 @@
 """Try about 600 bad, edge-case and hostile inputs on the public API and count what happens.
 
-    python -m tools.try_bad_inputs [--only AREA] [--json out.json] [--list]
+    python tests/bad_inputs/probe.py [--only AREA] [--json out.json] [--list]
 
-The measuring instrument of issue 20's "fresh try". Every case (tools/bad_input_cases.py) states
+The measuring instrument of issue 20's "fresh try". Every case (probe_cases.py beside it) states
 its expectation: a clear early error, or a valid input with a check of the result. Each case runs
 in a forked child of one process that loaded the offline stand-in once (so a case that breaks
 global state, hangs or crashes cannot touch the next), in its own temporary folder as working
@@ -20,7 +20,7 @@ directory, with a fake Hugging Face token in the environment. The outcome is one
   lost work          a file the user had is gone or changed, or a partial file was left behind
   leak               the fake token appears in an exception, the output, or a written file
 
-Full disks are simulated two ways (tools/bad_input_cases.py: `full_disk`, `file_size_limit`):
+Full disks are simulated two ways (probe_cases.py: `full_disk`, `file_size_limit`):
 - Python writers: `builtins.open` and `io.open` are wrapped for files whose name matches; their
   write() stores the bytes that fit the budget and then raises OSError(ENOSPC), as a real full
   disk does mid-write.
@@ -44,11 +44,10 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FAKE_TOKEN = "hf_" + "PROBEfakeTOKEN0123456789abcdefghijklmnop"  # built, so no token-shaped string is committed
+from probe_case import FAKE_TOKEN, HEAVY, Case  # noqa: F401 (Case and FAKE_TOKEN: part of the probe's surface)
 
 CLASSES = ("ok", "clear early error", "unclear error", "deep crash", "late error", "silent wrong result",
            "refused valid input", "hang", "lost work", "leak", "probe error")
@@ -70,25 +69,6 @@ GENERIC_MESSAGES = (
     r"^list index out of range", r"not all arguments converted", r"can only concatenate", r"bad operand type",
     r"^must be str", r"^'\w+' object",
 )
-
-
-@dataclass
-class Case:
-    """One input tried: `call(ctx)` does it; `expect` is "error" (a clear early error is right) or
-    "ok" (it must return, and `check(result, ctx)` must hold). `names`: words of which a clear
-    message holds at least one (the argument, the problem). `any_error`: a full disk or an
-    interrupt, where any error is fine as long as nothing is lost (`after` and protected files)."""
-
-    area: str
-    name: str
-    call: Callable
-    expect: str = "error"
-    names: tuple = ()
-    check: Callable | None = None
-    after: Callable | None = None
-    any_error: bool = False
-    timeout: float = 30.0
-    item: str = ""  # the issue 20 item it re-tries, if any
 
 
 @dataclass
@@ -227,9 +207,6 @@ class Context:
         return ""
 
 
-HEAVY = {"loads": 0, "steps": 0}  # finished pipeline loads and transformer calls, in this process
-
-
 def _heavy() -> int:
     return HEAVY["loads"] + HEAVY["steps"]
 
@@ -256,8 +233,9 @@ def _run_in_child(case: Case, shared: dict, folder: Path, output: Path) -> Raw:
         frames = traceback.extract_tb(e.__traceback__)
         if frames:
             raw.raising_file = frames[-1].filename
-        repo = str(Path(__file__).resolve().parent.parent)
-        inside = [f for f in frames if f.filename.startswith(repo) and "/tools/" not in f.filename]
+        repo = str(Path(__file__).resolve().parents[2])
+        inside = [f for f in frames if f.filename.startswith(repo)
+                  and not any(part in f.filename for part in ("/tools/", "/tests/"))]  # the probe's own frames
         if inside:
             raw.repo_frame = f"{inside[-1].filename}:{inside[-1].lineno}"
         tb_text = "".join(traceback.format_exception(e))
@@ -461,7 +439,7 @@ def main(argv=None) -> int:
     home = Path(tempfile.mkdtemp(prefix="try-bad-inputs-home-"))
     try:
         _prepare_environment(home)
-        from .bad_input_cases import all_cases
+        from probe_cases import all_cases
 
         cases = all_cases()
         if args.list:
@@ -484,8 +462,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the imported module's main, not this __main__ copy: the cases import tools.try_bad_inputs,
-    # and both must share one HEAVY counter.
-    from tools.try_bad_inputs import main as _main
-
-    sys.exit(_main())
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for helpers and tools
+    sys.exit(main())
