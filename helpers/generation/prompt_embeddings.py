@@ -141,16 +141,14 @@ def encode_prompt(pipe, prompt: str, negative_prompt: str | None = None, *, stag
     The negative branch is always encoded (an empty negative prompt is still a text), so the
     result works for any guidance_scale. `staged_t5` marks embeddings of a text-encoders-only
     pipeline (helpers.loading.staged_t5), which has no transformer. A pipeline loaded with staged
-    T5 loads T5 for a prompt it has not encoded yet (`staged_t5.staged_embeddings`, cached)."""
+    T5 loads T5 for a prompt it has not encoded yet (`pipe.load_info.staged_embeddings`, cached)."""
     validation.check_pipeline(pipe, "encode_prompt", allow_released=staged_t5 is not None)
     if getattr(pipe, "text_encoder", None) is None:
         raise ValueError("This pipeline has been released (another one was loaded): load it again.")
     validation.check_prompt(prompt)
     validation.check_prompt(negative_prompt, "negative_prompt", allow_none=True)
     if staged_t5 is None and uses_staged_t5(pipe):
-        from ..loading.staged_t5 import staged_embeddings
-
-        return staged_embeddings(pipe, prompt, negative_prompt)
+        return pipe.load_info.staged_embeddings(pipe, prompt, negative_prompt)
     with pipeline_lock.using(pipe, "an encode_prompt() call"):  # not while the pipeline runs or is released
         pe, npe, ppe, nppe = pipe.encode_prompt(
             prompt=prompt,

@@ -12,7 +12,6 @@ import contextlib
 import gc
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -26,6 +25,7 @@ from . import (
     group_offload,
     hub_access,
     quantized_checkpoints,
+    t5_encoder,
     vae_decode,
 )
 from .arguments import check_bool
@@ -35,6 +35,7 @@ from .machine_fit import T5_DROPPED, plan_summary
 from .planner import PREQUANTIZED, LoadingPlan, plan_loading, use_stand_in
 from .presets import PRESETS, Recommendation, resolve_preset
 from .quantization_check import check_quantization_runs_here, needs_gpu, quantizes_here
+from .t5_encoder import load_t5, saved_t5_folder, set_compute_dtype  # noqa: F401 (load_t5 re-exported)
 
 STAND_IN_BANNER = (
     "=" * 78 + "\n"
@@ -66,6 +67,11 @@ class LoadInfo:
     def staged_t5(self) -> str | None:
         """The T5 ("nf4" or "full") loaded for each new prompt when the plan stages T5, else None."""
         return self.plan.staged_t5 if self.plan.t5 == "staged" else None
+
+    def staged_embeddings(self, pipe, prompt: str, negative_prompt: str | None = None):
+        """t5="staged": the embeddings of this prompt pair, from the cache or a T5 loaded for it
+        (helpers.generation calls this, so it never imports helpers.loading)."""
+        return t5_encoder.staged_embeddings(pipe, prompt, negative_prompt)
 
     def check_room(self, height: int, width: int) -> None:
         """Raise GPUOutOfMemoryError when this pipeline's plan has no room for a height x width image
@@ -253,7 +259,7 @@ def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...]
     if plan.t5 == "dropped":
         # A pipeline saved with T5 still lists it; both entries must be None to skip it.
         kwargs.update(text_encoder_3=None, tokenizer_3=None)
-    elif plan.t5 == "staged":  # T5 is loaded for each new prompt (staged_t5.encode_staged); its tokenizer stays
+    elif plan.t5 == "staged":  # T5 is loaded for each new prompt (t5_encoder.encode_staged); its tokenizer stays
         kwargs["text_encoder_3"] = None
     elif plan.t5 == "nf4":
         kwargs["text_encoder_3"] = load_t5(plan, token, quantize=True)
@@ -277,53 +283,6 @@ def _from_pretrained(plan: LoadingPlan, token: str | None, skip: tuple[str, ...]
     elif plan.offload == "group":
         group_offload.apply_group_offload(pipe, plan.device, skip=("transformer",) if "transformer" in kwargs else ())
     return pipe
-
-
-def saved_t5_folder(plan: LoadingPlan) -> str | None:
-    """The save_quantized folder of the plan's pre-quantized transformer, if it also holds an NF4 T5."""
-    if plan.transformer_source is None:
-        return None
-    source, subfolder = quantized_checkpoints.transformer_folder(plan.transformer_source)
-    return source if subfolder and (Path(source) / "text_encoder_3" / "config.json").is_file() else None
-
-
-def load_t5(plan: LoadingPlan, token: str | None, quantize: bool = True):
-    """T5-XXL as the plan loads it: in NF4 (bitsandbytes places it on the GPU), from the save_quantized
-    folder when it holds one, else in `plan.dtype` on the plan's device (`quantize=False`)."""
-    from transformers import BitsAndBytesConfig as TransformersBnbConfig
-    from transformers import T5EncoderModel
-
-    saved = saved_t5_folder(plan) if quantize else None
-    if saved is not None:
-        t5 = T5EncoderModel.from_pretrained(saved, subfolder="text_encoder_3", dtype=plan.dtype)
-        set_compute_dtype(t5, plan.dtype)
-        return t5
-    if not quantize:
-        return T5EncoderModel.from_pretrained(plan.model_id, subfolder="text_encoder_3", dtype=plan.dtype,
-                                              token=token).to(plan.device)
-    return T5EncoderModel.from_pretrained(
-        plan.model_id,
-        subfolder="text_encoder_3",
-        quantization_config=TransformersBnbConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=plan.dtype
-        ),
-        dtype=plan.dtype,
-        token=token,
-    )
-
-
-def set_compute_dtype(model, dtype: torch.dtype) -> None:
-    """Make every bitsandbytes 4-bit layer of `model` compute in `dtype` (and its config say so).
-    A reloaded pre-quantized model otherwise computes in the dtype it was saved with."""
-    import bitsandbytes as bnb
-
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            module.compute_dtype = dtype
-    quantizer = getattr(model, "hf_quantizer", None)
-    config = getattr(quantizer, "quantization_config", None)
-    if config is not None and hasattr(config, "bnb_4bit_compute_dtype"):
-        config.bnb_4bit_compute_dtype = dtype
 
 
 def compute_dtypes(pipe) -> dict[str, str]:

@@ -12,20 +12,19 @@ The transformer never shares the GPU with T5. The price: a new prompt needs the 
 image's recipe records `t5="nf4, staged"`: to make it again, encode its prompt with `encode_with_t5`.
 
 The planner can choose this itself (`plan.t5 == "staged"`, `load_pipeline(..., staged_t5=True)`): the
-pipeline loads without T5, and for each prompt it has not seen, `encode_staged` loads T5 beside the
+pipeline loads without T5, and for each prompt it has not seen, `t5_encoder.encode_staged` loads T5 beside the
 pipeline's CLIPs for the text phase only (with model offload, the transformer is on the CPU then),
-encodes, and releases it; `staged_embeddings` caches the result per pipeline, so `generate`,
+encodes, and releases it; `t5_encoder.staged_embeddings` caches the result per pipeline, so `generate`,
 `PromptCache` and the studio load T5 once per new prompt. The same T5 and CLIPs give the same
 embeddings as `encode_with_t5`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 
 from ..errors import GPUOutOfMemoryError
-from ..generation import pipeline_lock, validation
+from ..generation import validation
 from ..generation.prompt_embeddings import TEXT_ENCODERS, PromptEmbeddings, encode_prompt
 from ..measuring import format_bytes
 from . import as_machine, devices, fast_plan, hub_access, load, memory_model
@@ -36,7 +35,6 @@ from .presets import PRESETS, resolve_preset
 # load_pipeline options that change the transformer or the VAE only: the encoders ignore them.
 _NOT_FOR_ENCODERS = ("offload", "drop_t5", "quantize_t5", "staged_t5", "transformer", "vae_tiling", "fast",
                      "keep_previous")
-STAGED_CACHE_SIZE = 16  # prompt pairs a staged pipeline keeps encoded (each a few MB on the GPU)
 
 
 def text_encoder_plan(model: str = "sd35-large-nf4", *, quantize_t5: bool = True, **options):
@@ -103,42 +101,6 @@ def encode_with_t5(prompts, model: str = "sd35-large-nf4", *, negative_prompt: s
         return [encode_prompt(encoders, prompt, negative_prompt, staged_t5=plan.t5) for prompt in prompts]
     finally:
         load.release_pipeline(encoders)
-
-
-def staged_embeddings(pipe, prompt: str, negative_prompt: str | None = None) -> PromptEmbeddings:
-    """The embeddings of (prompt, negative_prompt) for a pipeline loaded with staged T5: from its cache
-    (`pipe.load_info.staged_cache`, the oldest dropped past STAGED_CACHE_SIZE), else `encode_staged`."""
-    info = pipe.load_info
-    key = (prompt, negative_prompt or "")
-    if key in info.staged_cache:
-        info.staged_cache[key] = info.staged_cache.pop(key)  # most recently used goes last
-    else:
-        info.staged_cache[key] = encode_staged(pipe, prompt, negative_prompt)
-        while len(info.staged_cache) > STAGED_CACHE_SIZE:
-            info.staged_cache.pop(next(iter(info.staged_cache)))
-    cached = info.staged_cache[key]  # a copy: editing it in place cannot change a later hit
-    return dataclasses.replace(cached, **{k: v.clone() for k, v in cached.as_pipeline_kwargs().items()})
-
-
-def encode_staged(pipe, prompt: str, negative_prompt: str | None = None) -> PromptEmbeddings:
-    """Load T5 (as `pipe.load_info.staged_t5` says) beside `pipe`'s own CLIPs, encode one prompt pair
-    with all three, and release T5 before returning: the pipeline's text phase, with T5 for its length."""
-    from diffusers import StableDiffusion3Pipeline
-
-    info = pipe.load_info
-    plan = info.plan
-    token = None if plan.stand_in else hub_access.find_token()
-    with pipeline_lock.using(pipe, "a staged T5 encode"):  # never while it generates or is released
-        device = pipe._execution_device
-        t5 = load.load_t5(plan, token, quantize=info.staged_t5 == "nf4")
-        try:
-            encoders = StableDiffusion3Pipeline(**dict(pipe.components, text_encoder_3=t5))
-            embeddings = encode_prompt(encoders, prompt, negative_prompt, staged_t5=info.staged_t5, device=device)
-        finally:
-            t5 = encoders = None
-            devices.release_cached_memory(plan.device)
-    info.staged_encodes += 1
-    return embeddings
 
 
 def _check_pipeline_options(model, options: dict) -> None:

@@ -261,3 +261,25 @@ class StudioEngine:
 
         with PredictedCleanLatents(self.pipe) as clean:  # x_t is mostly noise mid-way: preview x0_hat
             return generate(self.pipe, embeddings=embeddings, callback=on_step, **arguments)
+
+
+def size_choices(default: int, multiple: int = 16, largest: int | None = None) -> list[tuple[str, tuple]]:
+    """(label, (width, height)) options around the model's default size, all multiples of `multiple`."""
+
+    def snap(x):
+        return max(multiple, int(round(x / multiple)) * multiple)
+
+    shapes = [
+        (default, default),
+        (snap(default * 0.75), snap(default * 0.75)),
+        (snap(default * 0.5), snap(default * 0.5)),
+        (snap(default * 1.25), snap(default * 0.75)),  # landscape
+        (snap(default * 0.75), snap(default * 1.25)),  # portrait
+    ]
+    seen, options = set(), []
+    for w, h in shapes:
+        if (w, h) in seen or (largest and max(w, h) > largest):
+            continue
+        seen.add((w, h))
+        options.append((f"{w}x{h}", (w, h)))
+    return options

@@ -25,7 +25,7 @@ from ..generation.text_to_image import GenerationResult
 from ..generation.validation import MAX_SEED
 from ..output_folders import check_folder
 from .draft import draft_settings
-from .engine import RELEASED, Listener, StudioEngine, check_result, check_texts
+from .engine import RELEASED, Listener, StudioEngine, check_result, check_texts, size_choices
 from .widget_versions import ShowsWidget, titled_accordion
 
 DEFAULT_PROMPT = "a capybara wearing a suit holding a sign that reads hello world"
@@ -37,28 +37,6 @@ SEED_RANGE = MAX_SEED + 1  # random seeds are drawn below this: every seed gener
 EXPECTED_ERRORS = (
     ValueError, TypeError, GPUOutOfMemoryError, GatedModelError, QuantizationNeedsGPUError,
 )
-
-
-def size_choices(default: int, multiple: int = 16, largest: int | None = None) -> list[tuple[str, tuple]]:
-    """(label, (width, height)) options around the model's default size, all multiples of `multiple`."""
-
-    def snap(x):
-        return max(multiple, int(round(x / multiple)) * multiple)
-
-    shapes = [
-        (default, default),
-        (snap(default * 0.75), snap(default * 0.75)),
-        (snap(default * 0.5), snap(default * 0.5)),
-        (snap(default * 1.25), snap(default * 0.75)),  # landscape
-        (snap(default * 0.75), snap(default * 1.25)),  # portrait
-    ]
-    seen, options = set(), []
-    for w, h in shapes:
-        if (w, h) in seen or (largest and max(w, h) > largest):
-            continue
-        seen.add((w, h))
-        options.append((f"{w}x{h}", (w, h)))
-    return options
 
 
 def _png_bytes(image, format: str = "PNG") -> bytes:
@@ -189,6 +167,23 @@ class StudioWidgets(ShowsWidget):
             self.log_box,
         ])
         self.widget.add_class("sd35-studio")
+
+    # --- messages: shown in the widget, tracebacks in its log ---------------------------------
+    def _say(self, text_html: str, kind: str = "error") -> None:
+        colours = {"error": "#b00020", "warning": "#8a6d00", "ok": "#1b5e20"}
+        self.message.value = f'<div style="color:{colours[kind]}">{text_html}</div>'
+
+    def _report(self, error: BaseException) -> None:
+        """Show an error in the widget and append its traceback to the log."""
+        self.last_error = error
+        kind = type(error).__name__
+        hint = "" if isinstance(error, EXPECTED_ERRORS) else " (details in the Log below)"
+        self._say(f"<b>{kind}</b>: {html.escape(str(error))}{hint}")
+        self.log.append_stdout("".join(traceback.format_exception(error)))
+
+    def _guarded(self, handler):
+        """Wrap a widget callback: an exception is shown in the widget and logged, never lost."""
+        return guarded(handler, self._report)
 
 
 class Studio(StudioWidgets, Listener):
@@ -371,22 +366,6 @@ class Studio(StudioWidgets, Listener):
             self.image.format = "png"
             self.image.value = _placeholder_png(*self.size.value)
             self.recipe_view.value = "<i>no image yet</i>"
-
-    def _say(self, text_html: str, kind: str = "error") -> None:
-        colours = {"error": "#b00020", "warning": "#8a6d00", "ok": "#1b5e20"}
-        self.message.value = f'<div style="color:{colours[kind]}">{text_html}</div>'
-
-    def _report(self, error: BaseException) -> None:
-        """Show an error in the widget and append its traceback to the log."""
-        self.last_error = error
-        kind = type(error).__name__
-        hint = "" if isinstance(error, EXPECTED_ERRORS) else " (details in the Log below)"
-        self._say(f"<b>{kind}</b>: {html.escape(str(error))}{hint}")
-        self.log.append_stdout("".join(traceback.format_exception(error)))
-
-    def _guarded(self, handler):
-        """Wrap a widget callback: an exception is shown in the widget and logged, never lost."""
-        return guarded(handler, self._report)
 
     def _draw_seed(self) -> None:
         self._restoring = True  # a new seed alone does not auto-generate twice

@@ -12,7 +12,8 @@ from PIL import Image
 
 import helpers
 from helpers.generation.png_metadata import parse_a1111_parameters, read_png_recipe
-from helpers.studio.view import Studio, size_choices
+from helpers.studio.engine import size_choices
+from helpers.studio.view import Studio
 
 
 @pytest.fixture
