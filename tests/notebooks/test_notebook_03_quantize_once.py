@@ -64,7 +64,8 @@ def test_t4_plan(executed):
     kwargs = hardware_profiles.colab_t4_plan()
     assert f"The plan that fits: {describe_options(kwargs)}" in text
     assert "load_pipeline('sd35-large-nf4', drop_t5=False, quantize_t5=False) there: does not fit" in text
-    assert f"dtype=torch.float16, t5={'dropped' if kwargs.get('drop_t5') else 'nf4'}" in text
+    assert kwargs.get("staged_t5") is True  # the planner keeps T5 on the T4, staged
+    assert "dtype=torch.float16, t5=staged" in text
     assert "| NVIDIA H200 | free Colab T4: the planner's plan | ok |" in text
     assert "load the pre-quantized transformer" in text
     assert (out / "outputs" / "t4_plan.png").is_file()
@@ -80,24 +81,23 @@ def test_t4_plan(executed):
 
 
 def test_t4_staged_t5_phases_and_image(executed):
-    """The staged-T5 cell: the planner's bytes of each phase on the T4, then the T4 plan rendering from
-    embeddings that the text encoders (T5 in NF4) made before it loaded."""
+    """The staged-T5 cell: the planner's bytes of each phase on the T4 (T5 beside the pipeline in the
+    text phase only), then T5 staged by hand gives the image `generate` made staging it itself."""
     from helpers import format_bytes
-    from helpers.loading import hardware_profiles, staged_t5
+    from helpers.loading import hardware_profiles
 
     out, nb = executed
     text = cell_outputs_text(nb)
     t4 = hardware_profiles.get_profile("free Colab T4")
-    kwargs = hardware_profiles.colab_t4_plan()
-    with hardware_profiles.on_profile(t4):
-        encoders = staged_t5.text_encoder_plan(**kwargs, stand_in=False)
-    plan = hardware_profiles.plan_on(t4, **kwargs)
-    phase1, phase2 = staged_t5.encoder_bytes(encoders), plan.gpu_bytes_needed
-    together = phase2 + encoders.estimated_bytes["text_encoder_3"]
-    assert max(phase1, phase2) <= t4.free_gpu_bytes < together  # each phase fits, both at once do not
-    assert f"| 1. CLIP-L, CLIP-G and NF4 T5 (fp16), encoding | {format_bytes(phase1)} |" in text
-    assert f"| 2. the T4 plan above, generating | {format_bytes(phase2)} |" in text
-    assert f"| the T4 plan with the NF4 T5 beside it | {format_bytes(together)} |" in text
+    plan = hardware_profiles.plan_on(t4, **hardware_profiles.colab_t4_plan())
+    phases = plan.gpu_phases
+    t5 = plan.estimated_bytes.get("text_encoder_3", 0)
+    assert plan.t5 == "staged" and t5 == 0  # no T5 resident: it is loaded for the text phase only
+    assert phases["text"] > phases["denoise"]  # the text phase holds T5 beside the pipeline
+    assert plan.gpu_bytes_needed <= t4.free_gpu_bytes
+    assert f"| text: the pipeline with NF4 T5 beside it, encoding | {format_bytes(phases['text'])} |" in text
+    assert f"| denoise: T5 released | {format_bytes(phases['denoise'])} |" in text
+    assert f"| decode: T5 released | {format_bytes(phases['decode'])} |" in text
     assert "t5=nf4, staged, pipeline's own T5: None" in text
-    assert "Same seed and prompt as the T4 plan without T5: a different image." in text
+    assert "where generate staged T5 itself: the same image." in text
     assert (out / "outputs" / "t4_plan_staged_t5.png").is_file()
