@@ -37,10 +37,35 @@ RESTART = 75
 PIP = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check"]
 
 
+class RequirementsError(ValueError):
+    """A requirements line this installer cannot read, named by file and line number."""
+
+
+def _text(path: Path) -> str:
+    """The file's text: UTF-8 (a leading BOM dropped), else Latin-1, which reads any byte, so a
+    comment saved by an old editor still reads."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
 def read_requirements(path: Path) -> list[Requirement]:
-    """The requirements of `path` that apply to this Python (markers evaluated), comments skipped."""
-    lines = (line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines())
-    requirements = [Requirement(line) for line in lines if line]
+    """The requirements of `path` that apply to this Python (markers evaluated), comments skipped.
+    A pip-only line (`-r`, `--hash`, a bare VCS URL, a `\\` continuation) is refused by file and line."""
+    requirements = []
+    for number, raw in enumerate(_text(path).splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            requirements.append(Requirement(line))
+        except InvalidRequirement as error:
+            raise RequirementsError(
+                f"{path}, line {number}: {raw.strip()!r} is not a plain requirement ({error}). This installer "
+                "reads one 'name[extras] specifier ; marker' per line: pip options (-r, --extra-index-url, "
+                "--hash), bare VCS URLs and '\\' continuations are not supported here.") from None
     return [r for r in requirements if r.marker is None or r.marker.evaluate()]
 
 
@@ -56,9 +81,29 @@ def unmet(requirements: list[Requirement]) -> list[tuple[Requirement, str | None
     result = []
     for requirement in requirements:
         version = installed_version(requirement.name)
-        if version is None or not requirement.specifier.contains(version, prereleases=True):
+        if (version is None or not requirement.specifier.contains(version, prereleases=True)
+                or _extras_unmet(requirement)):
             result.append((requirement, version))
     return result
+
+
+def _extras_unmet(requirement: Requirement) -> bool:
+    """Whether a requirement the installed package declares for a requested extra
+    (`accelerate[test-prod]` needs pytest) is missing or out of range."""
+    if not requirement.extras:
+        return False
+    for line in metadata.distribution(requirement.name).requires or []:
+        try:
+            needed = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if needed.marker is None or needed.marker.evaluate({"extra": ""}) or not any(
+                needed.marker.evaluate({"extra": e}) for e in requirement.extras):
+            continue  # a requirement of the package itself, or of another extra
+        version = installed_version(needed.name)
+        if version is None or not needed.specifier.contains(version, prereleases=True):
+            return True
+    return False
 
 
 def installed() -> dict[str, metadata.Distribution]:
@@ -137,7 +182,11 @@ def main(argv=None) -> int:
         print(__doc__.splitlines()[0], "\nusage: install_missing.py REQUIREMENTS [MODULE ...]", file=sys.stderr)
         return 2
     requirements_file, modules = Path(argv[0]), set(argv[1:])
-    needed = unmet(read_requirements(requirements_file))
+    try:
+        needed = unmet(read_requirements(requirements_file))
+    except RequirementsError as error:
+        print(error, file=sys.stderr)
+        return 2
     if not needed:
         return 0
     print(f"Installing from {requirements_file.name} what this Python lacks or has too old: "

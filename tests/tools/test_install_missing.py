@@ -12,7 +12,11 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from packaging.requirements import Requirement
 
+from tests.bad_inputs import property_settings  # noqa: F401 (the Hypothesis settings of the bad-input tests)
 from tools import install_missing
 from tools.navigation import REPO
 
@@ -117,3 +121,53 @@ def test_broken_dependents_finds_installed_pins_a_change_would_break():
     # transformers 5 needs huggingface_hub >= 1.x: an old hub would break it, a current one not.
     assert "transformers" in install_missing.broken_dependents({"huggingface-hub": "0.20.0"}, dists)
     assert "transformers" not in install_missing.broken_dependents({"huggingface-hub": metadata.version("huggingface_hub")}, dists)
+
+
+# Hardening (issue 27 §5, class 11): a line only pip understands, a BOM, a Latin-1 comment, a missing extra.
+PIP_ONLY = st.sampled_from([
+    "-r other.txt", "--requirement other.txt", "--extra-index-url https://example.org/simple", "-e .",
+    "sd35demo==1.0 --hash=sha256:" + "0" * 64, "git+https://github.com/huggingface/diffusers.git",
+    "sd35demo==1.0 \\", "https://example.org/sd35demo-1.0.tar.gz",
+])
+PLAIN = st.lists(st.sampled_from(["packaging>=1", "# a comment", "", "pytest ; python_version >= '3'"]), max_size=5)
+
+
+@given(before=PLAIN, bad=PIP_ONLY, after=PLAIN)
+def test_a_pip_only_line_is_refused_by_file_and_line_number(tmp_path_factory, before, bad, after):
+    path = tmp_path_factory.mktemp("pip-only") / "requirements.txt"
+    path.write_text("\n".join([*before, bad, *after]) + "\n")
+    with pytest.raises(install_missing.RequirementsError) as error:
+        install_missing.read_requirements(path)
+    message = str(error.value)
+    assert f"{path}, line {len(before) + 1}:" in message and repr(bad.strip()) in message
+    assert "not supported here" in message
+
+
+def test_the_script_reports_a_pip_only_line_in_one_line_and_exits_2(tmp_path):
+    path = tmp_path / "requirements.txt"
+    path.write_text("packaging\n-r other.txt\n")
+    done = subprocess.run([sys.executable, str(SCRIPT), str(path)], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert f"{path}, line 2:" in done.stderr and "Traceback" not in done.stderr
+
+
+@given(comment=st.text(st.characters(min_codepoint=0xA0, max_codepoint=0xFF), min_size=1, max_size=20))
+def test_a_bom_and_a_latin1_comment_are_read(tmp_path_factory, comment):
+    folder = tmp_path_factory.mktemp("encodings")
+    bom, latin1 = folder / "bom.txt", folder / "latin1.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + f"packaging>=1  # {comment}\n".encode())
+    latin1.write_bytes(f"# {comment}\npackaging>=1\n".encode("latin-1"))
+    for path in (bom, latin1):
+        assert [str(r) for r in install_missing.read_requirements(path)] == ["packaging>=1"]
+
+
+def test_a_missing_extra_counts_as_something_to_install(tmp_path):
+    # accelerate[test-prod] asks for packages this venv lacks; plain accelerate and an empty extra
+    # list are the controls (met as before).
+    dist = metadata.distribution("accelerate")
+    wanted = [Requirement(r) for r in dist.requires if "test-prod" in r]
+    missing = [r.name for r in wanted if install_missing.installed_version(r.name) is None]
+    assert missing, "this test needs an accelerate[test-prod] requirement that is not installed"
+    path = tmp_path / "r.txt"
+    path.write_text("accelerate[test-prod]\naccelerate\npackaging[]\n")
+    assert [str(r) for r, _ in install_missing.unmet(install_missing.read_requirements(path))] == ["accelerate[test-prod]"]
