@@ -32,6 +32,9 @@ TIMED_FORWARDS = 3  # after one warm-up; the spread is stated in the row
 
 def load_transformer(backend: str, folder: Path, dtype, device: str, scratch: Path):
     """The transformer of `folder` under `backend`, by the calls notebook 07 teaches."""
+    if backend not in BACKEND_NAMES:  # before any weights are read
+        raise ValueError(f"backend must be one of {', '.join(BACKEND_NAMES)}, not {backend!r}.")
+    check_folder(folder)
     import torch
     from diffusers import BitsAndBytesConfig, GGUFQuantizationConfig, SD3Transformer2DModel, TorchAoConfig
 
@@ -61,9 +64,29 @@ def load_transformer(backend: str, folder: Path, dtype, device: str, scratch: Pa
     transformer = SD3Transformer2DModel.from_pretrained(folder, device_map=device, **kwargs)
     if backend == "fp8-layerwise":
         transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
-    elif backend != "bf16":
-        raise ValueError(f"backend must be one of {', '.join(BACKEND_NAMES)}, not {backend!r}.")
     return transformer
+
+
+def check_folder(folder: Path) -> None:
+    """`folder` must be a local pipeline folder: said plainly, not as the Hub's "couldn't connect"
+    (diffusers takes a path that is not there for a Hub id)."""
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"no such folder: {folder} (the pipeline folder to measure; the GPU check "
+                                "has no network, so it must be a local folder).")
+    if not (Path(folder) / "transformer" / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} is not a diffusers pipeline folder: it has no transformer/config.json.")
+
+
+def check_gguf(path: Path) -> None:
+    """A cached GGUF file must read (header, tensor table, data sizes) before diffusers gets it: a
+    damaged one is refused with what to do, not met later as a reshape error inside diffusers."""
+    import gguf
+
+    try:
+        gguf.GGUFReader(str(path))
+    except (ValueError, OSError, IndexError, KeyError, EOFError) as error:
+        raise ValueError(f"the cached GGUF file {path} is damaged ({str(error).splitlines()[0][:120]}): "
+                         "delete it and run again to write it anew.") from None
 
 
 def gguf_file(folder: Path, quant: str, scratch: Path) -> Path:
@@ -78,6 +101,7 @@ def gguf_file(folder: Path, quant: str, scratch: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         bf16 = SD3Transformer2DModel.from_pretrained(folder, subfolder="transformer", dtype=torch.bfloat16)
         write_gguf(bf16, path, quant)
+    check_gguf(path)
     return path
 
 
@@ -132,6 +156,7 @@ def measure_backend_row(name: str, source: Path, args) -> dict:
     from helpers.loading import quantization_backends as backends
 
     name = backend_key(name)
+    check_folder(source)
     cuda = torch.cuda.is_available()
     device = "cuda" if cuda else "cpu"
     dtype = torch.bfloat16
