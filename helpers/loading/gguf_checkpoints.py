@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -33,8 +34,22 @@ def original_sd3_state_dict(state_dict: dict[str, torch.Tensor], num_layers: int
     """A diffusers `SD3Transformer2DModel` state dict in the original SD3 checkpoint's keys: the
     inverse of diffusers' `convert_sd3_transformer_checkpoint_to_diffusers` (fused qkv, the last
     block's context side and the final norm with scale and shift swapped)."""
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a transformer's state dict (transformer.state_dict()), not "
+                        f"{type(state_dict).__name__}.")
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"num_layers must be a whole number of at least 1 (transformer.config.num_layers), "
+                         f"not {num_layers!r}.")
     sd = dict(state_dict)
-    out = {"pos_embed": sd.pop("pos_embed.pos_embed")}
+
+    def take(key):
+        if key not in sd:
+            raise ValueError(f"state_dict has no {key!r}: pass a whole SD3Transformer2DModel state dict, with the "
+                             f"num_layers ({num_layers}) and dual_attention_layers ({tuple(dual_attention_layers)}) "
+                             "of its config.")
+        return sd.pop(key)
+
+    out = {"pos_embed": take("pos_embed.pos_embed")}
     simple = {
         "x_embedder.proj": "pos_embed.proj", "t_embedder.mlp.0": "time_text_embed.timestep_embedder.linear_1",
         "t_embedder.mlp.2": "time_text_embed.timestep_embedder.linear_2", "context_embedder": "context_embedder",
@@ -43,27 +58,27 @@ def original_sd3_state_dict(state_dict: dict[str, torch.Tensor], num_layers: int
     }
     for original, ours in simple.items():
         for kind in ("weight", "bias"):
-            out[f"{original}.{kind}"] = sd.pop(f"{ours}.{kind}")
+            out[f"{original}.{kind}"] = take(f"{ours}.{kind}")
     for kind in ("weight", "bias"):
-        out[f"final_layer.adaLN_modulation.1.{kind}"] = _swap_halves(sd.pop(f"norm_out.linear.{kind}"))
+        out[f"final_layer.adaLN_modulation.1.{kind}"] = _swap_halves(take(f"norm_out.linear.{kind}"))
     for i in range(num_layers):
         b, x, c = f"transformer_blocks.{i}", f"joint_blocks.{i}.x_block", f"joint_blocks.{i}.context_block"
         last = i == num_layers - 1
         for kind in ("weight", "bias"):
-            out[f"{x}.attn.qkv.{kind}"] = torch.cat([sd.pop(f"{b}.attn.to_{p}.{kind}") for p in "qkv"])
-            out[f"{c}.attn.qkv.{kind}"] = torch.cat([sd.pop(f"{b}.attn.add_{p}_proj.{kind}") for p in "qkv"])
+            out[f"{x}.attn.qkv.{kind}"] = torch.cat([take(f"{b}.attn.to_{p}.{kind}") for p in "qkv"])
+            out[f"{c}.attn.qkv.{kind}"] = torch.cat([take(f"{b}.attn.add_{p}_proj.{kind}") for p in "qkv"])
             pairs = {f"{x}.attn.proj": "attn.to_out.0", f"{x}.adaLN_modulation.1": "norm1.linear",
                      f"{x}.mlp.fc1": "ff.net.0.proj", f"{x}.mlp.fc2": "ff.net.2"}
             if not last:
                 pairs.update({f"{c}.attn.proj": "attn.to_add_out", f"{c}.mlp.fc1": "ff_context.net.0.proj",
                               f"{c}.mlp.fc2": "ff_context.net.2", f"{c}.adaLN_modulation.1": "norm1_context.linear"})
             else:
-                out[f"{c}.adaLN_modulation.1.{kind}"] = _swap_halves(sd.pop(f"{b}.norm1_context.linear.{kind}"))
+                out[f"{c}.adaLN_modulation.1.{kind}"] = _swap_halves(take(f"{b}.norm1_context.linear.{kind}"))
             if i in dual_attention_layers:
-                out[f"{x}.attn2.qkv.{kind}"] = torch.cat([sd.pop(f"{b}.attn2.to_{p}.{kind}") for p in "qkv"])
+                out[f"{x}.attn2.qkv.{kind}"] = torch.cat([take(f"{b}.attn2.to_{p}.{kind}") for p in "qkv"])
                 pairs[f"{x}.attn2.proj"] = "attn2.to_out.0"
             for original, ours in pairs.items():
-                out[f"{original}.{kind}"] = sd.pop(f"{b}.{ours}.{kind}")
+                out[f"{original}.{kind}"] = take(f"{b}.{ours}.{kind}")
         norms = {f"{x}.attn.ln_q": "attn.norm_q", f"{x}.attn.ln_k": "attn.norm_k",
                  f"{c}.attn.ln_q": "attn.norm_added_q", f"{c}.attn.ln_k": "attn.norm_added_k"}
         if i in dual_attention_layers:

@@ -63,9 +63,24 @@ BACKENDS: dict[str, Backend] = {
 }
 
 
+def _one_of(what: str, name, table) -> None:
+    """One clear error for a name that is not a key of `table`, instead of a bare KeyError."""
+    if not isinstance(name, str) or name not in table:
+        raise ValueError(f"{what} must be one of {', '.join(map(repr, table))}, not {name!r:.60}.")
+
+
+def _rows_with(rows, keys: tuple[str, ...], what: str) -> None:
+    """Each of `rows` must be a dict holding `keys` (one clear error instead of a bare KeyError)."""
+    for row in rows:
+        if not isinstance(row, dict) or not all(k in row for k in keys):
+            raise ValueError(f"{what} must be dicts with {', '.join(keys)} (as measure or the GPU check "
+                             f"write them), not {row!r:.80}.")
+
+
 def source_says(backend: str) -> bool | None:
     """True when the installed library's file still holds the line `BACKENDS[backend]` cites
     (None when it cites none)."""
+    _one_of("backend", backend, BACKENDS)
     if BACKENDS[backend].source is None:
         return None
     path, line = BACKENDS[backend].source
@@ -78,6 +93,7 @@ def source_says(backend: str) -> bool | None:
 
 def full_size_bytes(family: str = "large", dtype: torch.dtype = torch.bfloat16) -> dict[str, int]:
     """Exact bytes of the full-size transformer under every backend (memory model, meta-built counts)."""
+    _one_of("family", family, memory_model.FULL_SIZE)
     counts = memory_model.FULL_SIZE[family]["transformer"]
     return {name: memory_model.loaded_bytes(counts, dtype, b.quantization) for name, b in BACKENDS.items()}
 
@@ -105,6 +121,10 @@ def forward_inputs(config, size: int, *, dtype: torch.dtype, device, seed: int =
             raise ValueError(f"config must be one of {', '.join(TRANSFORMER_CONFIGS)} (or a transformer's "
                              f"config), not {config!r:.60}.")
         config = TRANSFORMER_CONFIGS[config]
+    needed = ("in_channels", "joint_attention_dim", "pooled_projection_dim")
+    if not hasattr(config, "get") or any(config.get(k) is None for k in needed):
+        raise ValueError(f"config must be a transformer's config (transformer.config, with {', '.join(needed)}) "
+                         f"or one of {', '.join(TRANSFORMER_CONFIGS)}, not {config!r:.60}.")
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 16 or size % 16:
         raise ValueError(f"size must be a whole number of pixels, a multiple of 16 (the VAE's 8 x the patch's 2) "
                          f"and at least 16, not {size!r:.60}.")
@@ -160,8 +180,11 @@ GPU_COLUMNS = {
 def measured_rows(results: list[dict]) -> list[dict]:
     """The GPU check's backend rows (those with a "backend" key), one per GPU and backend, with the
     relative error as a percentage ("error") and whether torch.compile ran ("compiled": "yes"/"no")."""
+    _rows_with(results, ("meta", "rows"), "results")
     rows = []
     for data in results:
+        if not isinstance(data["meta"], dict) or "device" not in data["meta"]:
+            raise ValueError(f"results' meta must name the device it ran on, not {data['meta']!r:.60}.")
         device = data["meta"]["device"]
         for r in data["rows"]:
             if r.get("backend") and "status" in r:
@@ -198,6 +221,7 @@ def measure(name: str, load, bench: Bench, compiled: bool = False) -> dict:
     from ..generation.text_to_image import generate
     from ..measuring import Stopwatch
 
+    _one_of("backend", name, BACKENDS)
     row = {"backend": name, "status": "ok", "runs_on": BACKENDS[name].runs_on, "compiled": "yes" if compiled else "no"}
     try:
         with Stopwatch(bench.device) as took:
@@ -237,6 +261,7 @@ def measure(name: str, load, bench: Bench, compiled: bool = False) -> dict:
 # not cited for MPS, so the chooser does not offer it there).
 def runs_on_profile(backend: str, profile) -> bool:
     """True when `backend` runs on `profile` (a hardware_profiles.HardwareProfile) by its cited rule."""
+    _one_of("backend", backend, BACKENDS)
     cuda, mps = profile.device == "cuda", profile.device == "mps"
     capability = profile.capability or (0, 0)
     return {"bf16": True, "bitsandbytes NF4": cuda or mps, "bitsandbytes int8": cuda,
@@ -257,6 +282,8 @@ def chooser(rows: list[dict], measured: list[dict] = ()) -> list[dict]:
     of that class, else "not measured"."""
     from . import hardware_profiles
 
+    _rows_with(rows, ("backend",), "rows")
+    _rows_with(measured, ("backend",), "measured")
     sizes = full_size_bytes("large")
     errors = {r["backend"]: r["relative_error"] for r in rows if r.get("status") == "ok" and "relative_error" in r}
     table = []
@@ -307,6 +334,7 @@ LEFT_OUT = {
 
 def left_out_says(name: str) -> bool:
     """True when the installed library still holds the line LEFT_OUT[name] cites."""
+    _one_of("name", name, LEFT_OUT)
     path, line, _ = LEFT_OUT[name]
     package = importlib.util.find_spec(path.split("/")[0])
     if package is None or package.origin is None:
