@@ -22,6 +22,17 @@ from . import pipeline_lock, validation
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
 
+STAGED_T5 = ("nf4", "full")  # the T5s a staged pipeline encodes with (planner's `staged_t5`)
+
+
+def check_staged_t5(value, name: str = "staged_t5") -> None:
+    """`value` is written into the recipe as `t5="<value>, staged"`: only None or a T5 that stages."""
+    if value is not None and value not in STAGED_T5:
+        raise ValueError(f"{name} must be None or one of {', '.join(map(repr, STAGED_T5))} (the T5 that encoded "
+                         f"them, as encode_prompt records it), not {value!r:.60}: encode the prompt again with "
+                         "encode_prompt(pipe, prompt, negative_prompt).")
+
+
 @dataclass(frozen=True)
 class PromptEmbeddings:
     """The four tensors `StableDiffusion3Pipeline.encode_prompt` returns, the text behind them, and
@@ -80,6 +91,7 @@ def check_embeddings(pipe, embeddings, prompt=None, negative_prompt=None) -> Non
             f"with negative_prompt={embeddings.negative_prompt!r}. Encode it with them: "
             "encode_prompt(pipe, prompt, negative_prompt), or pass no negative_prompt."
         )
+    check_staged_t5(embeddings.staged_t5, "embeddings.staged_t5")
     here = text_encoders_id(pipe)
     staged = embeddings.staged_t5 is not None and here.endswith("; text_encoder_3=none")
     if embeddings.source != here and not (staged and _clips(embeddings.source) == _clips(here)):
@@ -142,6 +154,7 @@ def encode_prompt(pipe, prompt: str, negative_prompt: str | None = None, *, stag
     result works for any guidance_scale. `staged_t5` marks embeddings of a text-encoders-only
     pipeline (helpers.loading.staged_t5), which has no transformer. A pipeline loaded with staged
     T5 loads T5 for a prompt it has not encoded yet (`pipe.load_info.staged_embeddings`, cached)."""
+    check_staged_t5(staged_t5)
     validation.check_pipeline(pipe, "encode_prompt", allow_released=staged_t5 is not None)
     if getattr(pipe, "text_encoder", None) is None:
         raise ValueError("This pipeline has been released (another one was loaded): load it again.")
