@@ -7,6 +7,7 @@ directly, without reading (or quantizing) the 16 GB of bf16 weights again.
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -52,9 +53,28 @@ def save_quantized(pipe, folder) -> dict[str, Path]:
         for name in QUANTIZABLE:
             component = getattr(pipe, name, None)
             if component is not None and is_quantized(component):
-                component.save_pretrained(scratch / name)
+                try:
+                    component.save_pretrained(scratch / name)
+                except Exception as e:
+                    if not _disk_full(e):
+                        raise
+                    raise OSError(errno.ENOSPC, f"{folder} could not be written ({str(e)[:200]}): is the disk "
+                                                "full? Nothing was left behind; free some space (the NF4 "
+                                                "transformer of SD3.5 Large is about 5 GB) and save again.") from e
                 saved[name] = folder / name
     return saved
+
+
+# What a full disk (or quota, or file-size limit) says: as errno from Python, as text from Rust (safetensors).
+_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_FULL_TEXT = ("No space left", "File too large", "Disk quota exceeded", "StorageFull", "FileTooLarge")
+
+
+def _disk_full(error: BaseException) -> bool:
+    """Whether `error` (safetensors' SafetensorError included, which is no OSError) is a refused write."""
+    if isinstance(error, OSError) and error.errno in _FULL:
+        return True
+    return any(text in str(error) for text in _FULL_TEXT)
 
 
 def transformer_folder(source) -> tuple[str, str | None]:
