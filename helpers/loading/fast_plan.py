@@ -321,6 +321,13 @@ def compile_transformer_blocks(transformer, **compile_options) -> int:
     return len(blocks)
 
 
+# Said once per make_fast on a CPU, where the first image's compile is long enough to look like a hang
+# (issue 27's audit timed 37-60 s on the stand-in; the compile is per block graph, not per weight).
+CPU_COMPILE_NOTE = ("fast=True on a CPU: the first image first compiles the transformer blocks and the VAE "
+                    "decoder, about a minute on a CPU (37-60 s measured on the stand-in); later images at "
+                    "this size run the compiled code.")
+
+
 def make_fast(pipe, precision: str = "bf16", *, capability=None, mode: str | None = None) -> list[str]:
     """Apply the fast plan to a loaded pipeline; return what was done, one line per change.
 
@@ -334,6 +341,8 @@ def make_fast(pipe, precision: str = "bf16", *, capability=None, mode: str | Non
     if precision not in ("bf16", "fp8"):
         raise ValueError(f"precision must be 'bf16' or 'fp8', not {precision!r}.")
     options = {"mode": mode} if mode else {}
+    if torch.device(getattr(pipe, "_execution_device", pipe.transformer.device)).type == "cpu":
+        print(CPU_COMPILE_NOTE)
     done = []
     if precision == "fp8":
         done.append(f"float8 weights and activations in {quantize_fp8(pipe.transformer, capability)} linear "

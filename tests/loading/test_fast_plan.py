@@ -37,6 +37,18 @@ def test_fast_plan_gives_the_plain_image_within_tolerance(tiny_dir):
     helpers.release_current_pipeline()
 
 
+def test_fast_on_a_cpu_says_it_compiles_and_how_long_before_compiling(tiny_dir, capsys):
+    capsys.readouterr()
+    pipe = helpers.load_pipeline("tiny", fast=True)
+    said = [line for line in capsys.readouterr().out.splitlines() if "compiles" in line]
+    assert said == [fast_plan.CPU_COMPILE_NOTE] and "about a minute on a CPU" in said[0]
+    assert all(block._compiled_call_impl is not None for block in pipe.transformer.transformer_blocks)
+    helpers.release_current_pipeline()  # (no image: the compile it announces is the first test's)
+    helpers.load_pipeline("tiny")  # the control: no fast plan, no word about compiling
+    assert "compiles" not in capsys.readouterr().out
+    helpers.release_current_pipeline()
+
+
 def test_fused_qkv_projections_would_change_the_image(tiny_pipe):
     """Why make_fast leaves diffusers' fuse_qkv_projections() out: its fused processor skips
     SD3.5's RMS query/key norms, so the transformer computes something else."""
