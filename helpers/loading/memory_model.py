@@ -275,10 +275,22 @@ class Working:
 
 
 def image_size(size) -> tuple[int, int]:
-    """(height, width) from a square size in pixels or a (height, width) pair."""
+    """(height, width) from a square size in pixels or a (height, width) pair: each side a multiple
+    of 16 (the VAE's 8 x the patch's 2) and within the largest SD3.5 position table (Medium's)."""
+    from .architectures import TRANSFORMER_CONFIGS
+
     pair = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (tuple, list)) else ()
     if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair):
-        raise ValueError(f"size must be a positive number of pixels or a (height, width) pair, not {size!r}.")
+        raise ValueError(f"size must be a positive number of pixels or a (height, width) pair, not {size!r:.60}.")
+    odd = [v for v in pair if v % 16]
+    if odd:
+        below = odd[0] // 16 * 16
+        raise ValueError(f"size must be a multiple of 16 pixels (the VAE's 8 x the transformer's patch of 2), "
+                         f"not {size!r}: try {f'{below} or ' if below else ''}{below + 16} for {odd[0]}.")
+    largest = max(c["pos_embed_max_size"] * 8 * c["patch_size"] for c in TRANSFORMER_CONFIGS.values())
+    if max(pair) > largest:
+        raise ValueError(f"size must be at most {largest} pixels a side (SD3.5's largest position table, "
+                         f"Medium's; Large's ends sooner), not {size!r:.60}.")
     return pair
 
 
