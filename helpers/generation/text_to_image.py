@@ -19,7 +19,13 @@ from PIL import Image
 from ..errors import GenerationCancelled, GPUOutOfMemoryError, NonFiniteImageError
 from ..measuring import PeakMemory, Stopwatch, format_bytes
 from . import pipeline_lock, validation
-from .prompt_embeddings import PromptEmbeddings, check_embeddings, encode_prompt, uses_staged_t5
+from .prompt_embeddings import (
+    PromptEmbeddings,
+    check_embeddings,
+    check_staged_t5,
+    encode_prompt,
+    uses_staged_t5,
+)
 from .validation import check_pipeline
 
 LIBRARIES = ("torch", "diffusers", "transformers", "bitsandbytes", "accelerate")
@@ -151,6 +157,9 @@ def check_arguments(
     Returns (prompt, negative_prompt, settings) as `generate` will use them; raises the error
     `generate` would raise. `xy_grid` checks a whole grid with it before the first image."""
     check_pipeline(pipe)
+    info = getattr(pipe, "load_info", None)
+    if info is not None and info.plan.t5 == "staged":  # the recipe's t5 is written from it
+        check_staged_t5(info.plan.staged_t5, "pipe.load_info.plan.staged_t5")
     if embeddings is not None:
         check_embeddings(pipe, embeddings, prompt, negative_prompt)
         prompt, negative_prompt = embeddings.prompt, embeddings.negative_prompt

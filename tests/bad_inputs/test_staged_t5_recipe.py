@@ -31,6 +31,21 @@ def test_tampered_staged_t5_is_refused_before_any_recipe(loaded, bogus):
         encode_prompt(pipe, "a cat", staged_t5=bogus)
 
 
+@given(bogus=BOGUS)
+def test_a_tampered_staged_plan_is_refused_before_any_recipe(loaded, bogus):
+    pipe, _ = loaded
+    plan = pipe.load_info.plan
+    was = plan.t5, plan.staged_t5
+    plan.t5, plan.staged_t5 = "staged", bogus
+    try:
+        with pytest.raises(ValueError, match="pipe.load_info.plan.staged_t5 must be None or one of 'nf4', 'full'"):
+            helpers.generate(pipe, "a cat", num_inference_steps=1, height=64, width=64, seed=1)
+    finally:
+        plan.t5, plan.staged_t5 = was
+    # the control: untampered, the same call generates
+    assert helpers.generate(pipe, "a cat", num_inference_steps=1, height=64, width=64, seed=1).recipe["t5"] == was[0]
+
+
 def test_a_genuine_mark_still_reaches_the_recipe(loaded):
     # The control: the mark is what the recipe's t5 is written from, so a bogus one would have been.
     pipe, embeddings = loaded
