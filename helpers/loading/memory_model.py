@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from .architectures import TRANSFORMER_CONFIGS
 from .arguments import check_dtype, check_working_memory_args
 
 GiB = 1024**3
@@ -274,23 +275,18 @@ class Working:
         return max(self.text, self.denoise, self.decode)
 
 
-def image_size(size) -> tuple[int, int]:
-    """(height, width) from a square size in pixels or a (height, width) pair: each side a multiple
-    of 16 (the VAE's 8 x the patch's 2) and within the largest SD3.5 position table (Medium's)."""
-    from .architectures import TRANSFORMER_CONFIGS
+MAX_SIDE = max(c["pos_embed_max_size"] * 16 for c in TRANSFORMER_CONFIGS.values())  # px; 16 = 8 x patch of 2
 
+
+def image_size(size) -> tuple[int, int]:
+    """(height, width) from a square size in pixels or a (height, width) pair, each side a multiple of
+    16 (the latent's patches) and at most MAX_SIDE (beyond, the position table has no entry)."""
     pair = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (tuple, list)) else ()
     if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair):
         raise ValueError(f"size must be a positive number of pixels or a (height, width) pair, not {size!r:.60}.")
-    odd = [v for v in pair if v % 16]
-    if odd:
-        below = odd[0] // 16 * 16
-        raise ValueError(f"size must be a multiple of 16 pixels (the VAE's 8 x the transformer's patch of 2), "
-                         f"not {size!r}: try {f'{below} or ' if below else ''}{below + 16} for {odd[0]}.")
-    largest = max(c["pos_embed_max_size"] * 8 * c["patch_size"] for c in TRANSFORMER_CONFIGS.values())
-    if max(pair) > largest:
-        raise ValueError(f"size must be at most {largest} pixels a side (SD3.5's largest position table, "
-                         f"Medium's; Large's ends sooner), not {size!r:.60}.")
+    if any(v % 16 or v > MAX_SIDE for v in pair):
+        raise ValueError(f"size must be a multiple of 16 pixels (the VAE's 8 x the patch's 2) of at most {MAX_SIDE} "
+                         f"a side (SD3.5's largest position table), not {size!r:.60}: e.g. 1024 or (768, 1344).")
     return pair
 
 
@@ -302,8 +298,6 @@ def phase_working(transformer_config, size=1024, dtype: torch.dtype = torch.bflo
     the decoder then holds one tile's activations, plus every decoded RGB tile until they are blended.
     `transformer_config`: a family name ("large", "medium") or a transformer config dict."""
     check_working_memory_args(transformer_config, size, dtype, kernel)
-    from .architectures import TRANSFORMER_CONFIGS
-
     config = TRANSFORMER_CONFIGS[transformer_config] if isinstance(transformer_config, str) else transformer_config
     height, width = image_size(size)
     hidden = config["num_attention_heads"] * config["attention_head_dim"]
