@@ -59,6 +59,7 @@ class LoadInfo:
     compute_dtypes: dict = field(default_factory=dict)  # 4-bit component -> dtype its maths really use
     fast_precision: str | None = None  # the fast plan applied: None, "bf16" or "fp8" (load_pipeline(fast=...))
     fast_plan: list = field(default_factory=list)  # what make_fast did, one line per change
+    model: str | None = None  # the model load_pipeline was asked for (a study's rows are keyed by it)
     machine_plan: LoadingPlan | None = None  # $SD35_AS_MACHINE: the plan on that machine (the stand-in ran `plan`)
     staged_cache: dict = field(default_factory=dict)  # t5="staged": (prompt, negative) -> PromptEmbeddings
     staged_encodes: int = 0  # t5="staged": how many times T5 was loaded to encode a new prompt
@@ -137,7 +138,7 @@ def load_pipeline(
         with making_images():  # the stand-in makes the images here, with that machine's choices
             pipe = load_pipeline(stand_in_model, stand_in=True, **t5, keep_previous=keep_previous,
                                  transformer=transformer, fast=fast, vae_tiling=vae_tiling)
-        pipe.load_info.machine_plan = plan
+        pipe.load_info.machine_plan, pipe.load_info.model = plan, model
         return pipe
     preset = resolve_preset(model)
     fast_plan.resolve_fast(  # an impossible fast="fp8" is refused now (offload="auto" is settled later)
@@ -206,7 +207,7 @@ def load_pipeline(
     size = PRESETS["tiny"].default_size if plan.stand_in else plan.size[0] if size is not None else preset.default_size
     plan.fast = bool(fast_precision)
     pipe.load_info = LoadInfo(plan, seconds, preset.model_card, preset.blog, size, compute_dtypes(pipe),
-                              fast_precision, fast_done)
+                              fast_precision, fast_done, model=model)
     _current_pipeline = pipe
     return pipe
 
