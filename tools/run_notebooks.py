@@ -25,6 +25,7 @@ from helpers.output_folders import fresh_run_dir, write_atomically
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
 DEFAULT_OUTPUT = REPO / "outputs"
+STALL_STACKS = Path(__file__).resolve().parent / "kernel_stall_stacks.py"
 UNFINISHED_MARK = "UNFINISHED.txt"
 SUMMARY = "summary.txt"
 
@@ -50,18 +51,28 @@ def decide_stand_in() -> tuple[bool, str]:
     return False, "CUDA GPU and Hugging Face token found"
 
 
-def _ipc_kernel_manager():
+def _ipc_kernel_manager(stalled_after: float = 0):
     """A kernel manager that talks to its kernel over local Unix sockets rather than TCP (ipykernel
-    warns once per kernel about unencrypted TCP, and nothing here needs a network port)."""
+    warns once per kernel about unencrypted TCP, and nothing here needs a network port), and tells
+    the kernel when a running cell counts as stalled (SD35_STALL_STACKS_AFTER, kernel_stall_stacks.py)."""
     import tempfile
 
     from jupyter_client.manager import AsyncKernelManager
 
+    folder = Path(tempfile.mkdtemp(prefix="sd35-kernel-"))
+
     class IPCKernelManager(AsyncKernelManager):
+        stacks_file = folder / "stall-stacks.txt"
+
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
             self.transport = "ipc"
-            self.ip = str(Path(tempfile.mkdtemp(prefix="sd35-kernel-")) / "ipc")
+            self.ip = str(folder / "ipc")
+
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            kw["env"] = {**(kw.get("env") or os.environ), "SD35_STALL_STACKS_AFTER": f"{stalled_after:g}",
+                         "SD35_STALL_STACKS_FILE": str(self.stacks_file)}
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
 
     return IPCKernelManager
 
@@ -79,6 +90,7 @@ def execute_notebook(path: Path, output_dir: Path, parameters: dict, timeout: in
     output_dir.mkdir(parents=True, exist_ok=True)
     out = output_dir / path.name
     running = output_dir / f"{path.stem}.UNFINISHED.ipynb"
+    manager = _ipc_kernel_manager(stall_stacks_after(timeout))
     try:
         papermill.execute_notebook(
             str(path),
@@ -91,14 +103,36 @@ def execute_notebook(path: Path, output_dir: Path, parameters: dict, timeout: in
             # papermill's default of 60 s failed kernels that import torch on 2 busy cores (CI): a
             # kernel that never starts still fails, in 5 minutes.
             start_timeout=300,
-            kernel_manager_class=_ipc_kernel_manager(),
+            kernel_manager_class=manager,
+            # A cell near its timeout writes every thread's stack into its output first.
+            extra_arguments=[f"--IPKernelApp.exec_files={[str(STALL_STACKS)]}"],
         )
     except papermill.PapermillExecutionError:
         if running.exists():
             os.replace(running, output_dir / f"{path.stem}.FAILED.ipynb")
         raise
+    except Exception as error:
+        if type(error).__name__ != "CellTimeoutError":  # nbclient's; papermill passes it on as it is
+            raise
+        raise TimeoutError(f"{path.name}: {error}\n{stall_stacks(manager.stacks_file)}") from error
     os.replace(running, out)
     return out
+
+
+def stall_stacks(stacks_file: Path | None, limit: int = 8000) -> str:
+    """The thread stacks a stalled cell's kernel wrote (kernel_stall_stacks.py) shortly before its timeout."""
+    try:
+        dump = stacks_file.read_text() if stacks_file is not None else ""
+    except OSError:
+        dump = ""
+    if "(most recent call first)" not in dump:
+        return "(no thread stacks were written before the timeout)"
+    return "Every thread's stack shortly before the timeout (the cell's own thread is last):\n" + dump[-limit:]
+
+
+def stall_stacks_after(timeout: float | None) -> float:
+    """Seconds after which a running cell's stacks are dumped: shortly before `timeout` (0: never)."""
+    return 0 if not timeout else max(1.0, timeout - min(15.0, timeout / 5))
 
 
 def _raise_keyboard_interrupt(signum, frame):

@@ -244,9 +244,9 @@ ACTIVATION_WIDTHS = 13  # MEASURED: hidden-size-wide activations alive at once i
 #   0.50 GiB above the weights while denoising, Large at 1024x1024, batch 2, i.e. ~12.6 widths)
 MATH_ATTENTION_COPIES = 4.5  # MEASURED on CUDA's math kernel only: attention-matrix-sized tensors held at
 #   once (H200: 13.0 GiB for Large at 1024x1024, batch 2, i.e. 4.5 x 2 x 38 x 4429^2 x 2 bytes)
-MPS_ATTENTION_COPIES = 2  # ASSUMPTION, not measured: PyTorch's MPS SDPA (_scaled_dot_product_attention_math_for_mps,
-#   an MPSGraph of matmul -> softmax -> matmul) materialises the scores and their softmax once each; its
-#   Metal "sdpa_vector" kernels serve only short queries (decoding), never SD3's 4429-token images
+MPS_ATTENTION_COPIES = 2  # ASSUMPTION, not measured. PyTorch's Attention.mm (sdpa_general_mps: MPSGraph matmul ->
+#   float32 softmax -> matmul) holds float32 scores and a bf16 softmax, 3 bf16 copies per query row unless fused;
+#   newer builds split bf16 queries into 3068-row windows (2.1 copies for 4429 rows). "sdpa_vector" serves decoding only
 VAE_DECODE_TENSORS = 5  # MEASURED: full-resolution 256-channel tensors alive at once in the VAE decoder
 #   (H200: 2.39 GiB above the weights at 1024x1024, ~4.75 tensors)
 VAE_DECODE_CHANNELS = 256  # the widest full-resolution activation of the SD3 VAE decoder (after upsampling)

@@ -4,7 +4,7 @@ diffusers calls underneath them in its own cells, and quotes the blog beside the
 import ast
 
 import pytest
-from notebook_harness import cell_outputs_text, executed_once
+from notebook_harness import cell_outputs_text, executed_once, progress_bars
 
 # The diffusers calls the notebook exists to show, each written in a code cell as a reader types it.
 RAW_CALLS = ("pipe.to", "pipe.enable_model_cpu_offload", "pipe.enable_sequential_cpu_offload", "block.compile")
@@ -70,9 +70,13 @@ def test_the_pixel_difference_is_the_one_of_the_two_images(executed, bnb_cpu):
 def test_quiet_one_banner_and_one_bar_over_plans(executed):
     _, nb = executed
     assert cell_outputs_text(nb).count("OFFLINE STAND-IN: random weights") == 1
+    # tqdm.auto draws a widget in a reader's kernel (as here): one bar over the plans, run to its end,
+    # and no other bar anywhere (none per image, none per load).
+    cell = next(c for c in nb["cells"] if "plan_benchmarks.PLANS.items()" in source(c))
+    assert progress_bars(nb, cell) == progress_bars(nb) == [{"text": "plans (one image each): 100%", "value": 7.0,
+                                                             "max": 7.0}]
     err = stderr_text(nb)
-    assert "plans (one image each): 100%" in err
-    assert "2/2 [" not in err and "Loading pipeline components" not in err  # no per-image or per-load bars
+    assert "2/2 [" not in err and "Loading pipeline components" not in err  # nor a text bar on stderr
     assert "MatMul8bitLt" not in err and "torchvision" not in err
 
 

@@ -4,12 +4,11 @@ cost of guidance is counted, the sweep, curve and table, skip-layer guidance, th
 import re
 
 import pytest
-from notebook_harness import cell_outputs_text, executed_once
+from notebook_harness import cell_outputs_text, executed_once, widget_views
 from PIL import Image
 
 GUIDANCE, SEEDS, SIZE, STEPS = [1.0, 3.5, 7.5], [0, 1], 64, 6  # 6 steps: skip-layer guidance acts on step 1
 MAX_CLIPPED = 0.5  # the stand-in's noise clips about 10 % of its pixels: a bound the rule's candidates pass
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +163,7 @@ def test_blog_values_side_by_side_one_model_at_a_time(executed):
 
 def test_studio_is_shown_and_generates_headless(executed):
     _, nb, text = executed
-    views = [o for c in nb["cells"] for o in c.get("outputs", []) if WIDGET_VIEW in o.get("data", {})]
-    assert len(views) == 1
+    assert len(widget_views(nb)) == 1  # the studio (tqdm's bars, widgets in a reader's kernel, aside)
     assert re.search(rf"GenerationResult\(sd35-large, 64x64, seed=0, guidance=[\d.]+, steps={STEPS},", text)
 
 

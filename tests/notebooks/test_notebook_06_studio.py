@@ -4,9 +4,8 @@ latent preview, the worker thread, then the studio with one scripted image and t
 import re
 
 import pytest
-from notebook_harness import cell_outputs_text, executed_once
+from notebook_harness import cell_outputs_text, executed_once, widget_views
 
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 STEPS = 4  # the tiny preset's recommended steps
 
 
@@ -28,8 +27,7 @@ def source_of(nb, needle):
 
 def test_widgets_interact_app_studio_and_ab_studio(executed):
     _, nb, _ = executed
-    views = [o for c in nb["cells"] for o in c.get("outputs", []) if WIDGET_VIEW in o.get("data", {})]
-    assert len(views) == 3  # interact, the studio, the A/B studio
+    assert len(widget_views(nb)) == 3  # interact, the studio, the A/B studio
 
 
 def test_interact_drives_generate_on_release_only(executed):

@@ -153,16 +153,28 @@ def test_a_stalled_cell_fails_fast_naming_itself(tmp_path):
     """A cell that stalls (as notebook 06's `@interact` cell once sat out nbclient's 600 s limit)
     fails after the cell timeout the test harness gives (notebook_harness.CELL_TIMEOUT, 240 s; 5 s
     here), saying so, instead of stalling the test run."""
-    import papermill
     from notebook_harness import CELL_TIMEOUT
 
     assert CELL_TIMEOUT < 600
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("import time\ntime.sleep(600)  # stalls")]
+    nb.cells = [nbformat.v4.new_code_cell("import time\ndef waits_for_nothing():\n    time.sleep(600)  # stalls\n"
+                                          "waits_for_nothing()")]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, tmp_path / "stall.ipynb")
     started = time.monotonic()
-    with pytest.raises((papermill.PapermillExecutionError, TimeoutError)) as stalled:
-        run_notebooks.execute_notebook(tmp_path / "stall.ipynb", tmp_path / "out", {}, timeout=5)
-    assert time.monotonic() - started < 300  # the kernel's start on a busy machine, then 5 s
-    assert "time.sleep(600)" in str(stalled.value) or "timed out" in str(stalled.value)
+    with pytest.raises(TimeoutError) as stalled:
+        run_notebooks.execute_notebook(tmp_path / "stall.ipynb", tmp_path / "out", {}, timeout=8)
+    assert time.monotonic() - started < 300  # the kernel's start on a busy machine, then 8 s
+    message = str(stalled.value)
+    assert message.startswith("stall.ipynb: ") and "timed out" in message and "time.sleep(600)" in message
+    # The cause is on record: every thread's stack, written by the kernel shortly before the timeout
+    # (kernel_stall_stacks.py), the stalled function in the cell's own thread, which comes last.
+    stacks = message.partition("Every thread's stack shortly before the timeout")[2]
+    assert stacks.count("(most recent call first)") >= 2, message[-3000:]
+    assert "in waits_for_nothing" in stacks.rsplit("Thread 0x", 1)[1], stacks[-2000:]
+
+
+def test_stall_stacks_come_shortly_before_the_cell_timeout():
+    assert run_notebooks.stall_stacks_after(None) == 0  # no timeout, no watchdog
+    assert run_notebooks.stall_stacks_after(8) == pytest.approx(6.4)
+    assert run_notebooks.stall_stacks_after(240) == 225  # the test harness's cell timeout: 15 s before
