@@ -20,9 +20,10 @@ from tools.run_notebooks import NOTEBOOKS, execute_notebook
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 # Each cell of a stand-in notebook finishes in seconds (the slowest, a study or a compile, in about
-# a minute on 2 busy cores). A stalled cell fails after this many seconds, naming itself, instead
-# of running into the test's own timeout (or, before, nbclient's 600 s cell limit, which a stall of
-# exactly 600 s once sat out).
+# a minute on 2 busy cores). A stalled cell fails after this many seconds, naming itself and with
+# every kernel thread's stack, instead of running into the test's own timeout. (The 600 s stall of
+# notebook 06's `@interact` cell was the runner's, not the kernel's: tools.run_notebooks now polls
+# its kernel in 1 s slices.)
 CELL_TIMEOUT = int(os.environ.get("SD35_CELL_TIMEOUT", "240"))
 
 

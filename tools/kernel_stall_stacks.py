@@ -2,9 +2,11 @@
 running after SD35_STALL_STACKS_AFTER seconds writes every thread's Python stack (faulthandler) to
 the file SD35_STALL_STACKS_FILE, which the runner puts into its timeout error.
 
-So a stall fails with its cause on record (where each thread waited) rather than only its
-duration: a run of notebook 06 once sat out nbclient's 600 s cell limit with nothing to show why.
-(A file, not stderr: ipykernel does not forward the kernel's own stderr under pytest.)
+So a stall inside the kernel fails with its cause on record (where each thread waited), not only
+its duration. (No file written while a cell ran past its timeout means the kernel was idle and the
+wait was the runner's: that is how notebook 06's 120-600 s stalls were traced to a missed zmq
+wake-up, see run_notebooks._sliced_poll_client. A file, not stderr: ipykernel does not forward the
+kernel's own stderr under pytest.)
 Not for readers' kernels: nothing in notebooks/ or helpers/ runs it.
 """
 

@@ -51,6 +51,45 @@ def decide_stand_in() -> tuple[bool, str]:
     return False, "CUDA GPU and Hugging Face token found"
 
 
+# How long one wait for a kernel message may last before the socket is polled afresh (see below).
+POLL_SLICE_S = 1.0
+
+
+def _sliced_poll_client():
+    """jupyter_client's asyncio kernel client, its channels polling in POLL_SLICE_S slices.
+
+    A message can arrive without waking an asyncio poll of its zmq socket (the socket's file descriptor
+    signals edges, and one can be missed): `get_msg(timeout=T)` then returns it only when T runs out. In
+    the suite this held notebook 06's `@interact` cell, which the kernel had finished in 0.2 s, for the
+    whole cell timeout (600 s once, 120 s in a stress run of 16), after which the cell passed. The
+    same is reported with ipywidgets cells in jupyter/nbclient#312. Polling afresh each slice finds a
+    message that is waiting, so a missed wake-up costs at most POLL_SLICE_S."""
+    from queue import Empty
+    from time import monotonic
+
+    from jupyter_client.asynchronous import AsyncKernelClient
+    from jupyter_client.channels import AsyncZMQSocketChannel
+
+    class SlicedPollChannel(AsyncZMQSocketChannel):
+        async def get_msg(self, timeout: float | None = None) -> dict:
+            deadline = None if timeout is None else monotonic() + timeout
+            while True:
+                left = None if deadline is None else max(0.0, deadline - monotonic())
+                wait = POLL_SLICE_S if left is None else min(POLL_SLICE_S, left)
+                if await self.socket.poll(int(wait * 1000)):
+                    return await self._recv()
+                if left is not None and left <= wait:
+                    raise Empty
+
+    class SlicedPollClient(AsyncKernelClient):
+        shell_channel_class = SlicedPollChannel
+        iopub_channel_class = SlicedPollChannel
+        stdin_channel_class = SlicedPollChannel
+        control_channel_class = SlicedPollChannel
+
+    return SlicedPollClient
+
+
 def _ipc_kernel_manager(stalled_after: float = 0):
     """A kernel manager that talks to its kernel over local Unix sockets rather than TCP (ipykernel
     warns once per kernel about unencrypted TCP, and nothing here needs a network port), and tells
@@ -68,6 +107,7 @@ def _ipc_kernel_manager(stalled_after: float = 0):
             super().__init__(**kwargs)
             self.transport = "ipc"
             self.ip = str(folder / "ipc")
+            self.client_factory = _sliced_poll_client()
 
         async def _async_launch_kernel(self, kernel_cmd, **kw):
             kw["env"] = {**(kw.get("env") or os.environ), "SD35_STALL_STACKS_AFTER": f"{stalled_after:g}",

@@ -150,9 +150,9 @@ def test_kernels_talk_over_local_sockets_and_print_no_warning(tmp_path, capfd):
 
 
 def test_a_stalled_cell_fails_fast_naming_itself(tmp_path):
-    """A cell that stalls (as notebook 06's `@interact` cell once sat out nbclient's 600 s limit)
-    fails after the cell timeout the test harness gives (notebook_harness.CELL_TIMEOUT, 240 s; 5 s
-    here), saying so, instead of stalling the test run."""
+    """A cell that stalls in the kernel fails after the cell timeout the test harness gives
+    (notebook_harness.CELL_TIMEOUT, 240 s; 8 s here), saying so and where every thread waited,
+    instead of stalling the test run."""
     from notebook_harness import CELL_TIMEOUT
 
     assert CELL_TIMEOUT < 600
@@ -178,3 +178,55 @@ def test_stall_stacks_come_shortly_before_the_cell_timeout():
     assert run_notebooks.stall_stacks_after(None) == 0  # no timeout, no watchdog
     assert run_notebooks.stall_stacks_after(8) == pytest.approx(6.4)
     assert run_notebooks.stall_stacks_after(240) == 225  # the test harness's cell timeout: 15 s before
+
+
+class _MissedWakeUpSocket:
+    """A zmq socket stand-in whose message is there from the start but whose first poll, like an
+    asyncio poll that missed the descriptor's edge, sees nothing until its wait runs out."""
+
+    def __init__(self, polls_missed: int):
+        self.polls_missed, self.waits_ms = polls_missed, []
+
+    async def poll(self, timeout_ms):
+        self.waits_ms.append(timeout_ms)
+        return 0 if len(self.waits_ms) <= self.polls_missed else 1
+
+
+def _sliced_channel(socket):
+    import asyncio
+
+    channel_class = run_notebooks._sliced_poll_client().shell_channel_class
+    channel = channel_class.__new__(channel_class)  # no zmq: only get_msg's waiting is under test
+    channel.socket = socket
+
+    async def recv():
+        return {"msg_type": "execute_reply"}
+
+    channel._recv = recv
+    return channel, asyncio.run
+
+
+def test_a_missed_wake_up_costs_one_poll_slice_not_the_cell_timeout():
+    """jupyter/nbclient#312, as notebook 06's `@interact` cell met it: the kernel's reply is waiting
+    but the first poll does not see it. Each wait is cut into POLL_SLICE_S slices, so the next slice
+    finds the reply, instead of a single poll of the whole timeout (600 s) returning it at its end."""
+    socket = _MissedWakeUpSocket(polls_missed=1)
+    channel, run = _sliced_channel(socket)
+    assert run(channel.get_msg(timeout=600)) == {"msg_type": "execute_reply"}
+    assert socket.waits_ms == [1000, 1000]  # two slices of POLL_SLICE_S, never 600 000 ms
+    endless = _MissedWakeUpSocket(polls_missed=3)
+    channel, run = _sliced_channel(endless)
+    assert run(channel.get_msg(timeout=None)) == {"msg_type": "execute_reply"}  # no timeout: it polls on
+    assert endless.waits_ms == [1000] * 4
+
+
+def test_a_sliced_wait_still_times_out_at_its_deadline():
+    from queue import Empty
+
+    socket = _MissedWakeUpSocket(polls_missed=10**6)
+    channel, run = _sliced_channel(socket)
+    started = time.monotonic()
+    with pytest.raises(Empty):
+        run(channel.get_msg(timeout=0.25))
+    assert len(socket.waits_ms) == 1 and 240 <= socket.waits_ms[0] <= 250  # a last slice: what is left
+    assert time.monotonic() - started < 5
