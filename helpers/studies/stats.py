@@ -61,51 +61,6 @@ def _guidance_values(guidance_values) -> list[float]:
     return [float(g) for g in values]
 
 
-@dataclass(frozen=True)
-class GuidanceSuggestion:
-    """What `suggest_guidance` decided, with the paired numbers it decided on (one per candidate)."""
-
-    candidates: tuple[float, ...]  # the guidance values > 1 (CFG on), in the order given
-    best: float  # the candidate with the highest mean score
-    suggested: float  # the smallest candidate within one paired standard error of `best`
-    mean_difference: tuple[float, ...]  # per candidate: mean over seeds of score(g) - score(best)
-    se_difference: tuple[float, ...]  # per candidate: standard error of those differences (sd / sqrt(n))
-
-
-def suggest_guidance(guidance_values, scores) -> GuidanceSuggestion:
-    """The smallest guidance > 1 whose scores, paired by seed with the best guidance's, are within
-    one standard error of them: mean(d) + se(d) >= 0 with d = score(g) - score(best) per seed.
-
-    `scores[s][i]` is seed s's score at `guidance_values[i]`. Values <= 1 turn classifier-free
-    guidance off, so they are never candidates. With one seed the standard error is 0."""
-    values = _guidance_values(guidance_values)
-    try:
-        table = np.asarray(scores, dtype=float)
-    except (TypeError, ValueError):
-        raise TypeError(f"scores must be one row of numbers per seed, not {scores!r:.60}.") from None
-    if table.ndim != 2 or table.shape[1] != len(values) or table.shape[0] == 0:
-        raise ValueError(f"scores must be one row per seed and one column per guidance value ({len(values)}), "
-                         f"not shape {table.shape}.")
-    _values(table, "scores")
-    columns = [i for i, g in enumerate(values) if g > 1]
-    if not columns:
-        raise ValueError(f"No guidance value above 1 in {values}: at 1 or below CFG is off, so there is nothing to suggest.")
-    n = table.shape[0]
-    best = max(columns, key=lambda i: table[:, i].mean())
-    differences = table[:, columns] - table[:, [best]]
-    mean = differences.mean(axis=0)
-    se = differences.std(axis=0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros(len(columns))
-    within = [k for k in range(len(columns)) if mean[k] + se[k] >= -1e-12]  # float rounding never drops `best`
-    suggested = min(within, key=lambda k: values[columns[k]])
-    return GuidanceSuggestion(
-        candidates=tuple(values[i] for i in columns),
-        best=values[best],
-        suggested=values[columns[suggested]],
-        mean_difference=tuple(float(m) for m in mean),
-        se_difference=tuple(float(s) for s in se),
-    )
-
-
 def bootstrap_mean_ci(values, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
     """(mean, low, high): the mean and its percentile-bootstrap confidence interval.
 

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from helpers.studies.guidance_rule import choose_guidance
 from helpers.studies.stats import (
     bootstrap_mean_ci,
     describe,
@@ -12,44 +13,8 @@ from helpers.studies.stats import (
     paired_comparison,
     sign_flip_p_value,
     smallest_possible_p_value,
-    suggest_guidance,
     verdict,
 )
-
-
-def test_suggest_guidance_pairs_by_seed_and_never_suggests_cfg_off():
-    from helpers.studies.stats import suggest_guidance
-
-    # Seeds differ a lot from each other, guidances little: unpaired, every mean is within one se of
-    # the best; paired by seed, 3.5 is 1 below 7.5 on every seed and 5.0 within noise of it.
-    base = np.array([[20.0], [30.0], [40.0], [50.0]])
-    scores = base + np.array([[5.0, -1.0, 0.0, 0.0], [5.0, -1.0, -0.1, 0.0], [5.0, -1.0, 0.1, 0.0], [5.0, -1.0, -0.1, 0.0]])
-    s = suggest_guidance([1.0, 3.5, 5.0, 7.5], scores)
-    assert s.candidates == (3.5, 5.0, 7.5)  # g = 1 has the highest scores but CFG is off there
-    assert s.best == 7.5
-    assert s.mean_difference[0] == pytest.approx(-1.0) and s.se_difference[0] == pytest.approx(0.0)
-    assert s.mean_difference[1] == pytest.approx(-0.025)
-    assert s.se_difference[1] == pytest.approx(np.std([0, -0.1, 0.1, -0.1], ddof=1) / 2)
-    assert s.suggested == 5.0  # within one paired se of 7.5; 3.5 is not
-
-
-def test_suggest_guidance_takes_the_smallest_tie_and_the_best_when_nothing_is_close():
-    from helpers.studies.stats import suggest_guidance
-
-    assert suggest_guidance([2.5, 7.5], [[10.0, 10.0], [12.0, 12.0]]).suggested == 2.5
-    assert suggest_guidance([2.5, 7.5], [[10.0, 11.0], [12.0, 13.5]]).suggested == 7.5
-    assert suggest_guidance([7.5, 2.5], [[1.0, 3.0]]).suggested == 2.5  # one seed: se 0, order given kept
-
-
-def test_suggest_guidance_rejects_bad_input_clearly():
-    from helpers.studies.stats import suggest_guidance
-
-    with pytest.raises(ValueError, match="CFG is off"):
-        suggest_guidance([0.0, 1.0], [[1.0, 2.0]])
-    with pytest.raises(ValueError, match="one column per guidance value"):
-        suggest_guidance([2.5, 3.5], [[1.0, 2.0, 3.0]])
-    with pytest.raises(ValueError, match="NaN"):
-        suggest_guidance([2.5, 3.5], [[1.0, float("nan")]])
 
 
 def test_bootstrap_interval_contains_the_mean_and_narrows_with_more_data():
@@ -156,8 +121,8 @@ def test_wrong_types_are_one_clear_error(call, error, match):
     (lambda: format_p(-0.1), ValueError, "p must be a p-value between 0 and 1"),
     (lambda: format_p(1.5), ValueError, "p must be a p-value between 0 and 1"),
     (lambda: format_p(math.inf), ValueError, "p must be a p-value between 0 and 1"),
-    (lambda: suggest_guidance(["a", "b"], [[1, 2]]), TypeError, "guidance_values must be a list of finite numbers"),
-    (lambda: suggest_guidance([2, 3], [["x", "y"]]), TypeError, "scores must be one row of numbers per seed"),
+    (lambda: choose_guidance(["a", "b"], [[1, 2]], [[0, 0]]), TypeError, "guidance_values must be a list of finite numbers"),
+    (lambda: choose_guidance([2, 3], [["x", "y"]], [[0, 0]]), TypeError, "scores must be one row of numbers per seed"),
 ])
 def test_out_of_range_resamples_seeds_p_values_and_text_guidance_are_one_clear_error(call, error, match):
     with pytest.raises(error, match=match):
