@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -144,7 +145,7 @@ def execute_notebook(path: Path, output_dir: Path, parameters: dict, timeout: in
             # kernel that never starts still fails, in 5 minutes.
             start_timeout=300,
             kernel_manager_class=manager,
-            # A cell near its timeout writes every thread's stack into its output first.
+            # A cell near its timeout has every thread's stack written to a file, which the timeout error carries.
             extra_arguments=[f"--IPKernelApp.exec_files={[str(STALL_STACKS)]}"],
         )
     except papermill.PapermillExecutionError:
@@ -155,6 +156,8 @@ def execute_notebook(path: Path, output_dir: Path, parameters: dict, timeout: in
         if type(error).__name__ != "CellTimeoutError":  # nbclient's; papermill passes it on as it is
             raise
         raise TimeoutError(f"{path.name}: {error}\n{stall_stacks(manager.stacks_file)}") from error
+    finally:  # the kernel's sockets and its stacks file; the kernel has been shut down by now
+        shutil.rmtree(manager.stacks_file.parent, ignore_errors=True)
     os.replace(running, out)
     return out
 
