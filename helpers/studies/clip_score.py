@@ -54,6 +54,20 @@ def _check_texts(texts, name: str) -> list[str]:
     return texts
 
 
+def check_model_source(model_id, family: str, real: str) -> None:
+    """One clear error, before any loading, for a `model_id` that is neither a Hub id ('owner/name') nor
+    a folder holding a saved `family` model (config.json); `real` is the checkpoint to suggest."""
+    if not isinstance(model_id, (str, os.PathLike)) or not str(model_id):
+        article = "an" if family[0] in "AEIOU" else "a"
+        raise TypeError(f"model_id must be {article} {family} Hub id or folder (e.g. {real!r}), not "
+                        f"{type(model_id).__name__} {model_id!r:.60}.")
+    text = str(model_id)
+    is_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and not os.path.exists(text)
+    if not is_hub_id and not (Path(text).expanduser() / "config.json").is_file():
+        raise FileNotFoundError(f"model_id={text!r:.120} is neither a Hub id ('owner/name') nor a folder with a "
+                                f"saved {family} model (config.json); the real one is {real!r}.")
+
+
 class ClipScorer:
     """A CLIP model and its processor, scoring PIL images against texts."""
 
@@ -67,14 +81,7 @@ class ClipScorer:
 
         from ..loading.devices import pick_device
 
-        if not isinstance(model_id, (str, os.PathLike)) or not str(model_id):
-            raise TypeError(f"model_id must be a CLIP Hub id or folder (e.g. {REAL_CLIP!r}), not "
-                            f"{type(model_id).__name__} {model_id!r:.60}.")
-        text = str(model_id)
-        is_hub_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and not os.path.exists(text)
-        if not is_hub_id and not (Path(text).expanduser() / "config.json").is_file():
-            raise FileNotFoundError(f"model_id={text!r:.120} is neither a Hub id ('owner/name') nor a folder with a "
-                                    f"saved CLIP model (config.json); the real scorer is {REAL_CLIP!r}.")
+        check_model_source(model_id, "CLIP", REAL_CLIP)
         device = pick_device(device)
         return cls(CLIPModel.from_pretrained(model_id), CLIPProcessor.from_pretrained(model_id), device)
 

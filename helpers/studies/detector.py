@@ -9,13 +9,12 @@ OWL-ViT with a locally made tokenizer, built like the tiny CLIP (helpers.stand_i
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 import torch
 
-from .clip_score import _check_images
+from .clip_score import _check_images, check_model_source
 
 REAL_DETECTOR = "google/owlvit-base-patch32"
 TINY_SIZE = 32  # pixels the tiny detector sees (4 x 4 patches of 8)
@@ -73,9 +72,7 @@ class ObjectDetector:
 
         from ..loading.devices import pick_device
 
-        if not isinstance(model_id, (str, os.PathLike)) or not str(model_id):
-            raise TypeError(f"model_id must be an OWL-ViT Hub id or folder (e.g. {REAL_DETECTOR!r}), not "
-                            f"{type(model_id).__name__} {model_id!r:.60}.")
+        check_model_source(model_id, "OWL-ViT", REAL_DETECTOR)
         device = pick_device(device)
         return cls(OwlViTForObjectDetection.from_pretrained(model_id), OwlViTProcessor.from_pretrained(model_id), device)
 

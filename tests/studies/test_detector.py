@@ -53,3 +53,14 @@ def test_agreement_with_hand_labels_computed_by_hand():
     assert empty["n"] == 0 and math.isnan(empty["accuracy"]) and math.isnan(empty["auc"])
     with pytest.raises(ValueError):
         agreement([0.5], [True, False])
+
+
+@pytest.mark.parametrize("model_id, error, match", [
+    ("/nonexistent", FileNotFoundError, "neither a Hub id .*nor a folder with a saved OWL-ViT model"),
+    (None, TypeError, "model_id must be an OWL-ViT Hub id or folder"),
+])
+def test_loading_a_missing_detector_is_one_clear_error_before_any_loading(tmp_path, model_id, error, match):
+    with pytest.raises(error, match=match):
+        ObjectDetector.load(model_id, device="cpu")
+    with pytest.raises(FileNotFoundError, match="neither a Hub id"):
+        ObjectDetector.load(str(tmp_path), device="cpu")  # an empty folder
