@@ -96,30 +96,33 @@ def _widget_states(notebook: dict) -> dict:
     return notebook["metadata"].get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
 
 
+def _tqdm_bar(states: dict, model_id) -> list[dict] | None:
+    """The states of a tqdm notebook bar's three parts (label, bar, counts), or None if `model_id` is
+    something else."""
+    parts = [states.get(ref.replace("IPY_MODEL_", ""), {})
+             for ref in states.get(model_id, {}).get("state", {}).get("children", [])]
+    return parts if [p.get("model_name") for p in parts] == ["HTMLModel", "FloatProgressModel", "HTMLModel"] else None
+
+
+def _view_id(output: dict):
+    return output.get("data", {}).get(WIDGET_VIEW, {}).get("model_id")
+
+
 def progress_bars(notebook: dict, cell: dict | None = None) -> list[dict]:
     """tqdm's notebook bars (a reader's kernel shows tqdm.auto as widgets) in `cell`, or in the whole
     notebook: {"text": "plans: 100%", "value": 7.0, "max": 7.0} each, from the saved widget state."""
     states, bars = _widget_states(notebook), []
     for c in [cell] if cell is not None else notebook["cells"]:
         for output in c.get("outputs", []):
-            model = states.get(output.get("data", {}).get(WIDGET_VIEW, {}).get("model_id"), {})
-            children = [states.get(ref.replace("IPY_MODEL_", ""), {}) for ref in model.get("state", {}).get("children", [])]
-            names = [child.get("model_name") for child in children]
-            if names == ["HTMLModel", "FloatProgressModel", "HTMLModel"]:
-                bar = children[1]["state"]
-                bars.append({"text": children[0]["state"]["value"].replace("\u2007", " "),
-                             "value": bar["value"], "max": bar["max"]})
+            parts = _tqdm_bar(states, _view_id(output))
+            if parts is not None:
+                label, bar = parts[0]["state"], parts[1]["state"]
+                bars.append({"text": label["value"].replace("\u2007", " "), "value": bar["value"], "max": bar["max"]})
     return bars
 
 
 def widget_views(notebook: dict) -> list[dict]:
     """The widget outputs other than tqdm's progress bars (interact apps, studios)."""
-    bar_ids = set()
     states = _widget_states(notebook)
-    for model_id, model in states.items():
-        names = [states.get(ref.replace("IPY_MODEL_", ""), {}).get("model_name")
-                 for ref in model.get("state", {}).get("children", [])]
-        if names == ["HTMLModel", "FloatProgressModel", "HTMLModel"]:
-            bar_ids.add(model_id)
     return [o for c in notebook["cells"] for o in c.get("outputs", [])
-            if WIDGET_VIEW in o.get("data", {}) and o["data"][WIDGET_VIEW].get("model_id") not in bar_ids]
+            if _view_id(o) is not None and _tqdm_bar(states, _view_id(o)) is None]

@@ -100,6 +100,7 @@ def _ipc_kernel_manager(stalled_after: float = 0):
     from jupyter_client.manager import AsyncKernelManager
 
     folder = Path(tempfile.mkdtemp(prefix="sd35-kernel-"))
+    client = _sliced_poll_client()
 
     class IPCKernelManager(AsyncKernelManager):
         stacks_file = folder / "stall-stacks.txt"
@@ -108,7 +109,7 @@ def _ipc_kernel_manager(stalled_after: float = 0):
             super().__init__(**kwargs)
             self.transport = "ipc"
             self.ip = str(folder / "ipc")
-            self.client_factory = _sliced_poll_client()
+            self.client_factory = client
 
         async def _async_launch_kernel(self, kernel_cmd, **kw):
             kw["env"] = {**(kw.get("env") or os.environ), "SD35_STALL_STACKS_AFTER": f"{stalled_after:g}",
@@ -127,6 +128,7 @@ def execute_notebook(path: Path, output_dir: Path, parameters: dict, timeout: in
     written as NAME.UNFINISHED.ipynb and takes its own name only once every cell has run
     (NAME.FAILED.ipynb when one failed): an interrupted run can never pass for a finished one."""
     import papermill
+    from nbclient.exceptions import CellTimeoutError
 
     output_dir.mkdir(parents=True, exist_ok=True)
     out = output_dir / path.name
@@ -152,9 +154,7 @@ def execute_notebook(path: Path, output_dir: Path, parameters: dict, timeout: in
         if running.exists():
             os.replace(running, output_dir / f"{path.stem}.FAILED.ipynb")
         raise
-    except Exception as error:
-        if type(error).__name__ != "CellTimeoutError":  # nbclient's; papermill passes it on as it is
-            raise
+    except CellTimeoutError as error:  # nbclient's; papermill passes it on as it is
         raise TimeoutError(f"{path.name}: {error}\n{stall_stacks(manager.stacks_file)}") from error
     finally:  # the kernel's sockets and its stacks file; the kernel has been shut down by now
         shutil.rmtree(manager.stacks_file.parent, ignore_errors=True)
@@ -162,10 +162,10 @@ def execute_notebook(path: Path, output_dir: Path, parameters: dict, timeout: in
     return out
 
 
-def stall_stacks(stacks_file: Path | None, limit: int = 8000) -> str:
+def stall_stacks(stacks_file: Path, limit: int = 8000) -> str:
     """The thread stacks a stalled cell's kernel wrote (kernel_stall_stacks.py) shortly before its timeout."""
     try:
-        dump = stacks_file.read_text() if stacks_file is not None else ""
+        dump = stacks_file.read_text()
     except OSError:
         dump = ""
     if "(most recent call first)" not in dump:

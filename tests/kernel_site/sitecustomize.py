@@ -43,9 +43,4 @@ class _ShimOnImport(importlib.abc.MetaPathFinder):
         return spec
 
 
-if QUANTIZER_MODULE in sys.modules:  # (never at start-up; kept exact should a start-up hook import it)
-    from bnb_cpu_shim import enable_bnb_cpu_shim
-
-    enable_bnb_cpu_shim()
-else:
-    sys.meta_path.insert(0, _ShimOnImport())
+sys.meta_path.insert(0, _ShimOnImport())  # (nothing has imported the quantizer this early at start-up)
